@@ -1,0 +1,3 @@
+from services.capacity.app import main
+
+main()

@@ -1,0 +1,171 @@
+"""Intake's rules: turning untrusted bytes into a submission, the project lifecycle, and the
+decision a submission leads to given the stored project. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from shared.contracts.common import project_key
+from shared.contracts.events import ProjectChanged, ProjectState
+from shared.contracts.inbound import ProjectSubmission, Stage
+from shared.errors import Reason
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+S = Stage
+# Allowed moves of the lifecycle idea → proposal → approved → active → done, with on_hold as a
+# pause that can resume to any open stage and cancelled/rejected as side exits.
+TRANSITIONS: dict[Stage, frozenset[Stage]] = {
+    S.IDEA: frozenset({S.PROPOSAL, S.ON_HOLD, S.CANCELLED, S.REJECTED}),
+    S.PROPOSAL: frozenset({S.IDEA, S.APPROVED, S.ON_HOLD, S.CANCELLED, S.REJECTED}),
+    S.APPROVED: frozenset({S.ACTIVE, S.ON_HOLD, S.CANCELLED}),
+    S.ACTIVE: frozenset({S.DONE, S.ON_HOLD, S.CANCELLED}),
+    S.ON_HOLD: frozenset({S.IDEA, S.PROPOSAL, S.APPROVED, S.ACTIVE, S.CANCELLED}),
+    S.DONE: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.REJECTED: frozenset(),
+}
+
+
+def transition_allowed(old: Stage, new: Stage) -> bool:
+    return old == new or new in TRANSITIONS[old]
+
+
+def parse_submission(raw: bytes | None, key: bytes | None) -> ProjectSubmission | list[Reason]:
+    """The submission in ``raw``, or every reason it is not one. Never raises."""
+    if raw is None or len(raw) == 0:
+        return [Reason("empty", "the message has no value")]
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        return [
+            Reason("payload_too_large", f"{len(raw)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
+        ]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [Reason("not_utf8", f"not UTF-8 at byte {exc.start}")]
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return [Reason("not_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
+    except RecursionError:
+        return [Reason("too_deep", "JSON nested too deeply")]
+    if not isinstance(document, dict):
+        return [Reason("not_object", f"expected a JSON object, got {type(document).__name__}")]
+    try:
+        submission = ProjectSubmission.model_validate(document)
+    except ValidationError as exc:
+        return validation_reasons(exc)
+    expected = project_key(submission.portfolio, submission.source, submission.external_id)
+    if key is not None and key != expected.encode():
+        shown = key[:200].decode("utf-8", "replace")
+        return [Reason("key_mismatch", f"key {shown!r} is not {expected!r}", "<key>")]
+    return submission
+
+
+def validation_reasons(exc: ValidationError) -> list[Reason]:
+    return [
+        Reason(
+            code=str(error["type"]),
+            message=str(error["msg"])[:500],
+            path=".".join(str(part) for part in error["loc"]),
+        )
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredProject:
+    revision: int
+    withdrawn: bool
+    state: ProjectState
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    event: ProjectChanged
+    kind: Literal["accepted"] = "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """Recorded, not an error: a stale revision or the withdrawal of an unknown project."""
+
+    code: Literal["stale_revision", "unknown_project"]
+    message: str
+    kind: Literal["ignored"] = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reasons: list[Reason]
+    kind: Literal["refused"] = "refused"
+
+
+Decision = Accepted | Ignored | Refused
+
+
+def _changed(old: ProjectState | None, new: ProjectState) -> list[str]:
+    if old is None:
+        return sorted(new.model_fields_set | set(type(new).model_fields))
+    before: dict[str, Any] = old.model_dump()
+    after: dict[str, Any] = new.model_dump()
+    return sorted(name for name in after if before.get(name) != after[name])
+
+
+def decide(submission: ProjectSubmission, stored: StoredProject | None) -> Decision:
+    """What ``submission`` does to the project stored as ``stored`` (None if unknown)."""
+    key = project_key(submission.portfolio, submission.source, submission.external_id)
+    if stored is not None and submission.revision <= stored.revision:
+        return Ignored(
+            "stale_revision",
+            f"revision {submission.revision} is not newer than the stored {stored.revision}",
+        )
+    if submission.action == "withdraw":
+        if stored is None or stored.withdrawn:
+            return Ignored("unknown_project", f"no project {key} to withdraw")
+        event = ProjectChanged(
+            project_key=key,
+            portfolio=submission.portfolio,
+            revision=submission.revision,
+            submission_id=str(submission.submission_id),
+            occurred_at=submission.submitted_at,
+            withdrawn=True,
+            previous_stage=stored.state.stage,
+            changed=["withdrawn"],
+            project=stored.state,
+        )
+        return Accepted(event)
+    assert submission.project is not None
+    state = ProjectState(
+        **submission.project.model_dump(),
+        portfolio=submission.portfolio,
+        source=submission.source,
+        external_id=submission.external_id,
+    )
+    previous = stored.state if stored is not None and not stored.withdrawn else None
+    if previous is not None and not transition_allowed(previous.stage, state.stage):
+        return Refused(
+            [
+                Reason(
+                    "illegal_transition",
+                    f"stage cannot move from {previous.stage.value} to {state.stage.value}",
+                    "project.stage",
+                )
+            ]
+        )
+    return Accepted(
+        ProjectChanged(
+            project_key=key,
+            portfolio=submission.portfolio,
+            revision=submission.revision,
+            submission_id=str(submission.submission_id),
+            occurred_at=submission.submitted_at,
+            previous_stage=previous.stage if previous else None,
+            changed=_changed(previous, state),
+            project=state,
+        )
+    )

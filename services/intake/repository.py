@@ -1,0 +1,111 @@
+"""Intake's SQL: the only module that knows its tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asyncpg.pool import PoolConnectionProxy
+
+from services.intake.domain import StoredProject
+from shared.contracts.events import ProjectState
+from shared.errors import Reason
+from shared.uow import PostgresUnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    submission_id: str | None
+    project_key: str | None
+    revision: int | None
+    outcome: str
+    code: str | None
+    reasons: Sequence[Reason]
+    topic: str
+    partition: int
+    offset: int
+
+
+class ProjectRepository:
+    def __init__(self, conn: PoolConnectionProxy[Any]) -> None:
+        self._conn = conn
+
+    async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
+        rows = await self._conn.fetch(
+            "SELECT project_key, revision, withdrawn, state FROM projects"
+            " WHERE project_key = ANY($1::text[])",
+            list(keys),
+        )
+        return {
+            r["project_key"]: StoredProject(
+                revision=r["revision"],
+                withdrawn=r["withdrawn"],
+                state=ProjectState.model_validate_json(r["state"]),
+            )
+            for r in rows
+        }
+
+    async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None:
+        rows = [
+            (
+                key,
+                p.state.portfolio,
+                p.revision,
+                p.withdrawn,
+                p.state.stage.value,
+                p.state.name,
+                p.state.model_dump_json(),
+            )
+            for key, p in projects
+        ]
+        if not rows:
+            return
+        await self._conn.executemany(
+            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, stage, name, state)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)"
+            " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
+            " withdrawn = excluded.withdrawn, stage = excluded.stage, name = excluded.name,"
+            " state = excluded.state, updated_at = now()",
+            rows,
+        )
+
+    async def log(self, entries: Sequence[LogEntry]) -> None:
+        if not entries:
+            return
+        await self._conn.copy_records_to_table(
+            "submission_log",
+            columns=(
+                "submission_id",
+                "project_key",
+                "revision",
+                "outcome",
+                "code",
+                "reasons",
+                "source_topic",
+                "source_partition",
+                "source_offset",
+            ),
+            records=[
+                (
+                    e.submission_id,
+                    e.project_key,
+                    e.revision,
+                    e.outcome,
+                    e.code,
+                    json.dumps([r.as_dict() for r in e.reasons]),
+                    e.topic,
+                    e.partition,
+                    e.offset,
+                )
+                for e in entries
+            ],
+        )
+
+
+class IntakeUnitOfWork(PostgresUnitOfWork):
+    projects: ProjectRepository
+
+    def _bind(self, conn: PoolConnectionProxy[Any]) -> None:
+        self.projects = ProjectRepository(conn)

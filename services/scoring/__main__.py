@@ -1,0 +1,3 @@
+from services.scoring.app import main
+
+main()

@@ -1,0 +1,178 @@
+"""Batch consumption with an explicit acknowledgement policy.
+
+One consumed batch is one database transaction (the handler's), and offsets are committed only
+after it commits. Failures are classified:
+
+* transient (database or broker unavailable): retried with capped exponential backoff; when the
+  retry budget runs out, the batch's partitions are rewound so Kafka delivers it again;
+* anything else escaping a handler: the batch is bisected until the single record that fails is
+  found, and that record is dead-lettered with the error as its reason, so one poison record
+  never blocks a partition and never takes good records down with it.
+
+Handlers dead-letter records they refuse themselves (validation), inside their transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from shared import metrics
+from shared.consumer_record import Record
+from shared.errors import Reason, TransientError, is_transient
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+BatchHandler = Callable[[Sequence[Record]], Awaitable[None]]
+PoisonHandler = Callable[[Record, list[Reason]], Awaitable[None]]
+
+
+class RetryExhausted(TransientError):
+    """Transient failures outlasted the retry budget; the batch goes back to Kafka."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial_seconds: float = 0.05
+    max_seconds: float = 5.0
+    budget_seconds: float = 120.0
+
+
+class BatchRunner:
+    """Runs a service's batch handler with the failure policy described above."""
+
+    def __init__(
+        self,
+        service: str,
+        handle: BatchHandler,
+        poison: PoisonHandler,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self._service = service
+        self._handle = handle
+        self._poison = poison
+        self._retry = retry
+
+    async def process(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        try:
+            await self._retrying(self._handle, records)
+        except RetryExhausted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified: isolated and dead-lettered below
+            await self._isolate(records, exc)
+
+    async def _isolate(self, records: Sequence[Record], exc: Exception) -> None:
+        if len(records) > 1:
+            middle = len(records) // 2
+            await self.process(records[:middle])
+            await self.process(records[middle:])
+            return
+        record = records[0]
+        log.error(
+            "record %s cannot be processed; dead-lettering it",
+            record.coordinates,
+            exc_info=exc,
+        )
+        reason = Reason(
+            code="processing_error", message=f"{type(exc).__name__}: {exc}"[:1000], path=""
+        )
+        metrics.DEAD_LETTERS.labels(self._service, reason.code).inc()
+        await self._retrying(self._poison, record, [reason])
+
+    async def _retrying(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        delay = self._retry.initial_seconds
+        deadline = time.monotonic() + self._retry.budget_seconds
+        while True:
+            try:
+                await fn(*args)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise RetryExhausted(f"gave up after {self._retry.budget_seconds}s") from exc
+                metrics.RETRIES.labels(self._service).inc()
+                log.warning("transient failure, retrying in %.2fs: %r", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._retry.max_seconds)
+            else:
+                return
+
+
+async def _tolerant_parser(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """FastStream decodes every header as UTF-8 and would fail on a malformed record before
+    our code saw it; parse sanitised copies instead and keep the untouched records."""
+
+    def clean(record: Any) -> Any:
+        headers = []
+        for key, value in record.headers or ():
+            try:
+                (value or b"").decode()
+            except UnicodeDecodeError:
+                value = b""
+            headers.append((key, value or b""))
+        return dataclasses.replace(record, headers=headers)
+
+    parsed = await original(tuple(clean(r) for r in message))
+    parsed.raw_message = message
+    return parsed
+
+
+async def _no_decode(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Bodies are decoded by our handlers, record by record, so a bad one is dead-lettered
+    rather than failing the batch inside the framework."""
+    return None
+
+
+def subscribe(
+    broker: KafkaBroker,
+    topics: Sequence[str],
+    *,
+    settings: ServiceSettings,
+    runner: BatchRunner,
+    service: str,
+) -> None:
+    """Register ``runner`` as the batch consumer of ``topics`` in the service's group.
+
+    Ack policy is MANUAL on purpose: FastStream's default commits before processing, and ACK
+    commits after a failure too. Here the offset is committed only after the handler's
+    transaction has committed, and rewound when the batch could not be processed."""
+
+    @broker.subscriber(
+        *topics,
+        group_id=settings.group_id,
+        batch=True,
+        max_records=settings.max_records,
+        batch_timeout_ms=settings.batch_timeout_ms,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+        parser=_tolerant_parser,
+        decoder=_no_decode,
+        max_poll_interval_ms=int((settings.retry_max_seconds + 60) * 1000),
+        title=f"{service}:consume",
+    )
+    async def consume(body: Any, message: KafkaMessage) -> None:
+        records = [Record.from_kafka(r) for r in message.raw_message]
+        started = time.perf_counter()
+        try:
+            await runner.process(records)
+        except RetryExhausted:
+            metrics.REWINDS.labels(service).inc()
+            log.warning("retries exhausted; rewinding %d records for redelivery", len(records))
+            await message.nack()
+            return
+        await message.ack()
+        metrics.BATCHES.labels(service).observe(time.perf_counter() - started)
+        for record in records:
+            metrics.RECORDS.labels(service, record.topic).inc()

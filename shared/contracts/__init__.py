@@ -1,0 +1,1 @@
+"""Event contracts: data only, frozen, tolerant of unknown fields on the way in."""

@@ -1,0 +1,50 @@
+"""Value types shared by several contracts."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def _month(value: str) -> str:
+    if not _MONTH.match(value):
+        raise ValueError("must be a month as YYYY-MM")
+    return value
+
+
+Month = Annotated[str, AfterValidator(_month)]
+"""A calendar month, ``YYYY-MM``."""
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/\s][^/]*$")]
+"""Portfolio, source, external and resource ids: non-empty, no slash (slashes separate key parts)."""
+
+
+def month_index(month: str) -> int:
+    """Months since year 0, so that month arithmetic is integer arithmetic."""
+    year, mon = month.split("-")
+    return int(year) * 12 + int(mon) - 1
+
+
+def month_from_index(index: int) -> str:
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+class Inbound(BaseModel):
+    """Inbound contracts are written by other teams: unknown fields are ignored, not refused."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+
+
+class Event(BaseModel):
+    """Internal event payloads: immutable facts; unknown fields tolerated for forward compatibility."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def project_key(portfolio: str, source: str, external_id: str) -> str:
+    """The Kafka key and identity of a project: ``portfolio/source/external_id``."""
+    return f"{portfolio}/{source}/{external_id}"

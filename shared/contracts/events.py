@@ -1,0 +1,96 @@
+"""Internal events: immutable facts, one writing service per topic.
+
+Each event travels as the Kafka value (JSON) with CloudEvents 1.0 attributes in the headers
+(binary mode); the ``ce_id`` header is the idempotency key consumers record in their inbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from shared.contracts.common import Event
+from shared.contracts.inbound import ProjectData, Stage
+
+
+class ProjectState(ProjectData):
+    """The full, normalised state of a project (event-carried state transfer)."""
+
+    portfolio: str
+    source: str
+    external_id: str
+
+
+class ProjectChanged(Event):
+    """Intake accepted a submission: the project's new full state (``pmo.intake.projects.v1``)."""
+
+    TYPE: ClassVar[str] = "pmo.intake.project.changed.v1"
+
+    project_key: str
+    portfolio: str
+    revision: int
+    submission_id: str
+    occurred_at: datetime
+    withdrawn: bool = False
+    previous_stage: Stage | None = None
+    changed: list[str] = Field(default_factory=list)
+    project: ProjectState
+
+
+class Contribution(Event):
+    """One criterion's share of a score: what went in, how it was scaled, what it added."""
+
+    criterion: str
+    raw: float | None
+    normalised: float
+    weight: float
+    contribution: float
+
+
+class ProjectScored(Event):
+    """A project's score and rank in its portfolio (``pmo.scoring.scores.v1``).
+
+    ``ranking_version`` increases with every re-ranking of the portfolio; a consumer keeps the
+    highest it has seen. ``rank`` is None for projects that are not ranked (done, cancelled,
+    rejected, withdrawn)."""
+
+    TYPE: ClassVar[str] = "pmo.scoring.project.scored.v1"
+
+    project_key: str
+    portfolio: str
+    project_revision: int
+    ranking_version: int
+    model: str
+    model_version: int
+    score: float
+    rank: int | None
+    mandatory: bool
+    explanation: list[Contribution]
+    cause: Literal["project_revision", "model_change", "portfolio_change"]
+
+
+class Deferral(Event):
+    """Why a project could not be placed: the first role and month that did not fit."""
+
+    role: str
+    month: str
+    shortfall_fte: float
+    detail: str
+
+
+class ProjectPlanned(Event):
+    """A project's place in its portfolio's capacity plan (``pmo.capacity.plans.v1``).
+
+    ``plan_version`` increases with every replan of the portfolio."""
+
+    TYPE: ClassVar[str] = "pmo.capacity.project.planned.v1"
+
+    project_key: str
+    portfolio: str
+    plan_version: int
+    status: Literal["committed", "planned", "deferred", "excluded"]
+    start_month: str | None = None
+    end_month: str | None = None
+    deferral: Deferral | None = None

@@ -1,0 +1,21 @@
+"""Connection pools: one per service, logged in as the service's role, confined to its schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+
+async def create_pool(
+    url: str, *, schema: str, application_name: str, min_size: int = 1, max_size: int = 8
+) -> asyncpg.Pool[Any]:
+    pool: asyncpg.Pool[Any] = await asyncpg.create_pool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        server_settings={"search_path": schema, "application_name": application_name},
+        # Statements are prepared per connection; a failover must not leave stale ones behind.
+        max_inactive_connection_lifetime=300,
+    )
+    return pool

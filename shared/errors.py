@@ -1,0 +1,89 @@
+"""The exception tree and the transient/permanent classifier every consumer uses.
+
+* transient: the world is briefly unavailable (database restarting, broker unreachable,
+  serialisation conflict). Retried with backoff, never dead-lettered.
+* permanent: the message itself is wrong. Dead-lettered with reasons, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import errors as kafka_errors
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """A machine-readable reason for refusing a message."""
+
+    code: str
+    message: str
+    path: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"path": self.path, "code": self.code, "message": self.message}
+
+
+class PmoError(Exception):
+    """Root of pmo's own exceptions."""
+
+
+class PermanentError(PmoError):
+    """The message cannot be processed as it is; retrying will not help."""
+
+    def __init__(self, reasons: list[Reason]) -> None:
+        super().__init__("; ".join(f"{r.path or '<message>'}: {r.message}" for r in reasons))
+        self.reasons = reasons
+
+
+class TransientError(PmoError):
+    """A dependency is unavailable for now; the same work will succeed later."""
+
+
+_TRANSIENT_SQLSTATES = frozenset(
+    {
+        "40001",  # serialization_failure
+        "40P01",  # deadlock_detected
+        "55P03",  # lock_not_available
+        "57P01",  # admin_shutdown
+        "57P02",  # crash_shutdown
+        "57P03",  # cannot_connect_now
+        "53300",  # too_many_connections
+        "53400",  # configuration_limit_exceeded
+        "08000",
+        "08003",
+        "08006",
+        "08001",
+        "08004",
+    }
+)
+
+_TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
+    TransientError,
+    ConnectionError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    kafka_errors.KafkaConnectionError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.NodeNotReadyError,
+    kafka_errors.RequestTimedOutError,
+    kafka_errors.NotLeaderForPartitionError,
+    kafka_errors.LeaderNotAvailableError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same work later can succeed."""
+    if isinstance(exc, _TRANSIENT_TYPES):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
+    if isinstance(exc, kafka_errors.KafkaError):
+        return bool(getattr(exc, "retriable", False))
+    return False

@@ -1,0 +1,24 @@
+"""The inbox: the ids of events already applied, recorded in the same transaction as their
+effect, so that a redelivered event is recognised and skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+
+async def claim(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> set[str]:
+    """Record ``event_ids`` inside the caller's transaction; returns the ones not seen before.
+
+    Nothing is visible to other consumers until the transaction commits; a concurrent claim of
+    the same id waits on the row lock and then sees it as a duplicate."""
+    if not event_ids:
+        return set()
+    rows = await conn.fetch(
+        "INSERT INTO inbox (event_id) SELECT unnest($1::text[])"
+        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+        list(dict.fromkeys(event_ids)),
+    )
+    return {r["event_id"] for r in rows}

@@ -1,0 +1,28 @@
+"""Prometheus metrics common to every service (each service process has its own registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECORDS = Counter("pmo_records_consumed_total", "Records consumed", ["service", "topic"])
+BATCHES = Histogram(
+    "pmo_batch_seconds",
+    "Time to process and commit one consumed batch",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DUPLICATES = Counter(
+    "pmo_duplicates_skipped_total", "Redelivered events recognised by the inbox", ["service"]
+)
+DEAD_LETTERS = Counter(
+    "pmo_dead_letters_total", "Records dead-lettered, by reason code", ["service", "code"]
+)
+RETRIES = Counter("pmo_transient_retries_total", "Transient failures retried", ["service"])
+REWINDS = Counter(
+    "pmo_batches_rewound_total", "Batches handed back to Kafka after retries ran out", ["service"]
+)
+OUTBOX_BACKLOG = Gauge("pmo_outbox_backlog", "Unsent outbox rows", ["service"])
+OUTBOX_OLDEST = Gauge(
+    "pmo_outbox_oldest_unsent_seconds", "Age of the oldest unsent outbox row", ["service"]
+)
+OUTBOX_PUBLISHED = Counter("pmo_outbox_published_total", "Outbox rows published", ["service"])

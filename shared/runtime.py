@@ -1,0 +1,206 @@
+"""A service's runtime: pool, broker, outbox relay, health and metrics endpoints, lifecycle.
+
+Every service's composition root (``services/<name>/app.py``) builds one ``ServiceRuntime``,
+registers its subscribers on ``runtime.broker`` and serves ``runtime.http_app()``. Nothing
+connects until ``start()``; ``stop()`` lets the in-flight batch finish and commit, leaves the
+consumer group, flushes the outbox once more and closes the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared import metrics
+from shared.consumer_record import Record
+from shared.deadletter import dead_letter, dead_letter_id
+from shared.errors import Reason
+from shared.uow import PostgresUnitOfWork
+from shared.broker import make_broker
+from shared.db import create_pool
+from shared.outbox import OutboxMessage, OutboxRelay
+from shared.settings import DatabaseSettings, KafkaSettings, ServiceSettings, service_database_url
+from shared.topics import Topic, TopicNames
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    def __init__(
+        self,
+        name: str,
+        service: ServiceSettings,
+        kafka: KafkaSettings,
+        database: DatabaseSettings,
+    ) -> None:
+        self.name = name
+        self.settings = service
+        self.kafka = kafka
+        self.database = database
+        self.topics = TopicNames(kafka.topic_prefix)
+        self.broker = make_broker(kafka, client_id=f"{kafka.client_id}-{name}")
+        self._pool: asyncpg.Pool[Any] | None = None
+        self._relay: OutboxRelay | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self._monitor_task: asyncio.Task[None] | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool[Any]:
+        if self._pool is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._pool
+
+    @property
+    def relay(self) -> OutboxRelay:
+        if self._relay is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._relay
+
+    async def dead_letter(self, record: Record, reasons: list[Reason]) -> None:
+        """Dead-letter one record in its own transaction (the poison path of the runner)."""
+        async with PostgresUnitOfWork(self.pool) as uow:
+            if await uow.claim([dead_letter_id(self.name, record)]):
+                await uow.emit(
+                    [
+                        dead_letter(
+                            record,
+                            reasons,
+                            consumer=self.name,
+                            topic=self.topics(Topic.DEAD_LETTERS),
+                            now=datetime.now(UTC),
+                        )
+                    ]
+                )
+
+    async def _publish(self, message: OutboxMessage) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await self.broker.publish(
+            message.value,
+            topic=message.topic,
+            key=message.key,
+            headers=message.headers,
+            no_confirm=True,
+        )
+        return future
+
+    async def start(self) -> None:
+        url = service_database_url(self.settings, self.database, f"pmo_{self.name}")
+        self._pool = await create_pool(
+            url,
+            schema=self.name,
+            application_name=f"pmo-{self.name}",
+            min_size=self.database.pool_min_size,
+            max_size=self.database.pool_max_size,
+        )
+        self._relay = OutboxRelay(self._pool, self.name, self._publish)
+        await self.broker.start()
+        self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.name}-outbox")
+        self._monitor_task = asyncio.create_task(self._monitor(), name=f"{self.name}-monitor")
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        # Subscribers first: each finishes its in-flight batch (transaction, then offset commit)
+        # and leaves the group. Then the relay gets one last pass over what was written, and
+        # only then does the producer close.
+        try:
+            await self._drain()
+        finally:
+            await self.broker.stop()
+            if self._pool is not None:
+                await self._pool.close()
+        log.info("%s stopped", self.name)
+
+    async def _drain(self) -> None:
+        for subscriber in self.broker.subscribers:
+            await subscriber.stop()
+        for task in (self._monitor_task, self._relay_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._relay is not None and self._relay_task is not None:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                while await self._relay.relay_once():
+                    pass
+
+    async def __aenter__(self) -> ServiceRuntime:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def ready(self) -> dict[str, bool]:
+        """Readiness: the database answers and the broker answers, each within 2 s."""
+        checks = {"database": False, "broker": False}
+        with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError, RuntimeError):
+            async with asyncio.timeout(2):
+                await self.pool.fetchval("SELECT 1")
+                checks["database"] = True
+        with contextlib.suppress(OSError, TimeoutError):
+            checks["broker"] = await self.broker.ping(timeout=2.0)
+        return checks
+
+    async def _monitor(self) -> None:
+        while True:
+            with contextlib.suppress(asyncpg.PostgresError, OSError):
+                backlog, oldest = await self.relay.backlog()
+                metrics.OUTBOX_BACKLOG.labels(self.name).set(backlog)
+                metrics.OUTBOX_OLDEST.labels(self.name).set(oldest)
+            await asyncio.sleep(5)
+
+    def http_app(self, app: FastAPI | None = None) -> FastAPI:
+        """Health and metrics endpoints on ``app`` (a new one if None), and the lifecycle."""
+        runtime = self
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            await runtime.start()
+            try:
+                yield
+            finally:
+                await runtime.stop()
+
+        if app is None:
+            app = FastAPI(title=f"pmo {self.name}", lifespan=lifespan)
+        else:
+            app.router.lifespan_context = lifespan
+
+        @app.get("/health/live", include_in_schema=False)
+        async def live() -> dict[str, str]:
+            return {"status": "ok"}
+
+        @app.get("/health/ready", include_in_schema=False)
+        async def ready(response: Response) -> dict[str, Any]:
+            checks = await runtime.ready()
+            ok = all(checks.values())
+            response.status_code = 200 if ok else 503
+            return {"status": "ok" if ok else "unavailable", "checks": checks}
+
+        @app.get("/metrics", include_in_schema=False)
+        async def prometheus() -> Response:
+            return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+        return app
+
+
+def serve(app: FastAPI, host: str, port: int, *, graceful_seconds: float = 25.0) -> None:
+    """Run ``app`` under uvicorn; SIGTERM and SIGINT trigger the graceful stop."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(graceful_seconds),
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()

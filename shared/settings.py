@@ -1,0 +1,84 @@
+"""Typed settings shared by every service, read once from the environment.
+
+Kafka and database settings are common to all services (``PMO_KAFKA_*``, ``PMO_DATABASE_*``);
+each service adds its own class with its own prefix (``PMO_SCORING_*`` …).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Connection to the Kafka cluster (``PMO_KAFKA_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="PMO_KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # Off for the local tansu broker, which refuses InitProducerId; on against Apache Kafka.
+    enable_idempotence: bool = False
+    topic_prefix: str = ""
+    client_id: str = "pmo"
+
+
+class DatabaseSettings(BaseSettings):
+    """The Postgres server (``PMO_DATABASE_*``).
+
+    ``url`` is the administrative connection used by migrations. A service connects with its own
+    role: ``PMO_<SERVICE>_DATABASE_URL`` when set, otherwise ``url`` with the user replaced by
+    the service's role and the password from ``PMO_<SERVICE>_DATABASE_PASSWORD``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="PMO_DATABASE_", extra="ignore")
+
+    url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    pool_min_size: int = 1
+    pool_max_size: int = 8
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has; subclasses set ``env_prefix`` and defaults."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    database_url: str | None = None
+    database_password: SecretStr | None = None
+    group_id: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    # Batch consumption: up to max_records per transaction, waiting at most batch_timeout_ms.
+    max_records: int = Field(default=500, ge=1)
+    batch_timeout_ms: int = Field(default=20, ge=0)
+    # Transient failures are retried with capped exponential backoff for this long, then the
+    # batch is handed back to Kafka (offsets rewound) and consumption resumes later.
+    retry_max_seconds: float = 120.0
+    log_level: str = "INFO"
+    log_json: bool = True
+
+
+def role_url(admin_url: str, role: str, password: str | None = None) -> str:
+    """``admin_url`` with its user replaced by ``role`` (and the password, if given)."""
+    parts = urlsplit(admin_url)
+    host = parts.netloc.rsplit("@", 1)[-1] if "@" in parts.netloc else parts.netloc
+    auth = quote(role, safe="")
+    if password:
+        auth += ":" + quote(password, safe="")
+    return urlunsplit(parts._replace(netloc=f"{auth}@{host}"))
+
+
+def service_database_url(service: ServiceSettings, database: DatabaseSettings, role: str) -> str:
+    if service.database_url:
+        return service.database_url
+    password = service.database_password.get_secret_value() if service.database_password else None
+    return role_url(database.url, role, password)

@@ -1,0 +1,68 @@
+"""The unit of work: one Postgres transaction holding a handler's state change, its inbox
+records and its outbox records. It commits once, on a clean exit, and rolls back otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+from asyncpg.transaction import Transaction
+
+from shared import inbox, outbox
+from shared.outbox import OutboxMessage
+
+
+class PostgresUnitOfWork:
+    """Base for each service's unit of work; subclasses bind their repositories in ``_bind``."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy[Any] | None = None
+        self._tx: Transaction | None = None
+
+    @property
+    def conn(self) -> PoolConnectionProxy[Any]:
+        assert self._conn is not None, "unit of work used outside 'async with'"
+        return self._conn
+
+    def _bind(self, conn: PoolConnectionProxy[Any]) -> None:
+        """Create repositories on ``conn``."""
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        self._bind(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None and self._tx is not None
+        try:
+            if exc_type is None:
+                await self._tx.commit()
+            else:
+                await self._tx.rollback()
+        finally:
+            await self._pool.release(self._conn)
+            self._conn = self._tx = None
+
+    async def claim(self, event_ids: Sequence[str]) -> set[str]:
+        """Inbox: record these ids; returns those never seen before."""
+        return await inbox.claim(self.conn, event_ids)  # type: ignore[arg-type]
+
+    async def emit(self, messages: Sequence[OutboxMessage]) -> None:
+        """Outbox: publish these once the transaction commits."""
+        await outbox.add(self.conn, messages)  # type: ignore[arg-type]
+
+    async def lock(self, *names: str) -> None:
+        """Serialise work on these names (e.g. portfolios) across replicas until commit."""
+        for name in sorted(set(names)):
+            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)

@@ -1,0 +1,86 @@
+"""Test helpers: waiting on conditions with a deadline, building submissions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+
+T = TypeVar("T")
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = "condition"
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)  # the poll interval of a deadline-bounded wait
+
+
+def submission(
+    external_id: str = "PRJ-1",
+    *,
+    portfolio: str = "retail",
+    source: str = "jira",
+    revision: int = 1,
+    action: str = "upsert",
+    submission_id: str | None = None,
+    **project: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": f"Project {external_id}",
+        "stage": "proposal",
+        "value": 1_000_000,
+        "cost": 250_000,
+        "currency": "EUR",
+        "strategic_fit": {"growth": 4},
+        "risk": 2,
+        "earliest_start": "2027-01",
+        "deadline": "2027-12",
+        "demand": [{"role": "backend", "fte": 1.0, "start_month": 0, "months": 3}],
+    }
+    body.update(project)
+    message: dict[str, Any] = {
+        "submission_id": submission_id or str(uuid.uuid4()),
+        "portfolio": portfolio,
+        "source": source,
+        "external_id": external_id,
+        "revision": revision,
+        "submitted_at": "2026-11-25T10:00:00Z",
+        "action": action,
+    }
+    if action == "upsert":
+        message["project"] = body
+    return message
+
+
+def key_of(message: dict[str, Any]) -> bytes:
+    return f"{message['portfolio']}/{message['source']}/{message['external_id']}".encode()
+
+
+async def publish_raw(
+    bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]
+) -> None:
+    """Publish as an upstream system would: a plain aiokafka producer, no pmo code."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in items]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def publish_json(bootstrap: str, topic: str, messages: list[dict[str, Any]]) -> None:
+    await publish_raw(bootstrap, topic, [(key_of(m), json.dumps(m).encode()) for m in messages])
