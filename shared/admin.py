@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -34,10 +36,9 @@ async def ensure_topics(
             if names(spec.topic) not in existing
         ]
         if wanted:
-            try:
+            # Another runner may create them between list and create.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass  # another runner created them between list and create
         return [t.name for t in wanted]
     finally:
         await admin.close()

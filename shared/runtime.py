@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -20,16 +20,17 @@ import uvicorn
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import metrics
+from shared import logs, metrics
+from shared.broker import make_broker
+from shared.consumer import BatchHandler, BatchRunner, RetryPolicy, subscribe
 from shared.consumer_record import Record
+from shared.db import create_pool
 from shared.deadletter import dead_letter, dead_letter_id
 from shared.errors import Reason
-from shared.uow import PostgresUnitOfWork
-from shared.broker import make_broker
-from shared.db import create_pool
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import DatabaseSettings, KafkaSettings, ServiceSettings, service_database_url
 from shared.topics import Topic, TopicNames
+from shared.uow import PostgresUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,23 @@ class ServiceRuntime:
         return self._relay
 
     async def dead_letter(self, record: Record, reasons: list[Reason]) -> None:
-        """Dead-letter one record in its own transaction (the poison path of the runner)."""
+        """Dead-letter one record in its own transaction (the poison path of the runner).
+
+        A record of the dead-letter topic itself is only logged (it is already there), so a
+        consumer of that topic can never feed it in a loop."""
+        topic = self.topics(Topic.DEAD_LETTERS)
         async with PostgresUnitOfWork(self.pool) as uow:
-            if await uow.claim([dead_letter_id(self.name, record)]):
+            fresh = await uow.claim([dead_letter_id(self.name, record)])
+            if fresh and record.topic == topic:
+                log.error("dead letter %s is unprocessable: %s", record.coordinates, reasons)
+            elif fresh:
                 await uow.emit(
                     [
                         dead_letter(
                             record,
                             reasons,
                             consumer=self.name,
-                            topic=self.topics(Topic.DEAD_LETTERS),
+                            topic=topic,
                             now=datetime.now(UTC),
                         )
                     ]
@@ -204,3 +212,44 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_seconds: float = 25.0)
         lifespan="on",
     )
     uvicorn.Server(config).run()
+
+
+def assemble(
+    name: str,
+    settings: ServiceSettings,
+    kafka: KafkaSettings | None,
+    database: DatabaseSettings | None,
+    *,
+    topics: Sequence[Topic],
+    handler: Callable[[ServiceRuntime], BatchHandler],
+) -> ServiceRuntime:
+    """A service's runtime with its batch handler subscribed to ``topics``."""
+    runtime = ServiceRuntime(
+        name, settings, kafka or KafkaSettings(), database or DatabaseSettings()
+    )
+    runner = BatchRunner(
+        name,
+        handler(runtime),
+        runtime.dead_letter,
+        RetryPolicy(budget_seconds=settings.retry_max_seconds),
+    )
+    subscribe(
+        runtime.broker,
+        [runtime.topics(t) for t in topics],
+        settings=settings,
+        runner=runner,
+        service=name,
+    )
+    return runtime
+
+
+def run(
+    name: str,
+    settings: ServiceSettings,
+    build: Callable[[], ServiceRuntime],
+    app: Callable[[ServiceRuntime], FastAPI] | None = None,
+) -> None:
+    """The console entry point of a service: logging, then serve until SIGTERM."""
+    logs.configure(settings.log_level, json=settings.log_json, service=name)
+    runtime = build()
+    serve(app(runtime) if app else runtime.http_app(), settings.http_host, settings.http_port)

@@ -44,7 +44,8 @@ class PostgresUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._conn is not None and self._tx is not None
+        assert self._conn is not None
+        assert self._tx is not None
         try:
             if exc_type is None:
                 await self._tx.commit()

@@ -69,9 +69,7 @@ def key_of(message: dict[str, Any]) -> bytes:
     return f"{message['portfolio']}/{message['source']}/{message['external_id']}".encode()
 
 
-async def publish_raw(
-    bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]
-) -> None:
+async def publish_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
     """Publish as an upstream system would: a plain aiokafka producer, no pmo code."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()

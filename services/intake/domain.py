@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from shared.contracts.common import project_key
 from shared.contracts.events import ProjectChanged, ProjectState
 from shared.contracts.inbound import ProjectSubmission, Stage
-from shared.errors import Reason
+from shared.errors import Reason, validation_reasons
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 
@@ -40,9 +40,7 @@ def parse_submission(raw: bytes | None, key: bytes | None) -> ProjectSubmission 
     if raw is None or len(raw) == 0:
         return [Reason("empty", "the message has no value")]
     if len(raw) > MAX_PAYLOAD_BYTES:
-        return [
-            Reason("payload_too_large", f"{len(raw)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
-        ]
+        return [Reason("payload_too_large", f"{len(raw)} bytes; the limit is {MAX_PAYLOAD_BYTES}")]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -64,17 +62,6 @@ def parse_submission(raw: bytes | None, key: bytes | None) -> ProjectSubmission 
         shown = key[:200].decode("utf-8", "replace")
         return [Reason("key_mismatch", f"key {shown!r} is not {expected!r}", "<key>")]
     return submission
-
-
-def validation_reasons(exc: ValidationError) -> list[Reason]:
-    return [
-        Reason(
-            code=str(error["type"]),
-            message=str(error["msg"])[:500],
-            path=".".join(str(part) for part in error["loc"]),
-        )
-        for error in exc.errors(include_url=False, include_input=False)
-    ]
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,21 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from services.intake.domain import (
-    Accepted,
-    Ignored,
-    Refused,
-    StoredProject,
-    decide,
-    parse_submission,
-)
+from services.intake.domain import Accepted, Ignored, StoredProject, decide, parse_submission
 from services.intake.repository import IntakeUnitOfWork, LogEntry
-from shared import metrics
+from shared.admission import admit, refuse
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.common import project_key
 from shared.contracts.events import ProjectChanged
-from shared.deadletter import dead_letter, dead_letter_id
+from shared.contracts.inbound import ProjectSubmission
 from shared.errors import Reason
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
@@ -46,47 +39,38 @@ class IntakeHandler:
         self._clock = clock
 
     async def handle(self, records: Sequence[Record]) -> None:
-        parsed = [(record, parse_submission(record.value, record.key)) for record in records]
-        ids = [
-            event_id(str(p.submission_id))
-            if not isinstance(p, list)
-            else dead_letter_id(SERVICE, record)
-            for record, p in parsed
-        ]
         now = self._clock()
+        dead_letters = self._topics(Topic.DEAD_LETTERS)
         async with self._uow() as uow:
-            fresh = await uow.claim(ids)
-            keys = {
-                project_key(p.portfolio, p.source, p.external_id)
-                for (_, p), id_ in zip(parsed, ids, strict=True)
-                if not isinstance(p, list) and id_ in fresh
-            }
+            batch = await admit(
+                uow, records, _decode, consumer=SERVICE, dead_letter_topic=dead_letters, now=now
+            )
+            log = [
+                _entry(record, "refused", reasons, None, None, None)
+                for record, reasons in batch.refused
+            ]
+            out = list(batch.dead_letters)
+            keys = {project_key(s.portfolio, s.source, s.external_id) for _, s in batch.items}
             stored = await uow.projects.load(keys)
             changed: dict[str, StoredProject] = {}
-            log: list[LogEntry] = []
-            out: list[OutboxMessage] = []
-            for (record, p), id_ in zip(parsed, ids, strict=True):
-                if id_ not in fresh:
-                    metrics.DUPLICATES.labels(SERVICE).inc()
-                    continue
-                fresh.discard(id_)  # a second copy in this same batch is a duplicate too
-                if isinstance(p, list):
-                    out.append(self._refuse(record, p, now))
-                    log.append(_entry(record, "refused", p, None, None, None))
-                    continue
-                key = project_key(p.portfolio, p.source, p.external_id)
-                sid = str(p.submission_id)
-                decision = decide(p, stored.get(key))
+            for record, sub in batch.items:
+                key = project_key(sub.portfolio, sub.source, sub.external_id)
+                sid = str(sub.submission_id)
+                decision = decide(sub, stored.get(key))
                 if isinstance(decision, Accepted):
                     stored[key] = changed[key] = _stored(decision.event)
                     out.append(self._publish(decision.event, now))
-                    log.append(_entry(record, "accepted", [], sid, key, p.revision))
+                    log.append(_entry(record, "accepted", [], sid, key, sub.revision))
                 elif isinstance(decision, Ignored):
                     reason = Reason(decision.code, decision.message)
-                    log.append(_entry(record, "ignored", [reason], sid, key, p.revision))
-                elif isinstance(decision, Refused):
-                    out.append(self._refuse(record, decision.reasons, now))
-                    log.append(_entry(record, "refused", decision.reasons, sid, key, p.revision))
+                    log.append(_entry(record, "ignored", [reason], sid, key, sub.revision))
+                else:
+                    out.append(
+                        refuse(
+                            record, decision.reasons, consumer=SERVICE, topic=dead_letters, now=now
+                        )
+                    )
+                    log.append(_entry(record, "refused", decision.reasons, sid, key, sub.revision))
             await uow.projects.save(changed.items())
             await uow.projects.log(log)
             await uow.emit(out)
@@ -102,12 +86,12 @@ class IntakeHandler:
             time=now,
         )
 
-    def _refuse(self, record: Record, reasons: list[Reason], now: datetime) -> OutboxMessage:
-        for reason in reasons:
-            metrics.DEAD_LETTERS.labels(SERVICE, reason.code).inc()
-        return dead_letter(
-            record, reasons, consumer=SERVICE, topic=self._topics(Topic.DEAD_LETTERS), now=now
-        )
+
+def _decode(record: Record) -> tuple[str, ProjectSubmission] | list[Reason]:
+    parsed = parse_submission(record.value, record.key)
+    if isinstance(parsed, list):
+        return parsed
+    return event_id(str(parsed.submission_id)), parsed
 
 
 def _stored(event: ProjectChanged) -> StoredProject:

@@ -20,7 +20,7 @@ Month = Annotated[str, AfterValidator(_month)]
 """A calendar month, ``YYYY-MM``."""
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^/\s][^/]*$")]
-"""Portfolio, source, external and resource ids: non-empty, no slash (slashes separate key parts)."""
+"""Portfolio, source, external and resource ids: non-empty, no slash (it separates key parts)."""
 
 
 def month_index(month: str) -> int:
@@ -40,7 +40,7 @@ class Inbound(BaseModel):
 
 
 class Event(BaseModel):
-    """Internal event payloads: immutable facts; unknown fields tolerated for forward compatibility."""
+    """Internal event payloads: immutable facts; unknown fields are tolerated."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 

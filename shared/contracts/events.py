@@ -72,12 +72,14 @@ class ProjectScored(Event):
 
 
 class Deferral(Event):
-    """Why a project could not be placed: the first role and month that did not fit."""
+    """Why a project could not be placed. For ``capacity``: the first role and month that did
+    not fit at the earliest start the window allowed, and by how many FTE."""
 
-    role: str
-    month: str
-    shortfall_fte: float
+    code: Literal["capacity", "window", "dependency", "dependency_cycle"]
     detail: str
+    role: str | None = None
+    month: str | None = None
+    shortfall_fte: float | None = None
 
 
 class ProjectPlanned(Event):

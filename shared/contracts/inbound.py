@@ -82,9 +82,12 @@ class ProjectData(Inbound):
 
     @model_validator(mode="after")
     def _window(self) -> ProjectData:
-        if self.earliest_start and self.deadline:
-            if month_index(self.deadline) < month_index(self.earliest_start):
-                raise ValueError("deadline is before earliest_start")
+        if (
+            self.earliest_start
+            and self.deadline
+            and month_index(self.deadline) < month_index(self.earliest_start)
+        ):
+            raise ValueError("deadline is before earliest_start")
         return self
 
     @property

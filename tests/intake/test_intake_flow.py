@@ -27,7 +27,9 @@ async def test_submission_is_stored_and_bad_bytes_dead_lettered(
             return int(await runtime.pool.fetchval("SELECT count(*) FROM intake.submission_log"))
 
         await eventually(lambda: _at_least(stored, 2), what="two log rows")
-        rows = await runtime.pool.fetch("SELECT outcome, code FROM intake.submission_log ORDER BY id")
+        rows = await runtime.pool.fetch(
+            "SELECT outcome, code FROM intake.submission_log ORDER BY id"
+        )
         assert sorted((r["outcome"], r["code"]) for r in rows) == [
             ("accepted", None),
             ("refused", "not_utf8"),

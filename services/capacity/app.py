@@ -1,0 +1,42 @@
+"""Capacity's composition root."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.capacity.handlers import SERVICE, CapacityHandler
+from services.capacity.repository import CapacityUnitOfWork
+from services.capacity.settings import CapacitySettings
+from shared.runtime import ServiceRuntime, assemble, run
+from shared.settings import DatabaseSettings, KafkaSettings
+from shared.topics import Topic
+
+
+def build(
+    settings: CapacitySettings | None = None,
+    kafka: KafkaSettings | None = None,
+    database: DatabaseSettings | None = None,
+) -> ServiceRuntime:
+    settings = settings or CapacitySettings()
+    horizon_months, plan_start = settings.horizon_months, settings.plan_start
+    return assemble(
+        SERVICE,
+        settings,
+        kafka,
+        database,
+        topics=[Topic.PROJECTS, Topic.SCORES, Topic.RESOURCES],
+        handler=lambda runtime: (
+            CapacityHandler(
+                uow=lambda: CapacityUnitOfWork(runtime.pool),
+                topics=runtime.topics,
+                clock=lambda: datetime.now(UTC),
+                horizon_months=horizon_months,
+                plan_start=plan_start,
+            ).handle
+        ),
+    )
+
+
+def main() -> None:
+    settings = CapacitySettings()
+    run(SERVICE, settings, lambda: build(settings))

@@ -1,0 +1,189 @@
+"""Capacity's SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from asyncpg.pool import PoolConnectionProxy
+
+from services.capacity.domain import Resource
+from shared.contracts.common import month_index
+from shared.contracts.events import Deferral, ProjectChanged, ProjectScored, ProjectState
+from shared.contracts.inbound import ResourceUpdate
+from shared.uow import PostgresUnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPlacement:
+    status: str
+    start_month: str | None
+    end_month: str | None
+    deferral: Deferral | None
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioInputs:
+    projects: list[tuple[str, bool, ProjectState, int | None]]  # key, withdrawn, state, rank
+    resources: list[Resource]
+    placements: dict[str, StoredPlacement]
+
+
+class CapacityRepository:
+    def __init__(self, conn: PoolConnectionProxy[Any]) -> None:
+        self._conn = conn
+
+    async def _versions(self, sql: str, keys: Iterable[Any]) -> dict[Any, int]:
+        return {r[0]: r[1] for r in await self._conn.fetch(sql, list(keys))}
+
+    async def project_revisions(self, keys: Iterable[str]) -> dict[str, int]:
+        return await self._versions(
+            "SELECT project_key, revision FROM projects WHERE project_key = ANY($1::text[])", keys
+        )
+
+    async def ranking_versions(self, keys: Iterable[str]) -> dict[str, int]:
+        return await self._versions(
+            "SELECT project_key, ranking_version FROM ranks WHERE project_key = ANY($1::text[])",
+            keys,
+        )
+
+    async def resource_revisions(self, keys: Iterable[str]) -> dict[str, int]:
+        return await self._versions(
+            "SELECT portfolio || '/' || resource_id, revision FROM resources"
+            " WHERE portfolio || '/' || resource_id = ANY($1::text[])",
+            keys,
+        )
+
+    async def save_projects(self, events: Sequence[ProjectChanged]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, state)"
+            " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (project_key) DO UPDATE SET"
+            " revision = excluded.revision, withdrawn = excluded.withdrawn, state = excluded.state",
+            [
+                (e.project_key, e.portfolio, e.revision, e.withdrawn, e.project.model_dump_json())
+                for e in events
+            ],
+        )
+
+    async def save_ranks(self, events: Sequence[ProjectScored]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO ranks (project_key, portfolio, ranking_version, rank, score)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_key) DO UPDATE SET"
+            " ranking_version = excluded.ranking_version, rank = excluded.rank,"
+            " score = excluded.score",
+            [(e.project_key, e.portfolio, e.ranking_version, e.rank, e.score) for e in events],
+        )
+
+    async def save_resources(self, updates: Sequence[ResourceUpdate]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO resources (portfolio, resource_id, revision, withdrawn, name, role, fte,"
+            " from_month, until_month, exceptions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+            " $10::jsonb) ON CONFLICT (portfolio, resource_id) DO UPDATE SET"
+            " revision = excluded.revision, withdrawn = excluded.withdrawn, name = excluded.name,"
+            " role = excluded.role, fte = excluded.fte, from_month = excluded.from_month,"
+            " until_month = excluded.until_month, exceptions = excluded.exceptions",
+            [
+                (
+                    u.portfolio,
+                    u.resource_id,
+                    u.revision,
+                    u.action == "withdraw",
+                    u.name,
+                    u.role,
+                    u.fte,
+                    u.from_,
+                    u.until,
+                    json.dumps([e.model_dump() for e in u.exceptions]),
+                )
+                for u in updates
+            ],
+        )
+
+    async def inputs(self, portfolio: str) -> PortfolioInputs:
+        projects = await self._conn.fetch(
+            "SELECT p.project_key, p.withdrawn, p.state, r.rank FROM projects p"
+            " LEFT JOIN ranks r USING (project_key) WHERE p.portfolio = $1",
+            portfolio,
+        )
+        resources = await self._conn.fetch(
+            "SELECT resource_id, role, fte, from_month, until_month, exceptions FROM resources"
+            " WHERE portfolio = $1 AND NOT withdrawn",
+            portfolio,
+        )
+        placements = await self._conn.fetch(
+            "SELECT project_key, status, start_month, end_month, deferral FROM placements"
+            " WHERE portfolio = $1",
+            portfolio,
+        )
+        return PortfolioInputs(
+            projects=[
+                (
+                    r["project_key"],
+                    r["withdrawn"],
+                    ProjectState.model_validate_json(r["state"]),
+                    r["rank"],
+                )
+                for r in projects
+            ],
+            resources=[
+                Resource(
+                    resource_id=r["resource_id"],
+                    role=r["role"],
+                    fte=r["fte"],
+                    start=month_index(r["from_month"]),
+                    end=month_index(r["until_month"]) if r["until_month"] else None,
+                    exceptions={
+                        month_index(e["month"]): e["fte"] for e in json.loads(r["exceptions"])
+                    },
+                )
+                for r in resources
+            ],
+            placements={
+                r["project_key"]: StoredPlacement(
+                    r["status"],
+                    r["start_month"],
+                    r["end_month"],
+                    Deferral.model_validate_json(r["deferral"]) if r["deferral"] else None,
+                )
+                for r in placements
+            },
+        )
+
+    async def save_placements(
+        self, portfolio: str, placements: Sequence[tuple[str, StoredPlacement]]
+    ) -> None:
+        await self._conn.executemany(
+            "INSERT INTO placements (project_key, portfolio, status, start_month, end_month,"
+            " deferral) VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (project_key) DO UPDATE"
+            " SET status = excluded.status, start_month = excluded.start_month,"
+            " end_month = excluded.end_month, deferral = excluded.deferral",
+            [
+                (
+                    key,
+                    portfolio,
+                    p.status,
+                    p.start_month,
+                    p.end_month,
+                    p.deferral.model_dump_json() if p.deferral else None,
+                )
+                for key, p in placements
+            ],
+        )
+
+    async def next_plan_version(self, portfolio: str) -> int:
+        version: int = await self._conn.fetchval(
+            "INSERT INTO portfolios (portfolio, plan_version) VALUES ($1, 1)"
+            " ON CONFLICT (portfolio) DO UPDATE SET plan_version = portfolios.plan_version + 1"
+            " RETURNING plan_version",
+            portfolio,
+        )
+        return version
+
+
+class CapacityUnitOfWork(PostgresUnitOfWork):
+    plans: CapacityRepository
+
+    def _bind(self, conn: PoolConnectionProxy[Any]) -> None:
+        self.plans = CapacityRepository(conn)

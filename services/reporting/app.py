@@ -1,0 +1,46 @@
+"""Reporting's composition root: the read-model consumer and the HTTP API in one process."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from services.reporting.api import create_api
+from services.reporting.handlers import SERVICE, ReportingHandler
+from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
+from services.reporting.settings import ReportingSettings
+from shared.runtime import ServiceRuntime, assemble, run
+from shared.settings import DatabaseSettings, KafkaSettings
+from shared.topics import Topic
+
+
+def build(
+    settings: ReportingSettings | None = None,
+    kafka: KafkaSettings | None = None,
+    database: DatabaseSettings | None = None,
+) -> ServiceRuntime:
+    return assemble(
+        SERVICE,
+        settings or ReportingSettings(),
+        kafka,
+        database,
+        topics=[Topic.PROJECTS, Topic.SCORES, Topic.PLANS, Topic.DEAD_LETTERS],
+        handler=lambda runtime: (
+            ReportingHandler(
+                uow=lambda: ReportingUnitOfWork(runtime.pool),
+                topics=runtime.topics,
+                clock=lambda: datetime.now(UTC),
+            ).handle
+        ),
+    )
+
+
+def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
+    """The API plus health and metrics, with the runtime's lifecycle."""
+    return runtime.http_app(create_api(settings, lambda: ReadModelQueries(runtime.pool)))
+
+
+def main() -> None:
+    settings = ReportingSettings()
+    run(SERVICE, settings, lambda: build(settings), app=lambda rt: create_app(rt, settings))

@@ -1,0 +1,69 @@
+"""Reporting's use case: apply a batch of project, score, plan and dead-letter events to the
+read model in one transaction. Each part of a row is guarded by its own version, so duplicate
+and out-of-order events leave the same rows as an in-order replay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from services.reporting.domain import DeadLetterRow, dead_letter_row
+from services.reporting.repository import ReportingUnitOfWork
+from shared.admission import admit
+from shared.consumer_record import Record
+from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.errors import Reason
+from shared.events_io import decode_event
+from shared.topics import Topic, TopicNames
+
+SERVICE = "reporting"
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoder:
+    topics: TopicNames
+
+    def __call__(self, record: Record) -> tuple[str, Any] | list[Reason]:
+        topic = self.topics.base(record.topic)
+        if topic == Topic.DEAD_LETTERS:
+            return dead_letter_row(record)
+        if topic == Topic.SCORES:
+            return decode_event(record, ProjectScored)
+        if topic == Topic.PLANS:
+            return decode_event(record, ProjectPlanned)
+        return decode_event(record, ProjectChanged)
+
+
+class ReportingHandler:
+    def __init__(
+        self,
+        uow: Callable[[], ReportingUnitOfWork],
+        topics: TopicNames,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._uow = uow
+        self._topics = topics
+        self._clock = clock
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        async with self._uow() as uow:
+            batch = await admit(
+                uow,
+                records,
+                _Decoder(self._topics),
+                consumer=SERVICE,
+                dead_letter_topic=self._topics(Topic.DEAD_LETTERS),
+                now=self._clock(),
+            )
+            events = [e for _, e in batch.items]
+            await uow.read_model.apply_projects(
+                [e for e in events if isinstance(e, ProjectChanged)]
+            )
+            await uow.read_model.apply_scores([e for e in events if isinstance(e, ProjectScored)])
+            await uow.read_model.apply_plans([e for e in events if isinstance(e, ProjectPlanned)])
+            await uow.read_model.add_dead_letters(
+                [e for e in events if isinstance(e, DeadLetterRow)]
+            )
+            await uow.emit(batch.dead_letters)

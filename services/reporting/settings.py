@@ -1,0 +1,21 @@
+"""Reporting's settings (``PMO_REPORTING_*``; the API token is ``PMO_API_TOKEN``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class ReportingSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PMO_REPORTING_", extra="ignore", populate_by_name=True
+    )
+
+    group_id: str = "pmo-reporting"
+    http_port: int = 8080
+    api_token: SecretStr = Field(
+        validation_alias=AliasChoices("PMO_API_TOKEN", "PMO_REPORTING_API_TOKEN")
+    )
+    max_page_size: int = Field(default=1000, ge=1)

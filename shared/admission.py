@@ -1,0 +1,90 @@
+"""Admission of a consumed batch: decode each record, record its id in the inbox, drop the
+ones already applied, and turn the undecodable ones into dead letters. Every service's handler
+starts here, inside its unit of work."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from shared import metrics
+from shared.consumer_record import Record
+from shared.deadletter import dead_letter, dead_letter_id
+from shared.errors import Reason
+from shared.outbox import OutboxMessage
+from shared.uow import PostgresUnitOfWork
+
+T = TypeVar("T")
+
+Decoder = Callable[[Record], "tuple[str, T] | list[Reason]"]
+
+
+@dataclass(slots=True)
+class Admitted(Generic[T]):
+    """The fresh, decoded records in order; the refused ones with their reasons; and the dead
+    letters to emit in the same transaction."""
+
+    items: list[tuple[Record, T]] = field(default_factory=list)
+    refused: list[tuple[Record, list[Reason]]] = field(default_factory=list)
+    dead_letters: list[OutboxMessage] = field(default_factory=list)
+    duplicates: int = 0
+
+
+def refuse(
+    record: Record, reasons: list[Reason], *, consumer: str, topic: str, now: datetime
+) -> OutboxMessage:
+    """The dead letter for ``record``, counted by reason code."""
+    for reason in reasons:
+        metrics.DEAD_LETTERS.labels(consumer, reason.code).inc()
+    return dead_letter(record, reasons, consumer=consumer, topic=topic, now=now)
+
+
+async def admit(
+    uow: PostgresUnitOfWork,
+    records: Sequence[Record],
+    decode: Callable[[Record], tuple[str, T] | list[Reason]],
+    *,
+    consumer: str,
+    dead_letter_topic: str,
+    now: datetime,
+) -> Admitted[T]:
+    decoded = [(record, decode(record)) for record in records]
+    ids = [
+        d[0] if isinstance(d, tuple) else dead_letter_id(consumer, record) for record, d in decoded
+    ]
+    fresh = await uow.claim(ids)
+    admitted: Admitted[T] = Admitted()
+    for (record, d), event_id in zip(decoded, ids, strict=True):
+        if event_id not in fresh:
+            admitted.duplicates += 1
+            continue
+        fresh.discard(event_id)  # a second copy inside the same batch is a duplicate too
+        if isinstance(d, tuple):
+            admitted.items.append((record, d[1]))
+        else:
+            admitted.refused.append((record, d))
+            admitted.dead_letters.append(
+                refuse(record, d, consumer=consumer, topic=dead_letter_topic, now=now)
+            )
+    if admitted.duplicates:
+        metrics.DUPLICATES.labels(consumer).inc(admitted.duplicates)
+    return admitted
+
+
+def newest(
+    items: Sequence[T],
+    key: Callable[[T], str],
+    version: Callable[[T], int],
+    stored: Mapping[str, int],
+) -> list[T]:
+    """The newest version of each key, and only where it is newer than the stored version:
+    redelivered and out-of-order events converge on the same state as an in-order replay."""
+    latest: dict[str, T] = {}
+    for item in items:
+        k = key(item)
+        floor = version(latest[k]) if k in latest else stored.get(k, -1)
+        if version(item) > floor:
+            latest[k] = item
+    return list(latest.values())

@@ -1,0 +1,29 @@
+"""Decoding internal events from consumed records, with reasons instead of exceptions."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from shared.consumer_record import Record
+from shared.errors import Reason, validation_reasons
+
+E = TypeVar("E", bound=BaseModel)
+
+MAX_EVENT_BYTES = 1024 * 1024
+
+
+def decode_event(record: Record, model: type[E]) -> tuple[str, E] | list[Reason]:
+    """``(ce_id, event)`` from a record of an internal topic, or why it is not one."""
+    event_id = record.header("ce_id")
+    if not event_id:
+        return [Reason("missing_event_id", "no ce_id header", "<headers>.ce_id")]
+    if not record.value:
+        return [Reason("empty", "the record has no value")]
+    if len(record.value) > MAX_EVENT_BYTES:
+        return [Reason("payload_too_large", f"{len(record.value)} bytes")]
+    try:
+        return event_id, model.model_validate_json(record.value)
+    except ValidationError as exc:
+        return validation_reasons(exc)

@@ -1,0 +1,196 @@
+"""The whole pipeline through the real broker and Postgres: a submission published by a plain
+Kafka producer is validated, scored, planned and served by the reporting API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer
+
+from services.capacity.app import build as build_capacity
+from services.capacity.settings import CapacitySettings
+from services.intake.app import build as build_intake
+from services.reporting.app import build as build_reporting
+from services.reporting.app import create_app
+from services.reporting.settings import ReportingSettings
+from services.scoring.app import build as build_scoring
+from shared import deadletter
+from shared.local import free_port
+from shared.migrations import SERVICES, migrate, service_component
+from shared.runtime import ServiceRuntime
+from shared.settings import DatabaseSettings, KafkaSettings
+from shared.topics import Topic, TopicNames
+from tests.helpers import eventually, publish_json, publish_raw, submission
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-token"
+
+
+@dataclass
+class System:
+    kafka: KafkaSettings
+    topics: TopicNames
+    api: httpx.AsyncClient
+    reporting: ServiceRuntime
+
+    async def projects(self, portfolio: str) -> list[dict[str, Any]]:
+        response = await self.api.get(f"/api/v1/portfolios/{portfolio}/projects")
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+
+@pytest.fixture
+async def system(database: DatabaseSettings, kafka: KafkaSettings) -> AsyncIterator[System]:
+    await migrate(database.url, [service_component(s) for s in SERVICES])
+    settings = ReportingSettings(api_token=TOKEN, max_records=100)
+    reporting = build_reporting(settings, kafka, database)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(reporting, settings), host="127.0.0.1", port=port, log_config=None
+        )
+    )
+    others = [
+        build_intake(kafka=kafka, database=database),
+        build_scoring(kafka=kafka, database=database),
+        build_capacity(CapacitySettings(plan_start="2027-01"), kafka, database),
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for runtime in others:
+            await stack.enter_async_context(runtime)
+        serving = asyncio.create_task(server.serve())
+        await eventually(lambda: asyncio.sleep(0, server.started), what="API up")
+        client = httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        try:
+            yield System(kafka, TopicNames(kafka.topic_prefix), client, reporting)
+        finally:
+            await client.aclose()
+            server.should_exit = True
+            await serving
+
+
+async def _consume_all(kafka: KafkaSettings, topic: str, expected: int) -> list[Any]:
+    """Read ``topic`` from the beginning until ``expected`` records have arrived."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"probe-{uuid.uuid4().hex[:8]}",
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+
+        async def enough() -> bool:
+            batch = await consumer.getmany(timeout_ms=200)
+            for items in batch.values():
+                records.extend(items)
+            return len(records) >= expected
+
+        await eventually(enough, what=f"{expected} records on {topic}")
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_submission_flows_to_the_api_scored_and_planned(system: System) -> None:
+    resources = system.topics(Topic.RESOURCES)
+    await publish_raw(
+        system.kafka.bootstrap_servers,
+        resources,
+        [
+            (
+                b"retail/team-payments",
+                json.dumps(
+                    {
+                        "update_id": str(uuid.uuid4()),
+                        "portfolio": "retail",
+                        "resource_id": "team-payments",
+                        "revision": 1,
+                        "action": "upsert",
+                        "name": "Payments team",
+                        "role": "backend",
+                        "fte": 2.0,
+                        "from": "2027-01",
+                        "until": None,
+                        "exceptions": [],
+                    }
+                ).encode(),
+            )
+        ],
+    )
+    first = submission("PRJ-42", revision=3)
+    await publish_json(system.kafka.bootstrap_servers, system.topics(Topic.SUBMISSIONS), [first])
+
+    async def planned() -> dict[str, Any] | None:
+        items = await system.projects("retail")
+        done = [i for i in items if i["plan_status"] == "planned" and i["rank"] is not None]
+        return done[0] if done else None
+
+    project = await eventually(planned, what="the project scored and planned")
+    assert project["external_id"] == "PRJ-42"
+    assert project["stage"] == "proposal"
+    assert project["rank"] == 1
+    assert project["score"] > 0
+    assert {c["criterion"] for c in project["explanation"]} == {
+        "strategic_fit",
+        "value_for_money",
+        "risk",
+    }
+    assert project["start_month"] == "2027-01"
+
+    # The same submission again, a broken one, and a new valid one behind them.
+    second = submission("PRJ-43", revision=1, value=5_000_000)
+    broken = submission("PRJ-44", stage="someday")
+    await publish_json(
+        system.kafka.bootstrap_servers,
+        system.topics(Topic.SUBMISSIONS),
+        [first, broken, second],
+    )
+
+    async def both() -> list[dict[str, Any]] | None:
+        items = await system.projects("retail")
+        ranked = [i for i in items if i["rank"] is not None and i["plan_status"]]
+        return items if len(ranked) == 2 else None
+
+    items = await eventually(both, what="the second project ranked and planned")
+    assert [i["external_id"] for i in items] == ["PRJ-43", "PRJ-42"]  # higher value ranks first
+    assert items[1]["revision"] == 3
+
+    # The duplicate had one effect: one canonical event for PRJ-42, not two.
+    events = await _consume_all(system.kafka, system.topics(Topic.PROJECTS), 2)
+    ids = [dict(r.headers)["ce_id"].decode() for r in events]
+    assert sorted(ids) == sorted(f"intake:{s['submission_id']}" for s in (first, second)), (
+        "exactly one canonical event per distinct submission"
+    )
+
+    # The broken submission is a dead letter with its original bytes and reasons.
+    letters = await _consume_all(system.kafka, system.topics(Topic.DEAD_LETTERS), 1)
+    assert len(letters) == 1
+    headers = {k: v.decode() for k, v in letters[0].headers}
+    assert json.loads(letters[0].value) == broken
+    reasons = json.loads(headers[deadletter.REASONS])
+    assert reasons[0]["path"] == "project.stage"
+    assert reasons[0]["code"] == "enum"
+    assert headers[deadletter.SOURCE_TOPIC] == system.topics(Topic.SUBMISSIONS)
+
+    # Reporting recorded it too.
+    async def recorded() -> int:
+        n: int = await system.reporting.pool.fetchval("SELECT count(*) FROM dead_letters")
+        return n
+
+    assert await eventually(recorded, what="dead letter in the read model") == 1
