@@ -68,7 +68,6 @@ _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     asyncio.TimeoutError,
     OSError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,
     kafka_errors.KafkaConnectionError,
     kafka_errors.KafkaTimeoutError,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -59,6 +60,9 @@ def tansu(port: int = 9092, *, log: Path | None = None) -> Iterator[str]:
         stdout=out,
         stderr=out,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        # Its own session: a terminal's Ctrl-C goes to the supervisor, which stops the broker
+        # after the services that use it.
+        start_new_session=True,
     )
     try:
         wait_for_port("127.0.0.1", port)
@@ -84,7 +88,17 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir, cleanup_mode="stop")
+    pid = server.get_pid()
     try:
         yield str(server.get_uri("postgres"))
     finally:
         server.cleanup()
+        # The library only stops the server when no other handle is on record; a handle left
+        # behind by a killed process would keep it running forever. Fast shutdown, then wait.
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    os.kill(pid, 0)
+                    time.sleep(0.1)

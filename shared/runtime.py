@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import uvicorn
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -115,29 +116,56 @@ class ServiceRuntime:
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
-        # Subscribers first: each finishes its in-flight batch (transaction, then offset commit)
-        # and leaves the group. Then the relay gets one last pass over what was written, and
-        # only then does the producer close.
+        """Graceful stop, bounded by the ``shutdown_grace_seconds`` setting.
+
+        Subscribers first: each finishes its in-flight batch (transaction, then offset commit)
+        and leaves the group. Then the relay stops and gets one last pass over what was
+        written, then the producer closes, then the pool. A step that fails (the broker may
+        already be gone) is logged and the next step still runs: anything not published stays
+        in the outbox for the next start."""
         try:
-            await self._drain()
+            async with asyncio.timeout(self.settings.shutdown_grace_seconds):
+                await self._step("stop consuming", self._stop_subscribers())
+                await self._step("stop background tasks", self._cancel_tasks())
+                await self._step("flush the outbox", self._flush_outbox())
+                await self._step("close the producer", self.broker.stop())
+        except TimeoutError:
+            log.warning("%s: graceful stop ran out of time", self.name)
+            await self._cancel_tasks()
         finally:
-            await self.broker.stop()
             if self._pool is not None:
-                await self._pool.close()
+                self._pool.terminate() if self._pool.is_closing() else await self._close_pool()
         log.info("%s stopped", self.name)
 
-    async def _drain(self) -> None:
+    async def _step(self, what: str, step: Awaitable[Any]) -> None:
+        try:
+            await step
+        except (OSError, KafkaError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: could not %s: %r", self.name, what, exc)
+
+    async def _stop_subscribers(self) -> None:
         for subscriber in self.broker.subscribers:
             await subscriber.stop()
+
+    async def _cancel_tasks(self) -> None:
         for task in (self._monitor_task, self._relay_task):
-            if task is not None:
+            if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _flush_outbox(self) -> None:
         if self._relay is not None and self._relay_task is not None:
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
-                while await self._relay.relay_once():
-                    pass
+            while await self._relay.relay_once():
+                pass
+
+    async def _close_pool(self) -> None:
+        assert self._pool is not None
+        try:
+            async with asyncio.timeout(5):
+                await self._pool.close()
+        except TimeoutError:
+            self._pool.terminate()
 
     async def __aenter__(self) -> ServiceRuntime:
         await self.start()

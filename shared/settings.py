@@ -63,6 +63,9 @@ class ServiceSettings(BaseSettings):
     # Transient failures are retried with capped exponential backoff for this long, then the
     # batch is handed back to Kafka (offsets rewound) and consumption resumes later.
     retry_max_seconds: float = 120.0
+    # A stop (SIGTERM) finishes the in-flight batch within this; Kubernetes'
+    # terminationGracePeriodSeconds must be longer.
+    shutdown_grace_seconds: float = 20.0
     log_level: str = "INFO"
     log_json: bool = True
 
