@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from services.intake.domain import (
+    MAX_PAYLOAD_BYTES,
+    TRANSITIONS,
+    Accepted,
+    Ignored,
+    Refused,
+    StoredProject,
+    decide,
+    parse_submission,
+    transition_allowed,
+)
+from shared.contracts.events import ProjectState
+from shared.contracts.inbound import ProjectSubmission, Stage
+from shared.errors import Reason
+from tests.helpers import key_of, submission
+
+
+def parsed(message: dict[str, object]) -> ProjectSubmission:
+    result = parse_submission(json.dumps(message).encode(), key_of(message))  # type: ignore[arg-type]
+    assert isinstance(result, ProjectSubmission), result
+    return result
+
+
+def reasons(raw: bytes, key: bytes | None = None) -> list[Reason]:
+    result = parse_submission(raw, key)
+    assert isinstance(result, list), result
+    return result
+
+
+def test_the_documented_example_parses() -> None:
+    sub = parsed(submission("PRJ-42", revision=3, depends_on=["PRJ-40"]))
+    assert sub.project is not None
+    assert sub.project.depends_on == ["PRJ-40"]
+    assert sub.project.duration_months == 3
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00", "not_utf8"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_deep"),
+        (b" " * (MAX_PAYLOAD_BYTES + 1), "payload_too_large"),
+    ],
+)
+def test_unreadable_bytes_are_refused_with_a_reason(raw: bytes, code: str) -> None:
+    assert [r.code for r in reasons(raw)] == [code]
+
+
+def test_field_errors_name_the_path() -> None:
+    message = submission("PRJ-1", stage="someday", risk=9)
+    found = {(r.path, r.code) for r in reasons(json.dumps(message).encode())}
+    assert ("project.stage", "enum") in found
+    assert ("project.risk", "less_than_equal") in found
+
+
+def test_negative_fte_is_refused() -> None:
+    message = submission("PRJ-1", demand=[{"role": "qa", "fte": -1, "start_month": 0, "months": 1}])
+    found = reasons(json.dumps(message).encode())
+    assert [(r.path, r.code) for r in found] == [("project.demand.0.fte", "greater_than")]
+
+
+def test_a_deadline_before_the_earliest_start_is_refused() -> None:
+    message = submission("PRJ-1", earliest_start="2027-06", deadline="2027-01")
+    found = reasons(json.dumps(message).encode())
+    assert any("deadline is before earliest_start" in r.message for r in found)
+
+
+def test_a_key_that_does_not_match_the_body_is_refused() -> None:
+    message = submission("PRJ-1")
+    assert [r.code for r in reasons(json.dumps(message).encode(), b"retail/jira/OTHER")] == [
+        "key_mismatch"
+    ]
+
+
+def test_upsert_without_project_is_refused() -> None:
+    message = submission("PRJ-1")
+    del message["project"]
+    assert any("needs a project" in r.message for r in reasons(json.dumps(message).encode()))
+
+
+def _stored(stage: Stage, revision: int = 1, withdrawn: bool = False) -> StoredProject:
+    sub = parsed(submission("PRJ-1", stage=stage.value, revision=revision))
+    assert sub.project is not None
+    state = ProjectState(
+        **sub.project.model_dump(), portfolio="retail", source="jira", external_id="PRJ-1"
+    )
+    return StoredProject(revision=revision, withdrawn=withdrawn, state=state)
+
+
+def test_every_stage_may_stay_where_it_is() -> None:
+    assert all(transition_allowed(stage, stage) for stage in Stage)
+
+
+def test_terminal_stages_go_nowhere() -> None:
+    for stage in (Stage.DONE, Stage.CANCELLED, Stage.REJECTED):
+        assert TRANSITIONS[stage] == frozenset()
+
+
+def test_an_illegal_transition_names_both_stages() -> None:
+    decision = decide(parsed(submission("PRJ-1", stage="idea", revision=2)), _stored(Stage.ACTIVE))
+    assert isinstance(decision, Refused)
+    assert decision.reasons[0].code == "illegal_transition"
+    assert "from active to idea" in decision.reasons[0].message
+
+
+def test_a_legal_transition_is_accepted_with_what_changed() -> None:
+    decision = decide(
+        parsed(submission("PRJ-1", stage="approved", revision=2)), _stored(Stage.PROPOSAL)
+    )
+    assert isinstance(decision, Accepted)
+    assert decision.event.previous_stage == Stage.PROPOSAL
+    assert decision.event.changed == ["stage"]
+    assert decision.event.revision == 2
+
+
+@pytest.mark.parametrize("revision", [0, 1])
+def test_stale_or_equal_revisions_are_ignored(revision: int) -> None:
+    decision = decide(parsed(submission("PRJ-1", revision=revision)), _stored(Stage.PROPOSAL))
+    assert isinstance(decision, Ignored)
+    assert decision.code == "stale_revision"
+
+
+def test_withdrawing_an_unknown_project_is_recorded_not_refused() -> None:
+    decision = decide(parsed(submission("PRJ-9", action="withdraw")), None)
+    assert isinstance(decision, Ignored)
+    assert decision.code == "unknown_project"
+
+
+def test_withdrawal_carries_the_last_state() -> None:
+    decision = decide(
+        parsed(submission("PRJ-1", action="withdraw", revision=5)), _stored(Stage.PROPOSAL)
+    )
+    assert isinstance(decision, Accepted)
+    assert decision.event.withdrawn
+    assert decision.event.project.name == "Project PRJ-1"
+
+
+def test_event_ids_come_from_the_submission() -> None:
+    sid = str(uuid.uuid4())
+    decision = decide(parsed(submission("PRJ-1", submission_id=sid)), None)
+    assert isinstance(decision, Accepted)
+    assert decision.event.submission_id == sid
