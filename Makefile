@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: env dev test lint typecheck pytest fmt clean
+.PHONY: env dev test lint typecheck pytest fmt clean docs
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ fmt: env
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .pmo
+
+## Regenerate the committed AsyncAPI and OpenAPI documents from the code.
+docs: env
+	$(BIN)/python -m shared.asyncapi > docs/asyncapi.json
+	$(BIN)/python -m services.reporting.openapi > docs/openapi.json

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import asyncpg
@@ -17,9 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def migrated(database: DatabaseSettings) -> AsyncIterator[DatabaseSettings]:
+async def migrated(database: DatabaseSettings) -> DatabaseSettings:
     await migrate(database.url, [service_component(s) for s in SERVICES])
-    yield database
+    return database
 
 
 async def test_three_runners_at_once_apply_each_migration_exactly_once(

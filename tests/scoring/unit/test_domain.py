@@ -26,7 +26,7 @@ def project(**fields: object) -> ProjectState:
 
 def test_hand_checked_weighted_score() -> None:
     # fit: mean(4, 2) = 3 → 0.6; value/cost = 4 → log10(5)/log10(11) = 0.67118;
-    # risk 2 → (5-2)/4 = 0.75. Score = 100 × (0.4×0.6 + 0.4×0.67118 + 0.2×0.75) = 65.847
+    # risk 2 → (5-2)/4 = 0.75. Score = 100 * (0.4*0.6 + 0.4*0.67118 + 0.2*0.75) = 65.847
     result = score(project())
     expected = 100 * (0.4 * 0.6 + 0.4 * math.log10(5) / math.log10(11) + 0.2 * 0.75)
     assert math.isclose(result.score, expected, abs_tol=1e-5)

@@ -1,0 +1,212 @@
+"""The AsyncAPI 3.0 document of every topic, generated from the topic registry and the pydantic
+contracts so that it cannot drift from the code (CI compares it with docs/asyncapi.json).
+
+``python -m shared.asyncapi`` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from shared import deadletter
+from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
+from shared.topics import TOPIC_SPECS, Topic
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    topic: Topic
+    message: str
+    payload: type[BaseModel] | None
+    key: str
+    writers: tuple[str, ...]
+    readers: tuple[str, ...]
+    summary: str
+    event_type: str | None
+
+
+CHANNELS = (
+    Channel(
+        Topic.SUBMISSIONS,
+        "ProjectSubmission",
+        ProjectSubmission,
+        "{portfolio}/{source}/{external_id}",
+        ("upstream",),
+        ("intake",),
+        "Project submissions from upstream systems (Jira, ServiceNow, spreadsheets). Plain "
+        "JSON, no headers required. `submission_id` is the idempotency key; `revision` orders "
+        "updates of one project.",
+        None,
+    ),
+    Channel(
+        Topic.RESOURCES,
+        "ResourceUpdate",
+        ResourceUpdate,
+        "{portfolio}/{resource_id}",
+        ("upstream",),
+        ("capacity",),
+        "Capacity pools from HR systems: a person or team providing `fte` of one `role`.",
+        None,
+    ),
+    Channel(
+        Topic.PROJECTS,
+        "ProjectChanged",
+        ProjectChanged,
+        "{portfolio}/{source}/{external_id}",
+        ("intake",),
+        ("scoring", "capacity", "reporting"),
+        "A project's full state after intake accepted a submission (event-carried state "
+        "transfer), with its revision and the fields that changed.",
+        ProjectChanged.TYPE,
+    ),
+    Channel(
+        Topic.SCORES,
+        "ProjectScored",
+        ProjectScored,
+        "{portfolio}/{source}/{external_id}",
+        ("scoring",),
+        ("capacity", "reporting"),
+        "A project's score, its explanation and its rank in the portfolio.",
+        ProjectScored.TYPE,
+    ),
+    Channel(
+        Topic.PLANS,
+        "ProjectPlanned",
+        ProjectPlanned,
+        "{portfolio}/{source}/{external_id}",
+        ("capacity",),
+        ("reporting",),
+        "A project's place in its portfolio's capacity plan, or why it is deferred.",
+        ProjectPlanned.TYPE,
+    ),
+    Channel(
+        Topic.DEAD_LETTERS,
+        "DeadLetter",
+        None,
+        "the refused record's key",
+        ("intake", "scoring", "capacity", "reporting"),
+        ("reporting", "operators"),
+        "Records a consumer refused: key and value are the original bytes (truncated past "
+        f"{deadletter.MAX_ORIGINAL_BYTES} bytes), reasons and origin in `pmo_dlq_*` headers.",
+        deadletter.EVENT_TYPE,
+    ),
+)
+
+_CE_HEADERS = {
+    "ce_specversion": "CloudEvents spec version, `1.0`",
+    "ce_id": "Event id, stable across redelivery; consumers deduplicate on it",
+    "ce_type": "Event type",
+    "ce_source": "The producing service, `pmo/<service>`",
+    "ce_time": "When the event was produced (RFC 3339)",
+    "ce_subject": "The record key",
+}
+
+_DLQ_HEADERS = {
+    deadletter.REASONS: "JSON list of reasons: `[{path, code, message}]`",
+    deadletter.SOURCE_TOPIC: "Topic the refused record came from",
+    deadletter.SOURCE_PARTITION: "Its partition",
+    deadletter.SOURCE_OFFSET: "Its offset",
+    deadletter.CONSUMER: "The service that refused it",
+    deadletter.ORIGINAL_SIZE: "Size of the original value in bytes",
+    deadletter.ORIGINAL_SHA256: "SHA-256 of the original value",
+    deadletter.TRUNCATED: "`true` when the value was cut to fit the topic",
+}
+
+
+def _headers(channel: Channel) -> dict[str, Any] | None:
+    if channel.event_type is None:
+        return None
+    fields = dict(_CE_HEADERS)
+    if channel.topic == Topic.DEAD_LETTERS:
+        fields.update(_DLQ_HEADERS)
+    properties: dict[str, Any] = {
+        name: {"type": "string", "description": text} for name, text in fields.items()
+    }
+    properties["ce_type"]["const"] = channel.event_type
+    return {"type": "object", "properties": properties, "required": sorted(_CE_HEADERS)}
+
+
+def asyncapi_document() -> dict[str, Any]:
+    specs = {spec.topic: spec for spec in TOPIC_SPECS}
+    channels: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for channel in CHANNELS:
+        spec = specs[channel.topic]
+        channel_id = channel.topic.value.replace(".", "_")
+        message: dict[str, Any] = {
+            "name": channel.message,
+            "title": channel.message,
+            "summary": channel.summary,
+            "contentType": "application/json" if channel.payload else "application/octet-stream",
+            "bindings": {"kafka": {"key": {"type": "string", "description": channel.key}}},
+        }
+        if channel.payload is not None:
+            schema = channel.payload.model_json_schema(
+                by_alias=True, ref_template="#/components/schemas/{model}"
+            )
+            schemas.update(schema.pop("$defs", {}))
+            schemas[channel.message] = schema
+            message["payload"] = {"$ref": f"#/components/schemas/{channel.message}"}
+        else:
+            message["payload"] = {"type": "string", "format": "binary"}
+        headers = _headers(channel)
+        if headers is not None:
+            message["headers"] = headers
+        messages[channel.message] = message
+        channels[channel_id] = {
+            "address": channel.topic.value,
+            "description": channel.summary,
+            "messages": {channel.message: {"$ref": f"#/components/messages/{channel.message}"}},
+            "bindings": {
+                "kafka": {
+                    "partitions": spec.partitions,
+                    "topicConfiguration": {
+                        "cleanup.policy": [spec.config.get("cleanup.policy", "delete")],
+                        "retention.ms": int(spec.config.get("retention.ms", "-1")),
+                    },
+                }
+            },
+        }
+        for writer in channel.writers:
+            operations[f"{writer}_sends_{channel_id}"] = {
+                "action": "send",
+                "channel": {"$ref": f"#/channels/{channel_id}"},
+                "summary": f"{writer} publishes {channel.message}",
+            }
+        for reader in channel.readers:
+            operations[f"{reader}_receives_{channel_id}"] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{channel_id}"},
+                "summary": f"{reader} consumes {channel.message}",
+            }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "pmo events",
+            "version": "1.0.0",
+            "description": (
+                "Every Kafka topic of pmo. Names may carry a deployment prefix "
+                "(PMO_KAFKA_TOPIC_PREFIX). Internal events carry CloudEvents 1.0 attributes "
+                "as headers (binary mode)."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages, "schemas": schemas},
+    }
+
+
+def render() -> str:
+    return json.dumps(asyncapi_document(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
