@@ -14,7 +14,7 @@ from shared.consumer_record import Record
 from shared.deadletter import dead_letter, dead_letter_id
 from shared.errors import Reason
 from shared.outbox import OutboxMessage
-from shared.uow import PostgresUnitOfWork
+from shared.uow import UnitOfWork
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def refuse(
 
 
 async def admit(
-    uow: PostgresUnitOfWork,
+    uow: UnitOfWork,
     records: Sequence[Record],
     decode: Callable[[Record], tuple[str, T] | list[Reason]],
     *,

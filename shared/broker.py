@@ -85,7 +85,9 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         max_batch_size=256 * 1024,
         # On shutdown, wait this long for the in-flight batch to finish before closing.
         graceful_timeout=20.0,
-        # FastStream logs every consumed batch at INFO; that belongs at DEBUG.
+        # FastStream logs every consumed batch at INFO; that belongs at DEBUG. Its records go
+        # through our handlers (JSON in production) rather than its own coloured one.
         log_level=logging.DEBUG,
+        logger=logging.getLogger("pmo.faststream"),
         **kwargs,
     )

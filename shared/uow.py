@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -13,6 +13,26 @@ from asyncpg.transaction import Transaction
 
 from shared import inbox, outbox
 from shared.outbox import OutboxMessage
+
+
+class UnitOfWork(Protocol):
+    """The port every handler's transaction offers: inbox, outbox and portfolio locks.
+    ``async with`` commits on a clean exit and rolls back otherwise."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def claim(self, event_ids: Sequence[str]) -> set[str]: ...
+
+    async def emit(self, messages: Sequence[OutboxMessage]) -> None: ...
+
+    async def lock(self, *names: str) -> None: ...
 
 
 class PostgresUnitOfWork:

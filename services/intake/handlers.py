@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from services.intake.domain import Accepted, Ignored, StoredProject, decide, parse_submission
-from services.intake.repository import IntakeUnitOfWork, LogEntry
+from services.intake.repository import IntakeTransaction, LogEntry
 from shared.admission import admit, refuse
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
@@ -30,7 +30,7 @@ class IntakeHandler:
 
     def __init__(
         self,
-        uow: Callable[[], IntakeUnitOfWork],
+        uow: Callable[[], IntakeTransaction],
         topics: TopicNames,
         clock: Callable[[], datetime],
     ) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from asyncpg.pool import PoolConnectionProxy
 
 from services.intake.domain import StoredProject
 from shared.contracts.events import ProjectState
 from shared.errors import Reason
-from shared.uow import PostgresUnitOfWork
+from shared.uow import PostgresUnitOfWork, UnitOfWork
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +102,21 @@ class ProjectRepository:
                 for e in entries
             ],
         )
+
+
+class ProjectStore(Protocol):
+    """The port intake's handler needs for its state."""
+
+    async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]: ...
+
+    async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None: ...
+
+    async def log(self, entries: Sequence[LogEntry]) -> None: ...
+
+
+class IntakeTransaction(UnitOfWork, Protocol):
+    @property
+    def projects(self) -> ProjectStore: ...
 
 
 class IntakeUnitOfWork(PostgresUnitOfWork):

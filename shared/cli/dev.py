@@ -22,7 +22,7 @@ from shared.local import embedded_postgres, tansu
 from shared.migrations import SERVICES, migrate, service_component
 from shared.settings import KafkaSettings
 
-PORTS = {"reporting": 8080, "intake": 8081, "scoring": 8082, "capacity": 8083}
+SERVICES_BY_PORT_OFFSET = ("reporting", "intake", "scoring", "capacity")
 
 
 def _wait_ready(port: int, timeout: float = 60.0) -> None:
@@ -44,7 +44,8 @@ class _Stop:
         self.requested = True
 
 
-def run_dev(*, kafka_port: int, demo: bool, console: Console) -> int:
+def run_dev(*, kafka_port: int, http_port: int, demo: bool, console: Console) -> int:
+    ports = {s: http_port + i for i, s in enumerate(SERVICES_BY_PORT_OFFSET)}
     state = Path(".pmo")
     state.mkdir(exist_ok=True)
     stop = _Stop()
@@ -73,16 +74,16 @@ def run_dev(*, kafka_port: int, demo: bool, console: Console) -> int:
             "PMO_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "PMO_API_TOKEN": token,
         }
-        for service, port in PORTS.items():
+        for service, port in ports.items():
             env[f"PMO_{service.upper()}_HTTP_PORT"] = str(port)
             env.setdefault(f"PMO_{service.upper()}_LOG_JSON", "false")
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
-            for service in PORTS:
+            for service in ports:
                 processes[service] = subprocess.Popen(  # noqa: S603 - our own modules
                     [sys.executable, "-m", f"services.{service}"], env=env, start_new_session=True
                 )
-            for service, port in PORTS.items():
+            for service, port in ports.items():
                 _wait_ready(port)
                 console.print(f"{service:9s} ready on http://127.0.0.1:{port}")
             if demo:
@@ -90,10 +91,10 @@ def run_dev(*, kafka_port: int, demo: bool, console: Console) -> int:
                 console.print(f"demo: {count} messages published to the inbound topics")
             console.print(
                 "\n[bold]pmo is running.[/bold]\n"
-                "  API:   http://127.0.0.1:8080/api/v1/portfolios/retail/projects\n"
+                f"  API:   http://127.0.0.1:{http_port}/api/v1/portfolios/retail/projects\n"
                 f"  token: {token}\n"
                 f"  try:   curl -H 'Authorization: Bearer {token}' "
-                "http://127.0.0.1:8080/api/v1/portfolios/retail/projects\n"
+                f"http://127.0.0.1:{http_port}/api/v1/portfolios/retail/projects\n"
                 "Ctrl-C stops everything."
             )
             while not stop.requested:

@@ -66,13 +66,18 @@ def topics_create(
 @app.command()
 def dev(
     kafka_port: int = typer.Option(9092, help="Port of the local broker on 127.0.0.1."),
+    http_port: int = typer.Option(
+        8080, help="Port of the reporting API; intake, scoring and capacity take the next three."
+    ),
     demo: bool = typer.Option(True, help="Load the demo portfolio."),
 ) -> None:
     """Run the whole system locally: Postgres, broker, topics, migrations, the four services and
     a demo portfolio. Ctrl-C stops everything."""
     from shared.cli.dev import run_dev
 
-    raise typer.Exit(run_dev(kafka_port=kafka_port, demo=demo, console=console))
+    raise typer.Exit(
+        run_dev(kafka_port=kafka_port, http_port=http_port, demo=demo, console=console)
+    )
 
 
 def main() -> None:

@@ -1,0 +1,103 @@
+"""`pmo dev`, the README's first command, run as a user runs it: it starts everything, serves
+the demo portfolio through the API, and stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.local import free_port
+from shared.settings import DatabaseSettings
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_run(length: int) -> int:
+    """The first of ``length`` consecutive free ports."""
+    for base in range(31000, 60000, 97):
+        sockets = []
+        try:
+            for port in range(base, base + length):
+                s = socket.socket()
+                sockets.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in sockets:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.mark.timeout(180)
+async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
+    database: DatabaseSettings, tmp_path: Path
+) -> None:
+    http_port = _free_run(4)
+    pmo = Path(sys.executable).parent / "pmo"
+    process = await asyncio.create_subprocess_exec(
+        str(pmo),
+        "dev",
+        "--kafka-port",
+        str(free_port()),
+        "--http-port",
+        str(http_port),
+        cwd=tmp_path,
+        env={**os.environ, "PMO_DATABASE_URL": database.url, "PMO_API_TOKEN": ""},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output: list[str] = []
+
+    async def drain() -> None:
+        assert process.stdout is not None
+        async for line in process.stdout:
+            output.append(line.decode(errors="replace"))
+
+    reader = asyncio.create_task(drain())
+    try:
+
+        async def running() -> str | None:
+            text = "".join(output)
+            match = re.search(r"token: (\S+)", text)
+            return match[1] if match and "pmo is running" in text else None
+
+        token = await eventually(running, within=120, what="pmo dev to report it is running")
+
+        async def demo_planned() -> list[dict[str, Any]] | None:
+            async with httpx.AsyncClient() as client:
+                response = await client.get(
+                    f"http://127.0.0.1:{http_port}/api/v1/portfolios/retail/projects",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+            items: list[dict[str, Any]] = response.json()["items"]
+            complete = all(i["rank"] is not None or i["stage"] == "on_hold" for i in items)
+            planned = all(i["plan_status"] for i in items)
+            return items if len(items) == 8 and complete and planned else None
+
+        items = await eventually(demo_planned, within=60, what="the demo portfolio planned")
+        assert items[0]["mandatory"] is True  # the regulatory project ranks first
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+    text = "".join(output)
+    assert "stopping" in text
+    for service in ("intake", "scoring", "capacity", "reporting"):
+        assert f"{service} stopped" in text, text[-3000:]
