@@ -22,3 +22,9 @@ async def claim(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> set[
         list(dict.fromkeys(event_ids)),
     )
     return {r["event_id"] for r in rows}
+
+
+async def release(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> None:
+    """Forget ``event_ids`` inside the caller's transaction: the event had no effect (it was
+    refused), so the same event sent again, after a fix, must be processed again."""
+    await conn.execute("DELETE FROM inbox WHERE event_id = ANY($1::text[])", list(event_ids))

@@ -30,6 +30,8 @@ class UnitOfWork(Protocol):
 
     async def claim(self, event_ids: Sequence[str]) -> set[str]: ...
 
+    async def release(self, event_ids: Sequence[str]) -> None: ...
+
     async def emit(self, messages: Sequence[OutboxMessage]) -> None: ...
 
     async def lock(self, *names: str) -> None: ...
@@ -78,6 +80,10 @@ class PostgresUnitOfWork:
     async def claim(self, event_ids: Sequence[str]) -> set[str]:
         """Inbox: record these ids; returns those never seen before."""
         return await inbox.claim(self.conn, event_ids)  # type: ignore[arg-type]
+
+    async def release(self, event_ids: Sequence[str]) -> None:
+        """Inbox: forget these ids (the events had no effect)."""
+        await inbox.release(self.conn, event_ids)  # type: ignore[arg-type]
 
     async def emit(self, messages: Sequence[OutboxMessage]) -> None:
         """Outbox: publish these once the transaction commits."""

@@ -4,31 +4,52 @@ decision a submission leads to given the stored project. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import ValidationError
+from rapidfuzz import fuzz, process
 
 from shared.contracts.common import project_key
-from shared.contracts.events import ProjectChanged, ProjectState
+from shared.contracts.events import PossibleDuplicate, ProjectChanged, ProjectState
 from shared.contracts.inbound import ProjectSubmission, Stage
 from shared.errors import Reason, validation_reasons
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 S = Stage
-# Allowed moves of the lifecycle idea → proposal → approved → active → done, with on_hold as a
-# pause that can resume to any open stage and cancelled/rejected as side exits.
-TRANSITIONS: dict[Stage, frozenset[Stage]] = {
+# The lifecycle idea → proposal → approved → active → done, with on_hold as a pause (a paused
+# project resumes as approved or active) and cancelled/rejected as side exits.
+STEPS: dict[Stage, frozenset[Stage]] = {
     S.IDEA: frozenset({S.PROPOSAL, S.ON_HOLD, S.CANCELLED, S.REJECTED}),
-    S.PROPOSAL: frozenset({S.IDEA, S.APPROVED, S.ON_HOLD, S.CANCELLED, S.REJECTED}),
+    S.PROPOSAL: frozenset({S.APPROVED, S.ON_HOLD, S.CANCELLED, S.REJECTED}),
     S.APPROVED: frozenset({S.ACTIVE, S.ON_HOLD, S.CANCELLED}),
     S.ACTIVE: frozenset({S.DONE, S.ON_HOLD, S.CANCELLED}),
-    S.ON_HOLD: frozenset({S.IDEA, S.PROPOSAL, S.APPROVED, S.ACTIVE, S.CANCELLED}),
+    S.ON_HOLD: frozenset({S.APPROVED, S.ACTIVE, S.CANCELLED}),
     S.DONE: frozenset(),
     S.CANCELLED: frozenset(),
     S.REJECTED: frozenset(),
 }
+
+
+def _reachable(stage: Stage) -> frozenset[Stage]:
+    seen: set[Stage] = set()
+    todo = list(STEPS[stage])
+    while todo:
+        nxt = todo.pop()
+        if nxt not in seen:
+            seen.add(nxt)
+            todo.extend(STEPS[nxt])
+    return frozenset(seen)
+
+
+# A move is legal when the lifecycle can get there, possibly through stages nobody reported
+# (upstream systems often skip them, and a revision can overtake the one before it). Being a
+# closure, the rule is transitive: whatever order valid revisions arrive in, the newest is
+# accepted, so every order converges on the state an in-order replay gives.
+TRANSITIONS: dict[Stage, frozenset[Stage]] = {stage: _reachable(stage) for stage in Stage}
 
 
 def transition_allowed(old: Stage, new: Stage) -> bool:
@@ -103,8 +124,81 @@ def _changed(old: ProjectState | None, new: ProjectState) -> list[str]:
     return sorted(name for name in after if before.get(name) != after[name])
 
 
-def decide(submission: ProjectSubmission, stored: StoredProject | None) -> Decision:
-    """What ``submission`` does to the project stored as ``stored`` (None if unknown)."""
+DUPLICATE_THRESHOLD = 0.85
+_WORDS = re.compile(r"[^\w]+")
+
+
+def _normalise(name: str) -> str:
+    return " ".join(_WORDS.sub(" ", name.casefold()).split())
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioView:
+    """What intake knows of a project's portfolio when it decides: each open project's
+    dependencies (by external id) and names (by key)."""
+
+    dependencies: dict[str, list[str]] = field(default_factory=dict)
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (ext id, name)
+
+    def apply(self, event: ProjectChanged) -> None:
+        """Keep the view current within a batch."""
+        project = event.project
+        self.names.pop(event.project_key, None)
+        self.dependencies.pop(project.external_id, None)
+        if not event.withdrawn:
+            self.names[event.project_key] = (project.external_id, project.name)
+            if project.depends_on:
+                self.dependencies[project.external_id] = list(project.depends_on)
+
+
+def dependency_cycle(
+    external_id: str, depends_on: Sequence[str], graph: Mapping[str, Sequence[str]]
+) -> list[str] | None:
+    """The cycle ``external_id`` would close by depending on ``depends_on``, as a path from it
+    back to itself, or None."""
+    stack: list[tuple[str, list[str]]] = [(d, [external_id, d]) for d in reversed(depends_on)]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        if node == external_id:
+            return path
+        if node in seen:
+            continue
+        seen.add(node)
+        stack.extend((n, [*path, n]) for n in reversed(graph.get(node, ())))
+    return None
+
+
+def possible_duplicates(
+    key: str, name: str, names: Mapping[str, tuple[str, str]], limit: int = 3
+) -> list[PossibleDuplicate]:
+    """Projects of the portfolio whose names match ``name`` closely (word order ignored)."""
+    choices = {k: _normalise(n) for k, (_, n) in names.items() if k != key}
+    matches = process.extract(
+        _normalise(name),
+        choices,
+        scorer=fuzz.token_sort_ratio,
+        score_cutoff=DUPLICATE_THRESHOLD * 100,
+        limit=limit,
+    )
+    return [
+        PossibleDuplicate(
+            project_key=other,
+            external_id=names[other][0],
+            name=names[other][1],
+            similarity=round(score / 100, 3),
+        )
+        for _, score, other in matches
+    ]
+
+
+def decide(
+    submission: ProjectSubmission,
+    stored: StoredProject | None,
+    portfolio: PortfolioView = PortfolioView(),
+) -> Decision:
+    """What ``submission`` does to the project stored as ``stored`` (None if unknown), given
+    what is known of its portfolio."""
     key = project_key(submission.portfolio, submission.source, submission.external_id)
     if stored is not None and submission.revision <= stored.revision:
         return Ignored(
@@ -144,9 +238,22 @@ def decide(submission: ProjectSubmission, stored: StoredProject | None) -> Decis
                 )
             ]
         )
+    cycle = dependency_cycle(submission.external_id, state.depends_on, portfolio.dependencies)
+    if cycle is not None:
+        return Refused(
+            [
+                Reason(
+                    "dependency_cycle",
+                    "dependencies form a cycle: " + " -> ".join(cycle),
+                    "project.depends_on",
+                )
+            ]
+        )
+    duplicates = possible_duplicates(key, state.name, portfolio.names) if previous is None else []
     return Accepted(
         ProjectChanged(
             project_key=key,
+            possible_duplicates=duplicates,
             portfolio=submission.portfolio,
             revision=submission.revision,
             submission_id=str(submission.submission_id),

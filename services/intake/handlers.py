@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from services.intake.domain import Accepted, Ignored, StoredProject, decide, parse_submission
+from services.intake.domain import (
+    Accepted,
+    Ignored,
+    PortfolioView,
+    StoredProject,
+    decide,
+    parse_submission,
+)
 from services.intake.repository import IntakeTransaction, LogEntry
 from shared.admission import admit, refuse
 from shared.cloudevents import event_message
@@ -13,6 +20,7 @@ from shared.consumer_record import Record
 from shared.contracts.common import project_key
 from shared.contracts.events import ProjectChanged
 from shared.contracts.inbound import ProjectSubmission
+from shared.deadletter import dead_letter_id
 from shared.errors import Reason
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
@@ -52,19 +60,34 @@ class IntakeHandler:
             out = list(batch.dead_letters)
             keys = {project_key(s.portfolio, s.source, s.external_id) for _, s in batch.items}
             stored = await uow.projects.load(keys)
+            views = await uow.projects.portfolio_views({s.portfolio for _, s in batch.items})
             changed: dict[str, StoredProject] = {}
             for record, sub in batch.items:
                 key = project_key(sub.portfolio, sub.source, sub.external_id)
                 sid = str(sub.submission_id)
-                decision = decide(sub, stored.get(key))
+                view = views.setdefault(sub.portfolio, PortfolioView())
+                decision = decide(sub, stored.get(key), view)
                 if isinstance(decision, Accepted):
                     stored[key] = changed[key] = _stored(decision.event)
+                    view.apply(decision.event)
                     out.append(self._publish(decision.event, now))
-                    log.append(_entry(record, "accepted", [], sid, key, sub.revision))
+                    notes = [
+                        Reason(
+                            "possible_duplicate", f"{d.name} ({d.similarity:.0%})", d.project_key
+                        )
+                        for d in decision.event.possible_duplicates
+                    ]
+                    log.append(_entry(record, "accepted", notes, sid, key, sub.revision))
                 elif isinstance(decision, Ignored):
                     reason = Reason(decision.code, decision.message)
                     log.append(_entry(record, "ignored", [reason], sid, key, sub.revision))
                 else:
+                    # A refusal has no effect: the submission id is forgotten so the same
+                    # submission, once fixed or replayed, is processed again. The record's
+                    # own dead-letter id keeps a redelivery from dead-lettering it twice.
+                    await uow.release([event_id(sid)])
+                    if not await uow.claim([dead_letter_id(SERVICE, record)]):
+                        continue
                     out.append(
                         refuse(
                             record, decision.reasons, consumer=SERVICE, topic=dead_letters, now=now

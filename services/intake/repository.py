@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from asyncpg.pool import PoolConnectionProxy
 
-from services.intake.domain import StoredProject
+from services.intake.domain import PortfolioView, StoredProject
 from shared.contracts.events import ProjectState
 from shared.errors import Reason
 from shared.uow import PostgresUnitOfWork, UnitOfWork
@@ -57,19 +57,36 @@ class ProjectRepository:
                 p.state.stage.value,
                 p.state.name,
                 p.state.model_dump_json(),
+                p.state.external_id,
+                p.state.depends_on,
             )
             for key, p in projects
         ]
         if not rows:
             return
         await self._conn.executemany(
-            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, stage, name, state)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)"
+            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, stage, name, state,"
+            " external_id, depends_on) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)"
             " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
             " withdrawn = excluded.withdrawn, stage = excluded.stage, name = excluded.name,"
-            " state = excluded.state, updated_at = now()",
+            " state = excluded.state, depends_on = excluded.depends_on, updated_at = now()",
             rows,
         )
+
+    async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
+        """Dependencies and names of the open projects of ``portfolios``."""
+        rows = await self._conn.fetch(
+            "SELECT portfolio, project_key, external_id, name, depends_on FROM projects"
+            " WHERE portfolio = ANY($1::text[]) AND NOT withdrawn",
+            list(portfolios),
+        )
+        views: dict[str, PortfolioView] = {}
+        for r in rows:
+            view = views.setdefault(r["portfolio"], PortfolioView())
+            view.names[r["project_key"]] = (r["external_id"], r["name"])
+            if r["depends_on"]:
+                view.dependencies[r["external_id"]] = list(r["depends_on"])
+        return views
 
     async def log(self, entries: Sequence[LogEntry]) -> None:
         if not entries:
@@ -110,6 +127,8 @@ class ProjectStore(Protocol):
     async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]: ...
 
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None: ...
+
+    async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]: ...
 
     async def log(self, entries: Sequence[LogEntry]) -> None: ...
 

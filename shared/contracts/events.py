@@ -23,6 +23,15 @@ class ProjectState(ProjectData):
     external_id: str
 
 
+class PossibleDuplicate(Event):
+    """Another project of the portfolio whose name closely matches (similarity 0..1)."""
+
+    project_key: str
+    external_id: str
+    name: str
+    similarity: float
+
+
 class ProjectChanged(Event):
     """Intake accepted a submission: the project's new full state (``pmo.intake.projects.v1``)."""
 
@@ -36,6 +45,7 @@ class ProjectChanged(Event):
     withdrawn: bool = False
     previous_stage: Stage | None = None
     changed: list[str] = Field(default_factory=list)
+    possible_duplicates: list[PossibleDuplicate] = Field(default_factory=list)
     project: ProjectState
 
 

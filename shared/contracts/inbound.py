@@ -88,6 +88,13 @@ class ProjectData(Inbound):
             and month_index(self.deadline) < month_index(self.earliest_start)
         ):
             raise ValueError("deadline is before earliest_start")
+        if self.earliest_start and self.deadline:
+            window = month_index(self.deadline) - month_index(self.earliest_start) + 1
+            if self.duration_months > window:
+                raise ValueError(
+                    f"demand runs {self.duration_months} months but the window from "
+                    f"{self.earliest_start} to {self.deadline} has {window}"
+                )
         return self
 
     @property

@@ -13,7 +13,9 @@ from services.intake.domain import (
     Refused,
     StoredProject,
     decide,
+    dependency_cycle,
     parse_submission,
+    possible_duplicates,
     transition_allowed,
 )
 from shared.contracts.events import ProjectState
@@ -106,6 +108,23 @@ def test_terminal_stages_go_nowhere() -> None:
         assert TRANSITIONS[stage] == frozenset()
 
 
+def test_stages_may_be_skipped_but_never_reversed() -> None:
+    assert transition_allowed(Stage.APPROVED, Stage.DONE)
+    assert transition_allowed(Stage.IDEA, Stage.ACTIVE)
+    assert transition_allowed(Stage.ACTIVE, Stage.ON_HOLD)
+    assert transition_allowed(Stage.ON_HOLD, Stage.ACTIVE)
+    assert not transition_allowed(Stage.ACTIVE, Stage.PROPOSAL)
+    assert not transition_allowed(Stage.ON_HOLD, Stage.IDEA)
+    assert not transition_allowed(Stage.APPROVED, Stage.REJECTED)
+    assert not transition_allowed(Stage.DONE, Stage.ACTIVE)
+
+
+def test_the_rule_is_transitive() -> None:
+    for a in Stage:
+        for b in TRANSITIONS[a]:
+            assert TRANSITIONS[b] <= TRANSITIONS[a] | {a}
+
+
 def test_an_illegal_transition_names_both_stages() -> None:
     decision = decide(parsed(submission("PRJ-1", stage="idea", revision=2)), _stored(Stage.ACTIVE))
     assert isinstance(decision, Refused)
@@ -150,3 +169,28 @@ def test_event_ids_come_from_the_submission() -> None:
     decision = decide(parsed(submission("PRJ-1", submission_id=sid)), None)
     assert isinstance(decision, Accepted)
     assert decision.event.submission_id == sid
+
+
+def test_demand_longer_than_the_window_is_refused() -> None:
+    message = submission(
+        "PRJ-1",
+        earliest_start="2027-01",
+        deadline="2027-03",
+        demand=[{"role": "qa", "fte": 1, "start_month": 2, "months": 2}],
+    )
+    found = reasons(json.dumps(message).encode())
+    assert any("demand runs 4 months but the window" in r.message for r in found)
+
+
+def test_dependency_cycles_are_found_with_their_path() -> None:
+    graph = {"B": ["C"], "C": ["A"], "D": ["B"]}
+    assert dependency_cycle("A", ["B"], graph) == ["A", "B", "C", "A"]
+    assert dependency_cycle("A", ["A"], {}) == ["A", "A"]
+    assert dependency_cycle("A", ["D"], {"D": ["E"]}) is None
+
+
+def test_duplicate_names_ignore_case_punctuation_and_word_order() -> None:
+    names = {"k1": ("A", "Checkout Rewrite"), "k2": ("B", "Store inventory sync")}
+    (match,) = possible_duplicates("k9", "rewrite: checkout", names)
+    assert (match.external_id, match.similarity) == ("A", 1.0)
+    assert possible_duplicates("k1", "Checkout rewrite", names) == []  # not itself

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from services.intake.domain import StoredProject
+from services.intake.domain import PortfolioView, StoredProject
 from services.intake.handlers import IntakeHandler
 from services.intake.repository import LogEntry
 from shared import deadletter
@@ -33,6 +33,16 @@ class FakeProjects:
 
     async def log(self, entries: Sequence[LogEntry]) -> None:
         self.log_rows += entries
+
+    async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
+        views: dict[str, PortfolioView] = {}
+        for key, p in self.rows.items():
+            if p.state.portfolio in portfolios and not p.withdrawn:
+                view = views.setdefault(p.state.portfolio, PortfolioView())
+                view.names[key] = (p.state.external_id, p.state.name)
+                if p.state.depends_on:
+                    view.dependencies[p.state.external_id] = list(p.state.depends_on)
+        return views
 
 
 class FakeUnitOfWork:
@@ -63,6 +73,9 @@ class FakeUnitOfWork:
         fresh = set(event_ids) - self.inbox - self._claimed
         self._claimed |= fresh
         return fresh
+
+    async def release(self, event_ids: Sequence[str]) -> None:
+        self._claimed -= set(event_ids)
 
     async def emit(self, messages: Sequence[OutboxMessage]) -> None:
         self._pending += messages
@@ -138,3 +151,36 @@ async def test_later_revisions_in_the_same_batch_build_on_earlier_ones() -> None
         (2, "proposal"),
         (3, "approved"),
     ]
+
+
+async def test_a_refused_submission_can_be_sent_again_once_fixed_and_is_not_refused_twice() -> None:
+    uow = FakeUnitOfWork()
+    await handler(uow).handle([record(submission("A", revision=1, depends_on=["B"]), 0)])
+    looping = submission("B", revision=1, depends_on=["A"])
+    await handler(uow).handle([record(looping, 1)])
+    await handler(uow).handle([record(looping, 1)])  # redelivered: no second dead letter
+    letters = [m for m in uow.published if m.topic == NAMES(Topic.DEAD_LETTERS)]
+    assert len(letters) == 1
+    reasons = json.loads(letters[0].headers[deadletter.REASONS])
+    assert reasons[0]["code"] == "dependency_cycle"
+    assert "B -> A -> B" in reasons[0]["message"]
+    # The same submission id, fixed and resent, is a new attempt (the refusal had no effect).
+    fixed = dict(looping, project={**looping["project"], "depends_on": []})
+    await handler(uow).handle([record(fixed, 2)])
+    assert "retail/jira/B" in uow.projects.rows
+
+
+async def test_a_new_project_with_a_near_identical_name_is_flagged_not_refused() -> None:
+    uow = FakeUnitOfWork()
+    await handler(uow).handle([record(submission("A", name="Checkout rewrite"), 0)])
+    await handler(uow).handle([record(submission("B", name="Rewrite the checkout!"), 1)])
+    await handler(uow).handle([record(submission("C", name="Warehouse robots"), 2)])
+    events = {
+        e["project"]["external_id"]: e
+        for e in (json.loads(m.value) for m in uow.published if m.topic == NAMES(Topic.PROJECTS))
+    }
+    assert events["C"]["possible_duplicates"] == []
+    (match,) = events["B"]["possible_duplicates"]
+    assert match["external_id"] == "A"
+    assert match["similarity"] >= 0.85
+    assert uow.projects.log_rows[1].reasons[0].code == "possible_duplicate"
