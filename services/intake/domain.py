@@ -3,7 +3,6 @@ decision a submission leads to given the stored project. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,26 +62,34 @@ def parse_submission(raw: bytes | None, key: bytes | None) -> ProjectSubmission 
     if len(raw) > MAX_PAYLOAD_BYTES:
         return [Reason("payload_too_large", f"{len(raw)} bytes; the limit is {MAX_PAYLOAD_BYTES}")]
     try:
-        text = raw.decode("utf-8")
+        raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         return [Reason("not_utf8", f"not UTF-8 at byte {exc.start}")]
     try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return [Reason("not_json", f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}")]
-    except RecursionError:
-        return [Reason("too_deep", "JSON nested too deeply")]
-    if not isinstance(document, dict):
-        return [Reason("not_object", f"expected a JSON object, got {type(document).__name__}")]
-    try:
-        submission = ProjectSubmission.model_validate(document)
+        submission = ProjectSubmission.model_validate_json(raw)
     except ValidationError as exc:
-        return validation_reasons(exc)
+        return _document_reasons(exc) or validation_reasons(exc)
     expected = project_key(submission.portfolio, submission.source, submission.external_id)
     if key is not None and key != expected.encode():
         shown = key[:200].decode("utf-8", "replace")
         return [Reason("key_mismatch", f"key {shown!r} is not {expected!r}", "<key>")]
     return submission
+
+
+def _document_reasons(exc: ValidationError) -> list[Reason]:
+    """When the bytes are not a JSON object at all, one reason says so."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if len(errors) != 1 or errors[0]["loc"]:
+        return []
+    error = errors[0]
+    if error["type"] == "json_invalid":
+        deep = "recursion" in str(error["msg"]).lower()
+        if deep:
+            return [Reason("too_deep", "JSON nested too deeply")]
+        return [Reason("not_json", f"not JSON: {error['msg']}")]
+    if error["type"] == "model_type":
+        return [Reason("not_object", "expected a JSON object")]
+    return []
 
 
 @dataclass(frozen=True, slots=True)

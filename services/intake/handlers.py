@@ -54,7 +54,7 @@ class IntakeHandler:
                 uow, records, _decode, consumer=SERVICE, dead_letter_topic=dead_letters, now=now
             )
             log = [
-                _entry(record, "refused", reasons, None, None, None)
+                _entry(record, "refused", reasons, None, _sent_key(record), None)
                 for record, reasons in batch.refused
             ]
             out = list(batch.dead_letters)
@@ -115,6 +115,11 @@ def _decode(record: Record) -> tuple[str, ProjectSubmission] | list[Reason]:
     if isinstance(parsed, list):
         return parsed
     return event_id(str(parsed.submission_id)), parsed
+
+
+def _sent_key(record: Record) -> str | None:
+    """The key an unreadable record was sent with, for finding it in the log."""
+    return record.key[:300].decode("utf-8", "replace") if record.key is not None else None
 
 
 def _stored(event: ProjectChanged) -> StoredProject:

@@ -34,9 +34,14 @@ def month_from_index(index: int) -> str:
 
 
 class Inbound(BaseModel):
-    """Inbound contracts are written by other teams: unknown fields are ignored, not refused."""
+    """Inbound contracts are written by other teams: unknown fields are ignored, not refused;
+    types are strict (``"100"`` is not a number, ``true`` is not 1) and infinities are refused.
+    Parse them from JSON (``model_validate_json``), where strict mode still reads timestamps,
+    UUIDs and enums from strings."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", str_strip_whitespace=True, strict=True, allow_inf_nan=False
+    )
 
 
 class Event(BaseModel):

@@ -9,14 +9,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from shared.contracts.common import Event
 from shared.contracts.inbound import ProjectData, Stage
 
 
 class ProjectState(ProjectData):
-    """The full, normalised state of a project (event-carried state transfer)."""
+    """The full, normalised state of a project (event-carried state transfer). Written by
+    intake from an already validated submission, so it is not strict about input types."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=False)
 
     portfolio: str
     source: str

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
@@ -42,7 +42,16 @@ def test_unknown_fields_are_tolerated() -> None:
     sample = json.loads((SAMPLES / "submission.v1.upsert.json").read_text())
     sample["added_later"] = {"anything": True}
     sample["project"]["also_new"] = 1
-    assert ProjectSubmission.model_validate(sample).external_id == "PRJ-42"
+    assert ProjectSubmission.model_validate_json(json.dumps(sample)).external_id == "PRJ-42"
+
+
+def test_inbound_types_are_strict() -> None:
+    sample = json.loads((SAMPLES / "submission.v1.upsert.json").read_text())
+    sample["project"]["value"] = "1200000"
+    sample["project"]["risk"] = True
+    with pytest.raises(ValidationError) as caught:
+        ProjectSubmission.model_validate_json(json.dumps(sample))
+    assert {e["loc"][-1] for e in caught.value.errors()} == {"value", "risk"}
 
 
 def test_contracts_are_frozen() -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from services.intake.app import build
@@ -38,3 +40,33 @@ async def test_submission_is_stored_and_bad_bytes_dead_lettered(
 
 async def _at_least(probe, n):  # type: ignore[no-untyped-def]
     return (await probe()) >= n
+
+
+async def test_shuffled_and_repeated_revisions_converge_on_the_in_order_state(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    await migrate(database.url, [service_component("intake")])
+    stages = ["idea", "proposal", "approved", "active", "done"]
+    projects = [f"PRJ-{n}" for n in range(5)]
+    revisions = {
+        p: [
+            submission(p, revision=r + 1, stage=s, name=f"{p} v{r + 1}")
+            for r, s in enumerate(stages)
+        ]
+        for p in projects
+    }
+    rnd = random.Random(42)
+    stream = [m for p in projects for m in revisions[p]] * 2  # every message twice
+    rnd.shuffle(stream)
+    async with build(IntakeSettings(max_records=3), kafka, database) as runtime:
+        await publish_json(kafka.bootstrap_servers, runtime.topics(Topic.SUBMISSIONS), stream)
+
+        async def settled() -> bool:
+            n = await runtime.pool.fetchval("SELECT count(*) FROM submission_log")
+            return bool(n >= len(stream) // 2)  # the repeats are skipped, never logged
+
+        await eventually(settled, what="every distinct submission handled")
+        rows = await runtime.pool.fetch("SELECT project_key, revision, stage, name FROM projects")
+    assert {(r["project_key"], r["revision"], r["stage"], r["name"]) for r in rows} == {
+        (f"retail/jira/{p}", 5, "done", f"{p} v5") for p in projects
+    }

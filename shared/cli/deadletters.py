@@ -1,0 +1,94 @@
+"""Reading and replaying the dead-letter topic from the command line."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared import deadletter
+from shared.broker import client_options
+from shared.consumer_record import Record
+from shared.settings import KafkaSettings
+from shared.topics import Topic, TopicNames
+
+REPLAYED_FROM = "pmo_replayed_from"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: Record
+
+    @property
+    def position(self) -> str:
+        return f"{self.record.partition}:{self.record.offset}"
+
+    @property
+    def consumer(self) -> str:
+        return self.record.header(deadletter.CONSUMER) or "?"
+
+    @property
+    def source(self) -> str:
+        topic = self.record.header(deadletter.SOURCE_TOPIC) or "?"
+        partition = self.record.header(deadletter.SOURCE_PARTITION) or "?"
+        offset = self.record.header(deadletter.SOURCE_OFFSET) or "?"
+        return f"{topic}/{partition}/{offset}"
+
+    @property
+    def reasons(self) -> list[dict[str, Any]]:
+        try:
+            value = json.loads(self.record.header(deadletter.REASONS) or "[]")
+        except ValueError:
+            return []
+        return value if isinstance(value, list) else []
+
+    def matches(self, consumer: str | None, code: str | None) -> bool:
+        if consumer and self.consumer != consumer:
+            return False
+        return not code or any(r.get("code") == code for r in self.reasons)
+
+
+async def read_all(kafka: KafkaSettings, *, idle_seconds: float = 2.0) -> list[DeadLetter]:
+    """Every dead letter, from the beginning of the topic. The end is where nothing new has
+    arrived for ``idle_seconds`` (a broker's high watermark is not trusted for this)."""
+    topic = TopicNames(kafka.topic_prefix)(Topic.DEAD_LETTERS)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.client.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < idle_seconds:
+            batch = await consumer.getmany(timeout_ms=250)
+            for records in batch.values():
+                letters += [DeadLetter(Record.from_kafka(r)) for r in records]
+                quiet_since = time.monotonic()
+    finally:
+        await consumer.stop()
+    return sorted(
+        letters, key=lambda d: (d.record.timestamp_ms, d.record.partition, d.record.offset)
+    )
+
+
+def replay_records(
+    letters: list[DeadLetter],
+) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """Each dead letter's original key and value, addressed to the topic it came from."""
+    out = []
+    for letter in letters:
+        source = letter.record.header(deadletter.SOURCE_TOPIC)
+        if not source or letter.record.header(deadletter.TRUNCATED) == "true":
+            continue  # nowhere to send it, or not the original bytes any more
+        headers = [(REPLAYED_FROM, f"{letter.record.topic}/{letter.position}".encode())]
+        out.append((source, letter.record.key, letter.record.value or b"", headers))
+    return out

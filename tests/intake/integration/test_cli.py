@@ -1,0 +1,125 @@
+"""`pmo import` and `pmo deadletters`, run as a user runs them, against the real broker and an
+intake service on real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.intake.app import build
+from shared.migrations import migrate, service_component
+from shared.runtime import ServiceRuntime
+from shared.settings import DatabaseSettings, KafkaSettings
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def pmo(kafka: KafkaSettings, *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "pmo"),
+        *args,
+        env={
+            **os.environ,
+            "PMO_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "PMO_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "COLUMNS": "200",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
+
+
+@pytest.fixture
+async def intake(database: DatabaseSettings, kafka: KafkaSettings) -> AsyncIterator[ServiceRuntime]:
+    await migrate(database.url, [service_component("intake")])
+    async with build(kafka=kafka, database=database) as runtime:
+        yield runtime
+
+
+async def _outcomes(intake: ServiceRuntime, n: int) -> list[tuple[str, str | None, str]]:
+    async def logged() -> list[tuple[str, str | None, str]] | None:
+        rows = await intake.pool.fetch(
+            "SELECT project_key, code, outcome FROM submission_log ORDER BY id"
+        )
+        return (
+            [(r["project_key"], r["code"], r["outcome"]) for r in rows] if len(rows) >= n else None
+        )
+
+    return await eventually(logged, what=f"{n} submissions logged")
+
+
+async def test_import_then_replay_a_dead_letter_after_the_cause_is_fixed(
+    intake: ServiceRuntime, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    csv_file = tmp_path / "projects.csv"
+    csv_file.write_text(
+        "portfolio,source,external_id,revision,name,stage,value,cost,strategic_fit,demand,depends_on\n"
+        "retail,sheet,A,1,Alpha,proposal,100,50,growth:4,backend:1:0:2,B\n"
+        "retail,sheet,B,1,Beta,proposal,lots,50,,,\n"
+        "retail,sheet,C,1,Gamma,someday,100,50,,,\n"
+        ",sheet,D,1,Delta,idea,,,,,\n"
+    )
+    code, out = await pmo(kafka, "import", str(csv_file))
+    assert code == 1, out
+    assert "line 3: value: 'lots' is not a number" in out
+    assert "line 5: missing portfolio" in out
+    assert "2 submission(s) published" in out
+    assert sorted(await _outcomes(intake, 2), key=str) == [
+        ("retail/sheet/A", None, "accepted"),
+        ("retail/sheet/C", "enum", "refused"),
+    ]
+
+    # B depends on A while A depends on B: refused as a cycle.
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_text(
+        json.dumps(
+            {
+                "portfolio": "retail",
+                "source": "sheet",
+                "external_id": "B",
+                "revision": 1,
+                "project": {"name": "Beta", "stage": "idea", "depends_on": ["A"]},
+            }
+        )
+        + "\nnot json\n"
+    )
+    code, out = await pmo(kafka, "import", str(jsonl))
+    assert "line 2: not JSON" in out
+    await _outcomes(intake, 3)
+
+    code, out = await pmo(kafka, "deadletters", "list", "--code", "dependency_cycle")
+    assert code == 0, out
+    assert "1 dead letter(s)" in out
+    assert "B -> A -> B" in out
+
+    # The cause is fixed upstream (A no longer depends on B); the refused record is replayed.
+    fixed = tmp_path / "a.jsonl"
+    fixed.write_text(
+        json.dumps(
+            {
+                "portfolio": "retail",
+                "source": "sheet",
+                "external_id": "A",
+                "revision": 2,
+                "project": {"name": "Alpha", "stage": "proposal"},
+            }
+        )
+        + "\n"
+    )
+    assert (await pmo(kafka, "import", str(fixed)))[0] == 0
+    await _outcomes(intake, 4)
+    code, out = await pmo(kafka, "deadletters", "replay", "--code", "dependency_cycle")
+    assert code == 0, out
+    assert "1 record(s) replayed" in out
+    outcomes = await _outcomes(intake, 5)
+    assert outcomes[-1] == ("retail/sheet/B", None, "accepted")
