@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from shared import deadletter
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
+from shared.contracts.scoring import ScoringAudit, ScoringCommandMessage
 from shared.topics import TOPIC_SPECS, Topic
 
 
@@ -54,6 +55,18 @@ CHANNELS = (
         None,
     ),
     Channel(
+        Topic.SCORING_COMMANDS,
+        "ScoringCommand",
+        ScoringCommandMessage,
+        "{portfolio}",
+        ("pmo CLI",),
+        ("scoring",),
+        "Analysts' commands: set a portfolio's scoring model (a new version), pin or adjust a "
+        "project's rank with a justification, clear an override, rescore. `command_id` is the "
+        "idempotency key; refused commands are dead-lettered with reasons and audited.",
+        None,
+    ),
+    Channel(
         Topic.PROJECTS,
         "ProjectChanged",
         ProjectChanged,
@@ -73,6 +86,17 @@ CHANNELS = (
         ("capacity", "reporting"),
         "A project's score, its explanation and its rank in the portfolio.",
         ProjectScored.TYPE,
+    ),
+    Channel(
+        Topic.SCORING_AUDIT,
+        "ScoringAudit",
+        ScoringAudit,
+        "{portfolio}",
+        ("scoring",),
+        ("reporting",),
+        "The audit trail of scoring: every model change, override and rescore, who asked for "
+        "it, why, and whether it was applied or refused. Kept for good.",
+        ScoringAudit.TYPE,
     ),
     Channel(
         Topic.PLANS,

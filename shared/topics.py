@@ -16,9 +16,12 @@ class Topic(StrEnum):
     # Inbound contracts written by upstream systems.
     SUBMISSIONS = "pmo.intake.submissions.v1"
     RESOURCES = "pmo.capacity.resources.v1"
+    # Analysts' commands (the pmo CLI writes them).
+    SCORING_COMMANDS = "pmo.scoring.commands.v1"
     # Internal events, one writer each.
     PROJECTS = "pmo.intake.projects.v1"
     SCORES = "pmo.scoring.scores.v1"
+    SCORING_AUDIT = "pmo.scoring.audit.v1"
     PLANS = "pmo.capacity.plans.v1"
     # Every consumer's rejects: original bytes plus machine-readable reasons in headers.
     DEAD_LETTERS = "pmo.deadletter.v1"
@@ -39,8 +42,11 @@ _MONTH_MS = str(30 * 24 * 3600 * 1000)
 TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.SUBMISSIONS, 6, {"retention.ms": _WEEK_MS}),
     TopicSpec(Topic.RESOURCES, 3, {"retention.ms": _WEEK_MS}),
+    TopicSpec(Topic.SCORING_COMMANDS, 3, {"retention.ms": _MONTH_MS}),
     TopicSpec(Topic.PROJECTS, 6, {"retention.ms": _MONTH_MS}),
     TopicSpec(Topic.SCORES, 6, {"retention.ms": _MONTH_MS}),
+    # The audit trail is kept for good.
+    TopicSpec(Topic.SCORING_AUDIT, 3, {"retention.ms": "-1"}),
     TopicSpec(Topic.PLANS, 6, {"retention.ms": _MONTH_MS}),
     TopicSpec(Topic.DEAD_LETTERS, 3, {"retention.ms": _MONTH_MS}),
 )

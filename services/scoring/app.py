@@ -22,7 +22,7 @@ def build(
         settings or ScoringSettings(),
         kafka,
         database,
-        topics=[Topic.PROJECTS],
+        topics=[Topic.PROJECTS, Topic.SCORING_COMMANDS],
         handler=lambda runtime: (
             ScoringHandler(
                 uow=lambda: ScoringUnitOfWork(runtime.pool),

@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field
 
 from shared.contracts.common import Event
 from shared.contracts.inbound import ProjectData, Stage
+from shared.contracts.scoring import OverrideInfo
 
 
 class ProjectState(ProjectData):
@@ -81,7 +82,8 @@ class ProjectScored(Event):
     rank: int | None
     mandatory: bool
     explanation: list[Contribution]
-    cause: Literal["project_revision", "model_change", "portfolio_change"]
+    cause: Literal["project_revision", "model_change", "override", "rescore", "portfolio_change"]
+    override: OverrideInfo | None = None
 
 
 class Deferral(Event):
