@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
@@ -31,6 +32,21 @@ class Deferral(BaseModel):
     shortfall_fte: float | None = None
 
 
+class Override(BaseModel):
+    kind: str
+    justification: str
+    author: str
+    rank: int | None = None
+    delta: float | None = None
+
+
+class PossibleDuplicate(BaseModel):
+    project_key: str
+    external_id: str
+    name: str
+    similarity: float
+
+
 class ProjectView(BaseModel):
     project_key: str
     source: str | None
@@ -48,6 +64,11 @@ class ProjectView(BaseModel):
     score: float | None
     rank: int | None
     explanation: list[Contribution] | None
+    model: str | None
+    model_version: int | None
+    score_cause: str | None
+    override: Override | None
+    possible_duplicates: list[PossibleDuplicate]
     plan_status: str | None
     start_month: str | None
     end_month: str | None
@@ -60,6 +81,24 @@ class ProjectPage(BaseModel):
     limit: int
     offset: int
     items: list[ProjectView]
+
+
+class AuditEntry(BaseModel):
+    command_id: str
+    action: str
+    author: str
+    outcome: str
+    detail: dict[str, Any]
+    comment: str
+    at: datetime
+
+
+class AuditPage(BaseModel):
+    portfolio: str
+    total: int
+    limit: int
+    offset: int
+    items: list[AuditEntry]
 
 
 def api_router(settings: ReportingSettings, queries: Any) -> APIRouter:
@@ -96,6 +135,24 @@ def api_router(settings: ReportingSettings, queries: Any) -> APIRouter:
             limit=limit,
             offset=offset,
             items=[ProjectView.model_validate(i) for i in items],
+        )
+
+    @router.get("/portfolios/{portfolio}/scoring/audit", response_model=AuditPage)
+    async def scoring_audit(
+        portfolio: str,
+        limit: Annotated[int, Query(ge=1)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> AuditPage:
+        """Every change to the portfolio's scoring, newest first: who, what, why, outcome."""
+        limit = min(limit, settings.max_page_size)
+        q: ReadModelQueries = queries()
+        total, items = await q.scoring_audit(portfolio, limit=limit, offset=offset)
+        return AuditPage(
+            portfolio=portfolio,
+            total=total,
+            limit=limit,
+            offset=offset,
+            items=[AuditEntry.model_validate(i) for i in items],
         )
 
     return router

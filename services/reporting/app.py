@@ -25,7 +25,7 @@ def build(
         settings or ReportingSettings(),
         kafka,
         database,
-        topics=[Topic.PROJECTS, Topic.SCORES, Topic.PLANS, Topic.DEAD_LETTERS],
+        topics=[Topic.PROJECTS, Topic.SCORES, Topic.PLANS, Topic.DEAD_LETTERS, Topic.SCORING_AUDIT],
         handler=lambda runtime: (
             ReportingHandler(
                 uow=lambda: ReportingUnitOfWork(runtime.pool),

@@ -14,6 +14,7 @@ from services.reporting.repository import ReportingUnitOfWork
 from shared.admission import admit
 from shared.consumer_record import Record
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.contracts.scoring import ScoringAudit
 from shared.errors import Reason
 from shared.events_io import decode_event
 from shared.topics import Topic, TopicNames
@@ -33,6 +34,8 @@ class _Decoder:
             return decode_event(record, ProjectScored)
         if topic == Topic.PLANS:
             return decode_event(record, ProjectPlanned)
+        if topic == Topic.SCORING_AUDIT:
+            return decode_event(record, ScoringAudit)
         return decode_event(record, ProjectChanged)
 
 
@@ -58,12 +61,10 @@ class ReportingHandler:
                 now=self._clock(),
             )
             events = [e for _, e in batch.items]
-            await uow.read_model.apply_projects(
-                [e for e in events if isinstance(e, ProjectChanged)]
-            )
-            await uow.read_model.apply_scores([e for e in events if isinstance(e, ProjectScored)])
-            await uow.read_model.apply_plans([e for e in events if isinstance(e, ProjectPlanned)])
-            await uow.read_model.add_dead_letters(
-                [e for e in events if isinstance(e, DeadLetterRow)]
-            )
+            model = uow.read_model
+            await model.apply_projects([e for e in events if isinstance(e, ProjectChanged)])
+            await model.apply_scores([e for e in events if isinstance(e, ProjectScored)])
+            await model.apply_plans([e for e in events if isinstance(e, ProjectPlanned)])
+            await model.add_dead_letters([e for e in events if isinstance(e, DeadLetterRow)])
+            await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
             await uow.emit(batch.dead_letters)

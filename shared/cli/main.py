@@ -14,6 +14,7 @@ from rich.table import Table
 
 from shared.admin import ensure_topics
 from shared.cli import importer
+from shared.cli import scoring as scoring_cli
 from shared.cli.deadletters import read_all, replay_records
 from shared.migrations import SERVICES, migrate, service_component, status
 from shared.settings import DatabaseSettings, KafkaSettings
@@ -23,6 +24,8 @@ migrate_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 topics_app = typer.Typer(no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate", help="Apply or inspect database migrations.")
 app.add_typer(topics_app, name="topics", help="Kafka topics of the registry.")
+app.add_typer(scoring_cli.app, name="scoring")
+app.command("ranking")(scoring_cli.ranking)
 dlq_app = typer.Typer(no_args_is_help=True)
 app.add_typer(dlq_app, name="deadletters", help="List and replay dead letters.")
 console = Console()

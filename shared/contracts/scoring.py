@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -72,8 +73,10 @@ class WeightedModel(_Spec):
         return self
 
     def normalised_weights(self) -> dict[Criterion, float]:
+        """Weights summing to one, in the canonical order of ``CRITERIA`` (explanations list
+        criteria in that order, however the model file ordered them)."""
         total = sum(self.weights.values())
-        return {c: w / total for c, w in self.weights.items() if w > 0}
+        return {c: self.weights[c] / total for c in CRITERIA if self.weights.get(c, 0) > 0}
 
 
 class WsjfModel(_Spec):
@@ -85,7 +88,19 @@ class WsjfModel(_Spec):
     job_size_unit: Annotated[float, Field(gt=0)] = 6.0
 
 
-Judgement = Annotated[float, Field(ge=1 / 9, le=9)]
+def _fraction(value: Any) -> Any:
+    """Judgements may be written as fractions: ``"1/3"``."""
+    if isinstance(value, str) and "/" in value:
+        top, _, bottom = value.partition("/")
+        try:
+            return float(top) / float(bottom)
+        except (ValueError, ZeroDivisionError):
+            return value
+    return value
+
+
+# Saaty's scale 1/9 … 9; a reciprocal written to three decimals (0.111) is accepted.
+Judgement = Annotated[float, BeforeValidator(_fraction), Field(ge=0.111, le=9)]
 
 
 class AhpModel(_Spec):

@@ -3,83 +3,27 @@ Kafka producer is validated, scored, planned and served by the reporting API."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer
 
-from services.capacity.app import build as build_capacity
-from services.capacity.settings import CapacitySettings
-from services.intake.app import build as build_intake
-from services.reporting.app import build as build_reporting
-from services.reporting.app import create_app
-from services.reporting.settings import ReportingSettings
-from services.scoring.app import build as build_scoring
 from shared import deadletter
-from shared.local import free_port
-from shared.migrations import SERVICES, migrate, service_component
-from shared.runtime import ServiceRuntime
 from shared.settings import DatabaseSettings, KafkaSettings
-from shared.topics import Topic, TopicNames
+from shared.topics import Topic
 from tests.helpers import eventually, publish_json, publish_raw, submission
+from tests.system import System, running
 
 pytestmark = pytest.mark.e2e
-
-TOKEN = "e2e-token"
-
-
-@dataclass
-class System:
-    kafka: KafkaSettings
-    topics: TopicNames
-    api: httpx.AsyncClient
-    reporting: ServiceRuntime
-
-    async def projects(self, portfolio: str) -> list[dict[str, Any]]:
-        response = await self.api.get(f"/api/v1/portfolios/{portfolio}/projects")
-        response.raise_for_status()
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
 
 
 @pytest.fixture
 async def system(database: DatabaseSettings, kafka: KafkaSettings) -> AsyncIterator[System]:
-    await migrate(database.url, [service_component(s) for s in SERVICES])
-    settings = ReportingSettings(api_token=TOKEN, max_records=100)
-    reporting = build_reporting(settings, kafka, database)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(reporting, settings), host="127.0.0.1", port=port, log_config=None
-        )
-    )
-    others = [
-        build_intake(kafka=kafka, database=database),
-        build_scoring(kafka=kafka, database=database),
-        build_capacity(CapacitySettings(plan_start="2027-01"), kafka, database),
-    ]
-    async with contextlib.AsyncExitStack() as stack:
-        for runtime in others:
-            await stack.enter_async_context(runtime)
-        serving = asyncio.create_task(server.serve())
-        await eventually(lambda: asyncio.sleep(0, server.started), what="API up")
-        client = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}
-        )
-        try:
-            yield System(kafka, TopicNames(kafka.topic_prefix), client, reporting)
-        finally:
-            await client.aclose()
-            server.should_exit = True
-            await serving
+    async with running(database, kafka) as system:
+        yield system
 
 
 async def _consume_all(kafka: KafkaSettings, topic: str, expected: int) -> list[Any]:
@@ -190,7 +134,9 @@ async def test_submission_flows_to_the_api_scored_and_planned(system: System) ->
 
     # Reporting recorded it too.
     async def recorded() -> int:
-        n: int = await system.reporting.pool.fetchval("SELECT count(*) FROM dead_letters")
+        n: int = await system.runtimes["reporting"].pool.fetchval(
+            "SELECT count(*) FROM dead_letters"
+        )
         return n
 
     assert await eventually(recorded, what="dead letter in the read model") == 1

@@ -1,0 +1,204 @@
+"""``pmo scoring …`` and ``pmo ranking``: analysts' commands and views of the ranking."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shared.cli.publishing import publish
+from shared.contracts.scoring import SCORING_COMMAND
+from shared.settings import KafkaSettings
+from shared.topics import Topic, TopicNames
+
+app = typer.Typer(no_args_is_help=True, help="Set scoring models and overrides.")
+console = Console()
+
+Author = Annotated[str | None, typer.Option(help="Who makes the change (default: the login name).")]
+Comment = Annotated[str, typer.Option(help="Why, for the audit trail.")]
+Why = Annotated[str, typer.Option(help="The justification (at least 10 characters).")]
+
+
+def _send(portfolio: str, action: str, author: str | None, comment: str, **fields: Any) -> None:
+    command = {
+        "command_id": str(uuid.uuid4()),
+        "portfolio": portfolio,
+        "author": author or os.environ.get("PMO_AUTHOR") or getpass.getuser(),
+        "issued_at": datetime.now(UTC).isoformat(),
+        "comment": comment,
+        "action": action,
+        **fields,
+    }
+    body = json.dumps(command).encode()
+    try:
+        SCORING_COMMAND.validate_json(body)  # the service checks again; this is for quick feedback
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            console.print(f"[red]{'.'.join(map(str, error['loc']))}[/red]: {error['msg']}")
+        raise typer.Exit(2) from exc
+    kafka = KafkaSettings()
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORING_COMMANDS)
+    asyncio.run(publish(kafka, [(topic, portfolio.encode(), body, [])]))
+    console.print(f"{action} sent for {portfolio} (command {command['command_id']})")
+
+
+def _key(portfolio: str, project: str) -> str:
+    if project.count("/") != 1:
+        raise typer.BadParameter("give the project as source/external_id, e.g. jira/PRJ-42")
+    return f"{portfolio}/{project}"
+
+
+@app.command("set")
+def set_model(
+    portfolio: str,
+    model_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    author: Author = None,
+    comment: Comment = "",
+) -> None:
+    """Use the model in MODEL_FILE (YAML or JSON) for PORTFOLIO: a new model version, and the
+    whole portfolio rescored. An AHP model that is too inconsistent is refused."""
+    document = yaml.safe_load(model_file.read_text())
+    if not isinstance(document, dict):
+        raise typer.BadParameter("the model file must hold a mapping")
+    envelope = {
+        "name": document.pop("name", model_file.stem),
+        "description": document.pop("description", ""),
+        "model": document,
+    }
+    _send(portfolio, "set_model", author, comment, model=envelope)
+
+
+@app.command()
+def pin(
+    portfolio: str,
+    project: str,
+    rank: Annotated[int, typer.Option(min=1)],
+    justification: Why,
+    author: Author = None,
+) -> None:
+    """Hold PROJECT (source/external_id) at RANK."""
+    _send(
+        portfolio,
+        "pin",
+        author,
+        "",
+        project_key=_key(portfolio, project),
+        rank=rank,
+        justification=justification,
+    )
+
+
+@app.command()
+def adjust(
+    portfolio: str,
+    project: str,
+    by: Annotated[float, typer.Option(help="Points added to the score (negative lowers it).")],
+    justification: Why,
+    author: Author = None,
+) -> None:
+    """Add points to PROJECT's score."""
+    _send(
+        portfolio,
+        "adjust",
+        author,
+        "",
+        project_key=_key(portfolio, project),
+        delta=by,
+        justification=justification,
+    )
+
+
+@app.command()
+def clear(portfolio: str, project: str, justification: Why, author: Author = None) -> None:
+    """Remove PROJECT's pin or adjustment."""
+    _send(
+        portfolio,
+        "clear_override",
+        author,
+        "",
+        project_key=_key(portfolio, project),
+        justification=justification,
+    )
+
+
+@app.command()
+def rescore(portfolio: str, author: Author = None, comment: Comment = "") -> None:
+    """Rescore the whole portfolio now."""
+    _send(portfolio, "rescore", author, comment)
+
+
+def api_get(path: str, **params: Any) -> Any:
+    base = os.environ.get("PMO_API_URL", "http://127.0.0.1:8080")
+    token = os.environ.get("PMO_API_TOKEN", "")
+    response = httpx.get(
+        f"{base}{path}", params=params, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+    if response.status_code in (401, 403):
+        console.print("[red]not authorised: set PMO_API_TOKEN[/red]")
+        raise typer.Exit(2)
+    response.raise_for_status()
+    return response.json()
+
+
+def ranking(
+    portfolio: str,
+    explain: Annotated[
+        str | None, typer.Option(help="Explain one project (source/external_id).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """The portfolio's ranking (from the reporting API: PMO_API_URL, PMO_API_TOKEN)."""
+    page = api_get(f"/api/v1/portfolios/{portfolio}/projects", limit=limit)
+    table = Table("rank", "project", "name", "stage", "score", "override", "plan")
+    for item in page["items"]:
+        override = item.get("override") or {}
+        shown = ""
+        if override:
+            value = override.get("rank") if override["kind"] == "pin" else override.get("delta")
+            shown = f"{override['kind']} {value}"
+        plan = item.get("plan_status") or ""
+        if item.get("start_month"):
+            plan += f" {item['start_month']}..{item['end_month']}"
+        table.add_row(
+            str(item["rank"] or "-"),
+            f"{item['source']}/{item['external_id']}",
+            item["name"] or "",
+            item["stage"] or "",
+            f"{item['score']:.2f}" if item["score"] is not None else "",
+            shown,
+            plan,
+        )
+    console.print(table)
+    console.print(f"{page['total']} project(s)")
+    if explain:
+        key = _key(portfolio, explain)
+        found = [i for i in page["items"] if i["project_key"] == key]
+        if not found:
+            console.print(f"[red]{explain} is not in the first {limit} projects[/red]")
+            raise typer.Exit(1)
+        item = found[0]
+        detail = Table("criterion", "raw", "normalised", "weight", "contribution", title=key)
+        for c in item.get("explanation") or []:
+            detail.add_row(
+                c["criterion"],
+                "" if c["raw"] is None else f"{c['raw']:g}",
+                f"{c['normalised']:.3f}",
+                f"{c['weight']:.3f}",
+                f"{c['contribution']:.3f}",
+            )
+        console.print(detail)
+        if item.get("override"):
+            o = item["override"]
+            console.print(f"override by {o['author']}: {o['justification']}")

@@ -1,0 +1,108 @@
+"""Running services in the test's event loop, each on its real broker and database connections,
+with the reporting API served over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from services.capacity.app import build as build_capacity
+from services.capacity.settings import CapacitySettings
+from services.intake.app import build as build_intake
+from services.reporting.app import build as build_reporting
+from services.reporting.app import create_app
+from services.reporting.settings import ReportingSettings
+from services.scoring.app import build as build_scoring
+from shared.local import free_port
+from shared.migrations import SERVICES, migrate, service_component
+from shared.runtime import ServiceRuntime
+from shared.settings import DatabaseSettings, KafkaSettings
+from shared.topics import TopicNames
+from tests.helpers import eventually
+
+TOKEN = "test-token"
+
+
+@dataclass
+class System:
+    kafka: KafkaSettings
+    topics: TopicNames
+    api: httpx.AsyncClient
+    api_url: str
+    runtimes: dict[str, ServiceRuntime]
+
+    async def projects(self, portfolio: str, **params: Any) -> list[dict[str, Any]]:
+        response = await self.api.get(f"/api/v1/portfolios/{portfolio}/projects", params=params)
+        response.raise_for_status()
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    async def pmo(self, *args: str) -> tuple[int, str]:
+        """Run the pmo command line against this system, as a user would."""
+        process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "pmo"),
+            *args,
+            env={
+                **os.environ,
+                "PMO_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+                "PMO_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
+                "PMO_API_URL": self.api_url,
+                "PMO_API_TOKEN": TOKEN,
+                "PMO_AUTHOR": "analyst@test",
+                "COLUMNS": "200",
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    database: DatabaseSettings,
+    kafka: KafkaSettings,
+    services: Sequence[str] = SERVICES,
+    plan_start: str = "2027-01",
+) -> AsyncIterator[System]:
+    await migrate(database.url, [service_component(s) for s in SERVICES])
+    builders = {
+        "intake": lambda: build_intake(kafka=kafka, database=database),
+        "scoring": lambda: build_scoring(kafka=kafka, database=database),
+        "capacity": lambda: build_capacity(
+            CapacitySettings(plan_start=plan_start), kafka, database
+        ),
+    }
+    settings = ReportingSettings(api_token=TOKEN, max_records=100)
+    reporting = build_reporting(settings, kafka, database)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(reporting, settings), host="127.0.0.1", port=port, log_config=None
+        )
+    )
+    runtimes = {"reporting": reporting}
+    async with contextlib.AsyncExitStack() as stack:
+        for name in services:
+            if name in builders:
+                runtimes[name] = await stack.enter_async_context(builders[name]())
+        serving = asyncio.create_task(server.serve())
+        await eventually(lambda: asyncio.sleep(0, server.started), what="API up")
+        url = f"http://127.0.0.1:{port}"
+        client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            yield System(kafka, TopicNames(kafka.topic_prefix), client, url, runtimes)
+        finally:
+            await client.aclose()
+            server.should_exit = True
+            await serving
