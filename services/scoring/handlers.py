@@ -250,7 +250,11 @@ class ScoringHandler:
         messages = []
         for r in moved:
             override = overrides.get(r.key)
-            explanation = list(scores[r.key].explanation if r.key in scores else stored[r.key])
+            explanation = (
+                [p.contract() for p in scores[r.key].explanation]
+                if r.key in scores
+                else stored[r.key]
+            )
             if override is not None and override.kind == "adjust" and override.delta is not None:
                 explanation.append(
                     Contribution(

@@ -139,7 +139,7 @@ class ScoringRepository:
         await self._conn.copy_records_to_table(
             "score_stage",
             records=[
-                (key, s.score, json.dumps([c.model_dump() for c in s.explanation]))
+                (key, s.score, json.dumps([p._asdict() for p in s.explanation]))
                 for key, s in scores.items()
             ],
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from services.scoring.domain.ahp import priorities
 from services.scoring.domain.inputs import ScoringInputs
@@ -34,10 +35,24 @@ MISSING: dict[str, float] = {
 }
 
 
+class Part(NamedTuple):
+    """One criterion's share of a score (the event contract's ``Contribution``, kept light:
+    a portfolio rescore builds hundreds of thousands of these)."""
+
+    criterion: str
+    raw: float | None
+    normalised: float
+    weight: float
+    contribution: float
+
+    def contract(self) -> Contribution:
+        return Contribution.model_construct(**self._asdict())
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
     score: float
-    explanation: list[Contribution]
+    explanation: tuple[Part, ...]
 
 
 def _log_scale(x: float, saturation: float) -> float:
@@ -145,27 +160,20 @@ def weighted_sum(
         share = 100.0 * weight * norm
         total += share
         explanation.append(
-            Contribution(
-                criterion=criterion,
-                raw=None if raw is None else round(raw, 6),
-                normalised=round(norm, 6),
-                weight=round(weight, 6),
-                contribution=round(share, 6),
+            Part(
+                criterion,
+                None if raw is None else round(raw, 6),
+                round(norm, 6),
+                round(weight, 6),
+                round(share, 6),
             )
         )
-    return Scored(round(total, 6), explanation)
+    return Scored(round(total, 6), tuple(explanation))
 
 
 def wsjf(p: ScoringInputs, model: WsjfModel) -> Scored:
     if p.wsjf is None:
-        return Scored(
-            0.0,
-            [
-                Contribution(
-                    criterion="wsjf", raw=None, normalised=0.0, weight=1.0, contribution=0.0
-                )
-            ],
-        )
+        return Scored(0.0, (Part("wsjf", None, 0.0, 1.0, 0.0),))
     job_size = p.wsjf.job_size or max(1.0, p.effort / model.job_size_unit)
     parts = {
         "business_value": p.wsjf.business_value,
@@ -173,25 +181,11 @@ def wsjf(p: ScoringInputs, model: WsjfModel) -> Scored:
         "risk_reduction": p.wsjf.risk_reduction,
     }
     explanation = [
-        Contribution(
-            criterion=name,
-            raw=value,
-            normalised=round(value / job_size, 6),
-            weight=1.0,
-            contribution=round(value / job_size, 6),
-        )
+        Part(name, value, round(value / job_size, 6), 1.0, round(value / job_size, 6))
         for name, value in parts.items()
     ]
-    explanation.append(
-        Contribution(
-            criterion="job_size",
-            raw=round(job_size, 6),
-            normalised=1.0,
-            weight=0.0,
-            contribution=0.0,
-        )
-    )
-    return Scored(round(sum(parts.values()) / job_size, 6), explanation)
+    explanation.append(Part("job_size", round(job_size, 6), 1.0, 0.0, 0.0))
+    return Scored(round(sum(parts.values()) / job_size, 6), tuple(explanation))
 
 
 def ahp_weights(model: AhpModel) -> dict[Criterion, float]:
