@@ -202,3 +202,19 @@ def ranking(
         if item.get("override"):
             o = item["override"]
             console.print(f"override by {o['author']}: {o['justification']}")
+
+
+@app.command()
+def audit(portfolio: str, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
+    """Who changed the portfolio's scoring, what, why, and whether it was applied."""
+    page = api_get(f"/api/v1/portfolios/{portfolio}/scoring/audit", limit=limit)
+    table = Table("at", "author", "action", "outcome", "detail", "comment")
+    for e in page["items"]:
+        detail = e["detail"]
+        shown = (
+            "; ".join(r["message"] for r in detail.get("reasons", []))
+            or detail.get("justification")
+            or (f"model version {detail['model_version']}" if "model_version" in detail else "")
+        )
+        table.add_row(e["at"], e["author"], e["action"], e["outcome"], shown, e["comment"])
+    console.print(table)

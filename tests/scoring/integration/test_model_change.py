@@ -126,6 +126,11 @@ async def test_model_change_pin_and_refused_ahp(system: System, tmp_path: Path) 
     # The refused model changed nothing.
     assert [i["model"] for i in await system.projects("retail")] == ["fit-first"] * 3
 
+    code, out = await system.pmo("scoring", "audit", "retail")
+    assert code == 0, out
+    assert "Mandate withdrawn" in out
+    assert "consistency ratio" in out
+
     code, out = await system.pmo("ranking", "retail", "--explain", "jira/B")
     assert code == 0, out
     assert "strategic_fit" in out
