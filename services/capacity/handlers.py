@@ -10,7 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ValidationError
 
-from services.capacity.domain import Demand, Horizon, PlanProject, plan
+from services.capacity.domain.planner import Demand, Horizon, PlanProject, plan
 from services.capacity.repository import CapacityUnitOfWork, PortfolioInputs, StoredPlacement
 from shared.admission import admit, newest
 from shared.cloudevents import event_message

@@ -9,7 +9,7 @@ from typing import Any
 
 from asyncpg.pool import PoolConnectionProxy
 
-from services.capacity.domain import Resource
+from services.capacity.domain.planner import Resource
 from shared.contracts.common import month_index
 from shared.contracts.events import Deferral, ProjectChanged, ProjectScored, ProjectState
 from shared.contracts.inbound import ResourceUpdate

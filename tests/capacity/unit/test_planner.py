@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.capacity.domain import Demand, Horizon, PlanProject, Resource, capacity, plan
+from services.capacity.domain.planner import Demand, Horizon, PlanProject, Resource, capacity, plan
 from shared.contracts.common import month_index
 from shared.contracts.inbound import Stage
 

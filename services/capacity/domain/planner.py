@@ -55,6 +55,7 @@ class PlanProject:
     deadline: int | None
     demand: tuple[Demand, ...]
     depends_on: tuple[str, ...] = ()
+    mandatory: bool = False
 
     @property
     def duration(self) -> int:
