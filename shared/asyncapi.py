@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from shared import deadletter
+from shared.contracts.capacity import CapacityRequestMessage, PortfolioPlanned, ScenarioResult
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
 from shared.contracts.scoring import ScoringAudit, ScoringCommandMessage
@@ -107,6 +108,41 @@ CHANNELS = (
         ("reporting",),
         "A project's place in its portfolio's capacity plan, or why it is deferred.",
         ProjectPlanned.TYPE,
+    ),
+    Channel(
+        Topic.CAPACITY_COMMANDS,
+        "CapacityRequest",
+        CapacityRequestMessage,
+        "{portfolio}",
+        ("pmo CLI", "reporting API"),
+        ("capacity",),
+        "What-if and optimise requests: a `whatif` with a "
+        "scenario of changes, or an `optimise` with an objective and a time limit. "
+        "`request_id` is the idempotency key; the answer is a ScenarioResult with that id.",
+        None,
+    ),
+    Channel(
+        Topic.PLAN_SUMMARIES,
+        "PortfolioPlanned",
+        PortfolioPlanned,
+        "{portfolio}",
+        ("capacity",),
+        ("reporting",),
+        "A portfolio's plan summary after a replan: utilisation per role and month (the heat "
+        "map), conflicts in committed work with suggested resolutions, skill gaps. Compacted: "
+        "the latest per portfolio is what counts.",
+        PortfolioPlanned.TYPE,
+    ),
+    Channel(
+        Topic.SCENARIOS,
+        "ScenarioResult",
+        ScenarioResult,
+        "{portfolio}",
+        ("capacity",),
+        ("reporting", "pmo CLI"),
+        "The answer to a what-if or optimise request: projects started, deferred and moved "
+        "against the plan, utilisation changes, and for optimise the objective, bound and gap.",
+        ScenarioResult.TYPE,
     ),
     Channel(
         Topic.DEAD_LETTERS,

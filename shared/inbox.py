@@ -28,3 +28,11 @@ async def release(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> No
     """Forget ``event_ids`` inside the caller's transaction: the event had no effect (it was
     refused), so the same event sent again, after a fix, must be processed again."""
     await conn.execute("DELETE FROM inbox WHERE event_id = ANY($1::text[])", list(event_ids))
+
+
+async def seen(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> set[str]:
+    """Which of ``event_ids`` are recorded already (a read, not a claim)."""
+    rows = await conn.fetch(
+        "SELECT event_id FROM inbox WHERE event_id = ANY($1::text[])", list(event_ids)
+    )
+    return {r["event_id"] for r in rows}

@@ -18,11 +18,14 @@ class Topic(StrEnum):
     RESOURCES = "pmo.capacity.resources.v1"
     # Analysts' commands (the pmo CLI writes them).
     SCORING_COMMANDS = "pmo.scoring.commands.v1"
+    CAPACITY_COMMANDS = "pmo.capacity.commands.v1"
     # Internal events, one writer each.
     PROJECTS = "pmo.intake.projects.v1"
     SCORES = "pmo.scoring.scores.v1"
     SCORING_AUDIT = "pmo.scoring.audit.v1"
     PLANS = "pmo.capacity.plans.v1"
+    PLAN_SUMMARIES = "pmo.capacity.summaries.v1"
+    SCENARIOS = "pmo.capacity.scenarios.v1"
     # Every consumer's rejects: original bytes plus machine-readable reasons in headers.
     DEAD_LETTERS = "pmo.deadletter.v1"
 
@@ -47,7 +50,11 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.SCORES, 6, {"retention.ms": _MONTH_MS}),
     # The audit trail is kept for good.
     TopicSpec(Topic.SCORING_AUDIT, 3, {"retention.ms": "-1"}),
+    TopicSpec(Topic.CAPACITY_COMMANDS, 3, {"retention.ms": _WEEK_MS}),
     TopicSpec(Topic.PLANS, 6, {"retention.ms": _MONTH_MS}),
+    # One summary per portfolio matters: the latest.
+    TopicSpec(Topic.PLAN_SUMMARIES, 3, {"cleanup.policy": "compact", "retention.ms": _MONTH_MS}),
+    TopicSpec(Topic.SCENARIOS, 3, {"retention.ms": _MONTH_MS}),
     TopicSpec(Topic.DEAD_LETTERS, 3, {"retention.ms": _MONTH_MS}),
 )
 

@@ -81,6 +81,10 @@ class PostgresUnitOfWork:
         """Inbox: record these ids; returns those never seen before."""
         return await inbox.claim(self.conn, event_ids)  # type: ignore[arg-type]
 
+    async def seen(self, event_ids: Sequence[str]) -> set[str]:
+        """Inbox: which of these ids are recorded already (nothing is claimed)."""
+        return await inbox.seen(self.conn, event_ids)  # type: ignore[arg-type]
+
     async def release(self, event_ids: Sequence[str]) -> None:
         """Inbox: forget these ids (the events had no effect)."""
         await inbox.release(self.conn, event_ids)  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ def build(
         settings,
         kafka,
         database,
-        topics=[Topic.PROJECTS, Topic.SCORES, Topic.RESOURCES],
+        topics=[Topic.PROJECTS, Topic.SCORES, Topic.RESOURCES, Topic.CAPACITY_COMMANDS],
         handler=lambda runtime: (
             CapacityHandler(
                 uow=lambda: CapacityUnitOfWork(runtime.pool),

@@ -1,20 +1,53 @@
-"""Capacity's use case: apply project, rank and resource changes, replan each portfolio they
-touch once per batch (a burst of updates costs one replan), and publish every placement that
-moved — all in one transaction."""
+"""Capacity's use cases.
+
+Events (projects, ranks, resources): applied, then each portfolio they touch is replanned once
+per batch (a burst of updates costs one replan), publishing every placement that moved and the
+portfolio's summary (utilisation, conflicts, skill gaps) when it changed — one transaction.
+
+Requests (what-if, optimise): computed before that transaction against the plan as it stands,
+so a long optimisation holds no locks; the result is published inside the transaction that
+records the request id, so a redelivered request is answered exactly once.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from services.capacity.domain.planner import Demand, Horizon, PlanProject, plan
+from services.capacity.domain.analysis import conflicts, skill_gaps, utilisation
+from services.capacity.domain.optimiser import optimise
+from services.capacity.domain.planner import Demand, Horizon, Plan, PlanProject, plan
+from services.capacity.domain.planner import Placement as DomainPlacement
+from services.capacity.domain.scenarios import (
+    ScenarioError,
+    apply,
+    compare,
+    utilisation_changes,
+)
 from services.capacity.repository import CapacityUnitOfWork, PortfolioInputs, StoredPlacement
-from shared.admission import admit, newest
+from shared.admission import admit, newest, refuse
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
+from shared.contracts.capacity import (
+    CAPACITY_REQUEST,
+    Cell,
+    CellDiff,
+    ConflictInfo,
+    Optimise,
+    OptimiserReport,
+    Placement,
+    PortfolioPlanned,
+    ProjectDiff,
+    ScenarioResult,
+    SkillGapInfo,
+    WhatIf,
+)
 from shared.contracts.common import month_from_index, month_index
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored, ProjectState
 from shared.contracts.inbound import ResourceUpdate
@@ -25,6 +58,7 @@ from shared.topics import Topic, TopicNames
 
 SERVICE = "capacity"
 MAX_RESOURCE_BYTES = 64 * 1024
+Request = WhatIf | Optimise
 
 
 def decode_resource(record: Record) -> tuple[str, ResourceUpdate] | list[Reason]:
@@ -43,6 +77,18 @@ def decode_resource(record: Record) -> tuple[str, ResourceUpdate] | list[Reason]
     return f"resource:{update.update_id}", update
 
 
+def decode_request(record: Record) -> tuple[str, Request] | list[Reason]:
+    if not record.value:
+        return [Reason("empty", "the message has no value")]
+    if len(record.value) > MAX_RESOURCE_BYTES * 4:
+        return [Reason("payload_too_large", f"{len(record.value)} bytes")]
+    try:
+        request = CAPACITY_REQUEST.validate_json(record.value)
+    except ValidationError as exc:
+        return validation_reasons(exc)
+    return f"request:{request.request_id}", request
+
+
 @dataclass(frozen=True, slots=True)
 class _Decoders:
     topics: TopicNames
@@ -51,9 +97,36 @@ class _Decoders:
         topic = self.topics.base(record.topic)
         if topic == Topic.RESOURCES:
             return decode_resource(record)
+        if topic == Topic.CAPACITY_COMMANDS:
+            return decode_request(record)
         if topic == Topic.SCORES:
             return decode_event(record, ProjectScored)
         return decode_event(record, ProjectChanged)
+
+
+def plan_project(
+    key: str, withdrawn: bool, state: ProjectState, rank: int | None, score: float | None = None
+) -> PlanProject:
+    return PlanProject(
+        key=key,
+        external_id=state.external_id,
+        stage=state.stage,
+        withdrawn=withdrawn,
+        rank=rank,
+        earliest_start=month_index(state.earliest_start) if state.earliest_start else None,
+        deadline=month_index(state.deadline) if state.deadline else None,
+        demand=tuple(Demand(d.role, d.fte, d.start_month, d.months) for d in state.demand),
+        depends_on=tuple(state.depends_on),
+        mandatory=state.mandatory,
+    )
+
+
+def _month(m: int | None) -> str | None:
+    return month_from_index(m) if m is not None else None
+
+
+def _resource_key(update: ResourceUpdate) -> str:
+    return f"{update.portfolio}/{update.resource_id}"
 
 
 class CapacityHandler:
@@ -77,6 +150,7 @@ class CapacityHandler:
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
+        answers = await self._answer_requests(records, now)
         async with self._uow() as uow:
             batch = await admit(
                 uow,
@@ -86,73 +160,77 @@ class CapacityHandler:
                 dead_letter_topic=self._topics(Topic.DEAD_LETTERS),
                 now=now,
             )
-            projects = [e for _, e in batch.items if isinstance(e, ProjectChanged)]
-            scores = [e for _, e in batch.items if isinstance(e, ProjectScored)]
-            resources = [e for _, e in batch.items if isinstance(e, ResourceUpdate)]
-            portfolios = sorted(
-                {e.portfolio for e in projects}
-                | {e.portfolio for e in scores}
-                | {e.portfolio for e in resources}
-            )
-            await uow.lock(*portfolios)
-            await uow.plans.save_projects(
+            out = list(batch.dead_letters)
+            items = [item for _, item in batch.items]
+            projects = [e for e in items if isinstance(e, ProjectChanged)]
+            scores = [e for e in items if isinstance(e, ProjectScored)]
+            resources = [e for e in items if isinstance(e, ResourceUpdate)]
+            changed = sorted({e.portfolio for e in projects + scores + resources})
+            await uow.lock(*changed)
+            repo = uow.plans
+            await repo.save_projects(
                 newest(
                     projects,
                     lambda e: e.project_key,
                     lambda e: e.revision,
-                    await uow.plans.project_revisions({e.project_key for e in projects}),
+                    await repo.project_revisions({e.project_key for e in projects}),
                 )
             )
-            await uow.plans.save_ranks(
+            await repo.save_ranks(
                 newest(
                     scores,
                     lambda e: e.project_key,
                     lambda e: e.ranking_version,
-                    await uow.plans.ranking_versions({e.project_key for e in scores}),
+                    await repo.ranking_versions({e.project_key for e in scores}),
                 )
             )
-            await uow.plans.save_resources(
+            await repo.save_resources(
                 newest(
                     resources,
                     _resource_key,
                     lambda u: u.revision,
-                    await uow.plans.resource_revisions({_resource_key(u) for u in resources}),
+                    await repo.resource_revisions({_resource_key(u) for u in resources}),
                 )
             )
-            out = list(batch.dead_letters)
-            for portfolio in portfolios:
-                out += await self._replan(uow, portfolio, await uow.plans.inputs(portfolio), now)
+            for portfolio in changed:
+                out += await self._replan(uow, portfolio, await repo.inputs(portfolio), now)
+            for record, item in batch.items:
+                if isinstance(item, WhatIf | Optimise):
+                    answer = answers.get(f"request:{item.request_id}")
+                    if answer is None:  # recorded as done when read, fresh now: not expected,
+                        # but answering from the current state is still right
+                        inputs = await repo.inputs(item.portfolio)
+                        answer = await asyncio.to_thread(self._evaluate, item, inputs, now)
+                    out.append(self._answer_message(record, item, answer, now))
             await uow.emit(out)
+
+    # --- replanning --------------------------------------------------------------------------
 
     async def _replan(
         self, uow: CapacityUnitOfWork, portfolio: str, inputs: PortfolioInputs, now: datetime
     ) -> list[OutboxMessage]:
-        result = plan(
-            [
-                _plan_project(key, withdrawn, state, rank)
-                for key, withdrawn, state, rank in inputs.projects
-            ],
-            inputs.resources,
-            self.horizon(now),
-        )
-        changed: list[tuple[str, StoredPlacement]] = []
+        horizon = self.horizon(now)
+        projects = [plan_project(*row) for row in inputs.projects]
+        result = plan(projects, inputs.resources, horizon)
+        moved: list[tuple[str, StoredPlacement]] = []
         for key, placement in result.placements.items():
             stored = StoredPlacement(
-                placement.status,
-                month_from_index(placement.start) if placement.start is not None else None,
-                month_from_index(placement.end) if placement.end is not None else None,
-                placement.deferral,
+                placement.status, _month(placement.start), _month(placement.end), placement.deferral
             )
             if inputs.placements.get(key) != stored:
-                changed.append((key, stored))
-        if not changed:
+                moved.append((key, stored))
+        summary = self._summary(portfolio, result, projects, horizon, now)
+        digest = hashlib.sha256(
+            summary.model_dump_json(exclude={"plan_version", "planned_at"}).encode()
+        ).hexdigest()
+        summary_changed = digest != await uow.plans.summary_hash(portfolio)
+        if not moved and not summary_changed:
             return []
         version = await uow.plans.next_plan_version(portfolio)
-        await uow.plans.save_placements(portfolio, changed)
-        topic = self._topics(Topic.PLANS)
-        return [
+        await uow.plans.save_placements(portfolio, moved)
+        messages = [
             event_message(
-                topic=topic,
+                topic=self._topics(Topic.PLANS),
                 key=key,
                 event=ProjectPlanned(
                     project_key=key,
@@ -168,23 +246,252 @@ class CapacityHandler:
                 source="pmo/capacity",
                 time=now,
             )
-            for key, p in changed
+            for key, p in moved
         ]
+        if summary_changed:
+            await uow.plans.set_summary_hash(portfolio, digest)
+            messages.append(
+                event_message(
+                    topic=self._topics(Topic.PLAN_SUMMARIES),
+                    key=portfolio,
+                    event=summary.model_copy(update={"plan_version": version}),
+                    event_type=PortfolioPlanned.TYPE,
+                    event_id=f"capacity-summary:{portfolio}:{version}",
+                    source="pmo/capacity",
+                    time=now,
+                )
+            )
+        return messages
+
+    def _summary(
+        self,
+        portfolio: str,
+        result: Plan,
+        projects: list[PlanProject],
+        horizon: Horizon,
+        now: datetime,
+    ) -> PortfolioPlanned:
+        ranks = {p.key: p.rank for p in projects}
+        return PortfolioPlanned(
+            portfolio=portfolio,
+            plan_version=0,
+            horizon_start=month_from_index(horizon.start),
+            horizon_months=horizon.months,
+            planned_at=now,
+            utilisation=[
+                Cell(
+                    role=c.role,
+                    month=month_from_index(c.month),
+                    capacity=c.capacity,
+                    demand=c.demand,
+                )
+                for c in utilisation(result, projects, horizon)
+            ],
+            conflicts=[
+                ConflictInfo(
+                    role=c.role,
+                    month=month_from_index(c.month),
+                    demand=c.demand,
+                    capacity=c.capacity,
+                    projects=list(c.projects),
+                    suggestion=c.suggestion,
+                )
+                for c in conflicts(result, projects, horizon, ranks)
+            ],
+            skill_gaps=[
+                SkillGapInfo(
+                    role=g.role,
+                    month=month_from_index(g.month),
+                    demand=g.demand,
+                    capacity=g.capacity,
+                    gap=round(g.gap, 6),
+                    uncovered=g.uncovered,
+                )
+                for g in skill_gaps(result, projects, horizon)
+            ],
+        )
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def _answer_requests(
+        self, records: Sequence[Record], now: datetime
+    ) -> dict[str, ScenarioResult | list[Reason]]:
+        """Results of the fresh requests in ``records``, computed outside any transaction."""
+        requests = {}
+        for record in records:
+            if self._topics.base(record.topic) != Topic.CAPACITY_COMMANDS:
+                continue
+            decoded = decode_request(record)
+            if isinstance(decoded, tuple):
+                requests[decoded[0]] = decoded[1]
+        if not requests:
+            return {}
+        async with self._uow() as uow:
+            done = await uow.seen(list(requests))
+            inputs = {
+                r.portfolio: await uow.plans.inputs(r.portfolio)
+                for i, r in requests.items()
+                if i not in done
+            }
+        answers: dict[str, ScenarioResult | list[Reason]] = {}
+        for request_id, request in requests.items():
+            if request_id in inputs or (request.portfolio in inputs and request_id not in done):
+                answers[request_id] = await asyncio.to_thread(
+                    self._evaluate, request, inputs[request.portfolio], now
+                )
+        return answers
+
+    def _evaluate(
+        self, request: Request, inputs: PortfolioInputs, now: datetime
+    ) -> ScenarioResult | list[Reason]:
+        horizon = self.horizon(now)
+        projects = [plan_project(*row) for row in inputs.projects]
+        base = plan(projects, inputs.resources, horizon)
+        scores = {row[0]: row[4] or 0.0 for row in inputs.projects}
+        if isinstance(request, Optimise):
+            values = {row[0]: row[2].value or 0.0 for row in inputs.projects}
+            priorities = scores if request.objective == "score" else values
+            _, result = optimise(
+                projects,
+                inputs.resources,
+                horizon,
+                priorities,
+                time_limit=request.time_limit_seconds,
+            )
+            starts = {p.key: p for p in projects}
+            optimised = _as_plan(base, starts, result.starts)
+            return self._result(
+                request,
+                "optimise",
+                f"optimal plan by {request.objective}",
+                base,
+                projects,
+                optimised,
+                projects,
+                horizon,
+                now,
+                OptimiserReport(
+                    status=result.status,
+                    solver=result.solver,
+                    objective=round(result.objective, 6),
+                    bound=round(result.bound, 6),
+                    lp_bound=round(result.lp_bound, 6),
+                    gap=round(result.gap, 6),
+                    greedy_objective=round(result.greedy_objective, 6),
+                    seconds=round(result.seconds, 3),
+                ),
+            )
+        try:
+            changed_projects, changed_resources, _ = apply(
+                request.portfolio, projects, inputs.resources, request.scenario, horizon
+            )
+        except ScenarioError as exc:
+            return exc.reasons
+        scenario = plan(changed_projects, changed_resources, horizon)
+        return self._result(
+            request,
+            "whatif",
+            request.scenario.name,
+            base,
+            projects,
+            scenario,
+            changed_projects,
+            horizon,
+            now,
+            None,
+        )
+
+    def _result(
+        self,
+        request: Request,
+        kind: str,
+        name: str,
+        base: Plan,
+        base_projects: list[PlanProject],
+        other: Plan,
+        other_projects: list[PlanProject],
+        horizon: Horizon,
+        now: datetime,
+        report: OptimiserReport | None,
+    ) -> ScenarioResult:
+        diffs = compare(base, other)
+
+        def placement(p: DomainPlacement | None) -> Placement | None:
+            if p is None:
+                return None
+            return Placement(status=p.status, start_month=_month(p.start), end_month=_month(p.end))
+
+        return ScenarioResult(
+            request_id=str(request.request_id),
+            portfolio=request.portfolio,
+            kind=kind,
+            name=name,
+            author=request.author,
+            computed_at=now,
+            started=sum(
+                1
+                for d in diffs
+                if d.change in ("started", "added")
+                and d.scenario
+                and d.scenario.status == "planned"
+            ),
+            deferred=sum(1 for d in diffs if d.change == "deferred"),
+            moved=sum(1 for d in diffs if d.change == "moved"),
+            projects=[
+                ProjectDiff(
+                    project_key=d.key,
+                    change=d.change,
+                    baseline=placement(d.baseline),
+                    scenario=placement(d.scenario),
+                )
+                for d in diffs
+            ],
+            utilisation=[
+                CellDiff(
+                    role=b.role,
+                    month=month_from_index(b.month),
+                    capacity_before=b.capacity,
+                    demand_before=b.demand,
+                    capacity_after=a.capacity,
+                    demand_after=a.demand,
+                )
+                for b, a in utilisation_changes(base, base_projects, other, other_projects, horizon)
+            ],
+            optimiser=report,
+        )
+
+    def _answer_message(
+        self, record: Record, request: Request, answer: ScenarioResult | list[Reason], now: datetime
+    ) -> OutboxMessage:
+        if isinstance(answer, list):
+            return refuse(
+                record, answer, consumer=SERVICE, topic=self._topics(Topic.DEAD_LETTERS), now=now
+            )
+        return event_message(
+            topic=self._topics(Topic.SCENARIOS),
+            key=request.portfolio,
+            event=answer,
+            event_type=ScenarioResult.TYPE,
+            event_id=f"scenario:{request.request_id}",
+            source="pmo/capacity",
+            time=now,
+        )
 
 
-def _resource_key(update: ResourceUpdate) -> str:
-    return f"{update.portfolio}/{update.resource_id}"
-
-
-def _plan_project(key: str, withdrawn: bool, state: ProjectState, rank: int | None) -> PlanProject:
-    return PlanProject(
-        key=key,
-        external_id=state.external_id,
-        stage=state.stage,
-        withdrawn=withdrawn,
-        rank=rank,
-        earliest_start=month_index(state.earliest_start) if state.earliest_start else None,
-        deadline=month_index(state.deadline) if state.deadline else None,
-        demand=tuple(Demand(d.role, d.fte, d.start_month, d.months) for d in state.demand),
-        depends_on=tuple(state.depends_on),
+def _added_and_placed(diff: Any) -> bool:
+    return bool(
+        diff.change == "added"
+        and diff.scenario is not None
+        and diff.scenario.status in ("planned", "committed")
     )
+
+
+def _as_plan(base: Plan, projects: dict[str, PlanProject], starts: dict[str, int | None]) -> Plan:
+    """The baseline plan with the optimiser's choices for its candidates."""
+    placements = dict(base.placements)
+    for key, start in starts.items():
+        if start is None:
+            placements[key] = DomainPlacement("deferred", deferral=base.placements[key].deferral)
+        else:
+            placements[key] = DomainPlacement("planned", start, start + projects[key].duration - 1)
+    return Plan(placements, base.capacity, base.remaining)

@@ -26,7 +26,8 @@ class StoredPlacement:
 
 @dataclass(frozen=True, slots=True)
 class PortfolioInputs:
-    projects: list[tuple[str, bool, ProjectState, int | None]]  # key, withdrawn, state, rank
+    # key, withdrawn, state, rank, score
+    projects: list[tuple[str, bool, ProjectState, int | None, float | None]]
     resources: list[Resource]
     placements: dict[str, StoredPlacement]
 
@@ -103,7 +104,7 @@ class CapacityRepository:
 
     async def inputs(self, portfolio: str) -> PortfolioInputs:
         projects = await self._conn.fetch(
-            "SELECT p.project_key, p.withdrawn, p.state, r.rank FROM projects p"
+            "SELECT p.project_key, p.withdrawn, p.state, r.rank, r.score FROM projects p"
             " LEFT JOIN ranks r USING (project_key) WHERE p.portfolio = $1",
             portfolio,
         )
@@ -124,6 +125,7 @@ class CapacityRepository:
                     r["withdrawn"],
                     ProjectState.model_validate_json(r["state"]),
                     r["rank"],
+                    r["score"],
                 )
                 for r in projects
             ],
@@ -170,6 +172,20 @@ class CapacityRepository:
                 )
                 for key, p in placements
             ],
+        )
+
+    async def summary_hash(self, portfolio: str) -> str | None:
+        value: str | None = await self._conn.fetchval(
+            "SELECT summary_hash FROM portfolios WHERE portfolio = $1", portfolio
+        )
+        return value
+
+    async def set_summary_hash(self, portfolio: str, digest: str) -> None:
+        await self._conn.execute(
+            "INSERT INTO portfolios (portfolio, summary_hash) VALUES ($1, $2)"
+            " ON CONFLICT (portfolio) DO UPDATE SET summary_hash = excluded.summary_hash",
+            portfolio,
+            digest,
         )
 
     async def next_plan_version(self, portfolio: str) -> int:
