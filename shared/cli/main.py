@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from shared.admin import ensure_topics
+from shared.cli import capacity as capacity_cli
 from shared.cli import importer
 from shared.cli import scoring as scoring_cli
 from shared.cli.deadletters import read_all, replay_records
@@ -25,6 +26,7 @@ topics_app = typer.Typer(no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate", help="Apply or inspect database migrations.")
 app.add_typer(topics_app, name="topics", help="Kafka topics of the registry.")
 app.add_typer(scoring_cli.app, name="scoring")
+app.add_typer(capacity_cli.app, name="capacity")
 app.command("ranking")(scoring_cli.ranking)
 dlq_app = typer.Typer(no_args_is_help=True)
 app.add_typer(dlq_app, name="deadletters", help="List and replay dead letters.")

@@ -1,0 +1,155 @@
+"""``pmo capacity …``: what-if scenarios and exact optimisation, answered by the capacity
+service through Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from shared.broker import client_options
+from shared.cli.publishing import publish
+from shared.contracts.capacity import CAPACITY_REQUEST, ScenarioResult
+from shared.settings import KafkaSettings
+from shared.topics import Topic, TopicNames
+
+app = typer.Typer(no_args_is_help=True, help="What-if scenarios and portfolio optimisation.")
+console = Console()
+
+
+async def request(body: dict[str, Any], wait_seconds: float) -> ScenarioResult:
+    """Publish a request and wait for its answer on the scenarios topic."""
+    kafka = KafkaSettings()
+    names = TopicNames(kafka.topic_prefix)
+    consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        topic = names(Topic.SCENARIOS)
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            await consumer.client.force_metadata_update()
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:  # fix the starting point before the request goes out
+            await consumer.position(tp)
+        await publish(
+            kafka,
+            [
+                (
+                    names(Topic.CAPACITY_COMMANDS),
+                    body["portfolio"].encode(),
+                    json.dumps(body).encode(),
+                    [],
+                )
+            ],
+        )
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    result = ScenarioResult.model_validate_json(record.value)
+                    if result.request_id == body["request_id"]:
+                        return result
+        console.print(
+            f"[red]no answer within {wait_seconds:.0f}s[/red] (request {body['request_id']}); "
+            "check `pmo deadletters list --consumer capacity`"
+        )
+        raise typer.Exit(1)
+    finally:
+        await consumer.stop()
+
+
+def _body(portfolio: str, action: str, author: str | None, **fields: Any) -> dict[str, Any]:
+    body = {
+        "request_id": str(uuid.uuid4()),
+        "portfolio": portfolio,
+        "author": author or os.environ.get("PMO_AUTHOR") or getpass.getuser(),
+        "issued_at": datetime.now(UTC).isoformat(),
+        "action": action,
+        **fields,
+    }
+    try:
+        CAPACITY_REQUEST.validate_json(json.dumps(body))
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            console.print(f"[red]{'.'.join(map(str, error['loc']))}[/red]: {error['msg']}")
+        raise typer.Exit(2) from exc
+    return body
+
+
+def show(result: ScenarioResult) -> None:
+    console.print(
+        f"[bold]{result.name}[/bold]: {result.started} started, {result.deferred} deferred, "
+        f"{result.moved} moved"
+    )
+    if result.optimiser:
+        o = result.optimiser
+        console.print(
+            f"optimiser ({o.solver}, {o.status}, {o.seconds:.1f}s): objective {o.objective:g}, "
+            f"greedy plan {o.greedy_objective:g}, bound {o.bound:g}, LP bound {o.lp_bound:g}, "
+            f"gap {o.gap:.1%}"
+        )
+    table = Table("project", "change", "plan", "scenario")
+    for d in result.projects:
+
+        def shown(p: Any) -> str:
+            if p is None:
+                return "-"
+            when = f" {p.start_month}..{p.end_month}" if p.start_month else ""
+            return f"{p.status}{when}"
+
+        table.add_row(d.project_key, d.change, shown(d.baseline), shown(d.scenario))
+    console.print(table)
+    if result.utilisation:
+        cells = Table("role", "month", "capacity", "demand before", "demand after")
+        for c in result.utilisation:
+            capacity = f"{c.capacity_before:g}"
+            if c.capacity_after != c.capacity_before:
+                capacity += f" -> {c.capacity_after:g}"
+            cells.add_row(c.role, c.month, capacity, f"{c.demand_before:g}", f"{c.demand_after:g}")
+        console.print(cells)
+
+
+@app.command()
+def whatif(
+    portfolio: str,
+    scenario_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    author: Annotated[str | None, typer.Option()] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 60,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Evaluate SCENARIO_FILE (YAML: name, changes) against PORTFOLIO's plan, on a copy."""
+    scenario = yaml.safe_load(scenario_file.read_text())
+    result = asyncio.run(request(_body(portfolio, "whatif", author, scenario=scenario), timeout))
+    print(result.model_dump_json(indent=2)) if as_json else show(result)
+
+
+@app.command("optimise")
+def optimise_command(
+    portfolio: str,
+    objective: Annotated[str, typer.Option(help="score or value")] = "score",
+    time_limit: Annotated[float, typer.Option(help="Solver time budget in seconds.")] = 10,
+    author: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Solve PORTFOLIO's plan exactly and compare it with the greedy plan, project by project."""
+    body = _body(portfolio, "optimise", author, objective=objective, time_limit_seconds=time_limit)
+    result = asyncio.run(request(body, time_limit + 60))
+    print(result.model_dump_json(indent=2)) if as_json else show(result)
