@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -53,6 +54,8 @@ class Component:
     role: str
     migrations: tuple[Migration, ...]
     password: str | None = field(default=None, repr=False)
+    # Other login roles the service's migrations grant to (with their passwords, if any).
+    grantees: tuple[tuple[str, str | None], ...] = field(default=(), repr=False)
 
 
 def load_dir(component: str, directory: Traversable) -> tuple[Migration, ...]:
@@ -77,12 +80,26 @@ def service_component(service: str, password: str | None = None) -> Component:
     """The component of one of the four services, read from its package's migration files."""
     if service not in SERVICES:
         raise MigrationError(f"unknown service {service!r}")
-    own = load_dir(service, resources.files(f"services.{service}") / "migrations")
+    directory = resources.files(f"services.{service}") / "migrations"
+    own = load_dir(service, directory)
+    roles_file = directory / "roles"
+    grantees: tuple[tuple[str, str | None], ...] = ()
+    if roles_file.is_file():
+        names = [
+            line.strip()
+            for line in roles_file.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        ]
+        grantees = tuple(
+            (name, os.environ.get(f"PMO_{name.removeprefix('pmo_').upper()}_DATABASE_PASSWORD"))
+            for name in names
+        )
     return Component(
         schema=service,
         role=f"pmo_{service}",
         migrations=shared_migrations() + own,
         password=password,
+        grantees=grantees,
     )
 
 
@@ -132,6 +149,8 @@ async def migrate(admin_url: str, components: list[Component]) -> list[Migration
 async def _migrate_one(conn: asyncpg.Connection[Any], component: Component) -> list[Migration]:
     schema, role = _ident(component.schema), _ident(component.role)
     await _ensure_role(conn, component.role, component.password)
+    for grantee, password in component.grantees:
+        await _ensure_role(conn, grantee, password)
     await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema} AUTHORIZATION {role}")
     await conn.execute(f"REVOKE ALL ON SCHEMA {schema} FROM PUBLIC")
     async with conn.transaction():

@@ -26,6 +26,8 @@ class Topic(StrEnum):
     PLANS = "pmo.capacity.plans.v1"
     PLAN_SUMMARIES = "pmo.capacity.summaries.v1"
     SCENARIOS = "pmo.capacity.scenarios.v1"
+    # One denormalised record per project, for warehouse sinks (compacted).
+    PORTFOLIO_PROJECTS = "pmo.reporting.projects.v1"
     # Every consumer's rejects: original bytes plus machine-readable reasons in headers.
     DEAD_LETTERS = "pmo.deadletter.v1"
 
@@ -55,6 +57,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # One summary per portfolio matters: the latest.
     TopicSpec(Topic.PLAN_SUMMARIES, 3, {"cleanup.policy": "compact", "retention.ms": _MONTH_MS}),
     TopicSpec(Topic.SCENARIOS, 3, {"retention.ms": _MONTH_MS}),
+    TopicSpec(Topic.PORTFOLIO_PROJECTS, 6, {"cleanup.policy": "compact", "retention.ms": "-1"}),
     TopicSpec(Topic.DEAD_LETTERS, 3, {"retention.ms": _MONTH_MS}),
 )
 

@@ -1,19 +1,28 @@
-"""Reporting's HTTP API (``/api/v1``), bearer-token protected."""
+"""Reporting's HTTP API (``/api/v1``): the portfolio, ranking with explanations, capacity,
+conflicts, skill gaps, deferred projects, funnel, programs and scoring audit — each as JSON or
+CSV, paginated with a capped page size, and ``as_of`` any past instant. What-if scenarios are
+requested here too (admin scope) and answered by the capacity service."""
 
-from __future__ import annotations
 
-import secrets
-from datetime import datetime
-from typing import Annotated, Any
+import csv
+import io
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from services.reporting.repository import ReadModelQueries
+from services.reporting.auth import ADMIN, READ, Principal, TokenBook
+from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
+from shared.contracts.capacity import Scenario
 
 _bearer = HTTPBearer(auto_error=False)
+Format = Literal["json", "csv"]
 
 
 class Contribution(BaseModel):
@@ -59,6 +68,7 @@ class ProjectView(BaseModel):
     cost: float | None
     currency: str | None
     mandatory: bool | None
+    risk: int | None
     withdrawn: bool | None
     revision: int | None
     score: float | None
@@ -68,19 +78,102 @@ class ProjectView(BaseModel):
     model_version: int | None
     score_cause: str | None
     override: Override | None
-    possible_duplicates: list[PossibleDuplicate]
+    possible_duplicates: list[PossibleDuplicate] | None
     plan_status: str | None
     start_month: str | None
     end_month: str | None
     deferral: Deferral | None
+    updated_at: datetime | None
 
 
-class ProjectPage(BaseModel):
+class Page(BaseModel):
     portfolio: str
+    as_of: datetime | None = None
     total: int
     limit: int
     offset: int
+
+
+class ProjectPage(Page):
     items: list[ProjectView]
+
+
+class CapacityCell(BaseModel):
+    role: str
+    month: str
+    capacity: float
+    demand: float
+    utilisation: float | None
+
+
+class Conflict(BaseModel):
+    role: str
+    month: str
+    demand: float
+    capacity: float
+    projects: list[str]
+    suggestion: str
+
+
+class SkillGap(BaseModel):
+    role: str
+    month: str
+    demand: float
+    capacity: float
+    gap: float
+    uncovered: bool
+
+
+class PlanView(BaseModel):
+    portfolio: str
+    as_of: datetime | None = None
+    plan_version: int | None
+    horizon_start: str | None
+    horizon_months: int | None
+
+
+class CapacityView(PlanView):
+    items: list[CapacityCell]
+
+
+class ConflictsView(PlanView):
+    items: list[Conflict]
+
+
+class SkillGapsView(PlanView):
+    items: list[SkillGap]
+
+
+class FunnelStage(BaseModel):
+    stage: str
+    projects: int
+    value: float | None
+    cost: float | None
+
+
+class FunnelView(BaseModel):
+    portfolio: str
+    as_of: datetime | None = None
+    stages: list[FunnelStage]
+    rejected_submissions: int
+
+
+class ProgramRow(BaseModel):
+    program: str
+    projects: int
+    value: float | None
+    cost: float | None
+    average_score: float | None
+    planned: int
+    deferred: int
+    first_start: str | None
+    last_end: str | None
+
+
+class ProgramsView(BaseModel):
+    portfolio: str
+    as_of: datetime | None = None
+    items: list[ProgramRow]
 
 
 class AuditEntry(BaseModel):
@@ -93,76 +186,373 @@ class AuditEntry(BaseModel):
     at: datetime
 
 
-class AuditPage(BaseModel):
-    portfolio: str
-    total: int
-    limit: int
-    offset: int
+class AuditPage(Page):
     items: list[AuditEntry]
 
 
-def api_router(settings: ReportingSettings, queries: Any) -> APIRouter:
-    """``queries`` is called for the ``ReadModelQueries`` once the pool exists."""
-    token = settings.api_token.get_secret_value()
+class PortfolioSummary(BaseModel):
+    portfolio: str
+    projects: int
+    updated_at: datetime | None
 
-    def authorised(
+
+class ScenarioRequest(BaseModel):
+    """A what-if scenario, or ``optimise`` to compare the plan with the exact optimum."""
+
+    scenario: Scenario | None = None
+    optimise: bool = False
+    objective: Literal["score", "value"] = "score"
+    time_limit_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+
+class ScenarioStatus(BaseModel):
+    request_id: str
+    status: Literal["pending", "done"]
+    result: dict[str, Any] | None = None
+
+
+def _csv(rows: list[dict[str, Any]]) -> Response:
+    """Flat rows as CSV; nested values as JSON text."""
+    out = io.StringIO()
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
+        )
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
+
+def _wants_csv(request: Request, fmt: Format | None) -> bool:
+    if fmt is not None:
+        return fmt == "csv"
+    return "text/csv" in request.headers.get("accept", "")
+
+
+SubmitScenario = Callable[[str, dict[str, Any], str], Awaitable[None]]
+
+
+def api_router(
+    settings: ReportingSettings,
+    queries: Callable[[], ReadModelQueries],
+    submit: SubmitScenario | None = None,
+) -> APIRouter:
+    """``queries`` gives the read model once the pool exists; ``submit`` publishes a capacity
+    request (portfolio, request body, author) through reporting's outbox."""
+    tokens = TokenBook(settings.api_token.get_secret_value(), settings.api_tokens)
+
+    def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> None:
-        if credentials is None or not secrets.compare_digest(
-            credentials.credentials.encode(), token.encode()
-        ):
+    ) -> Principal:
+        found = tokens.find(credentials.credentials) if credentials else None
+        if found is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
                 "a valid bearer token is required",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        return found
 
-    router = APIRouter(prefix="/api/v1", dependencies=[Depends(authorised)])
+    def reader(portfolio: str, who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if READ not in who.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the read scope")
+        if not who.can_see(portfolio):
+            # Not 403: a token scoped to other portfolios learns nothing about this one.
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such portfolio")
+        return who
 
-    @router.get("/portfolios/{portfolio}/projects", response_model=ProjectPage)
-    async def list_projects(
+    def admin(portfolio: str, who: Annotated[Principal, Depends(reader)]) -> Principal:
+        if ADMIN not in who.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the admin scope")
+        return who
+
+    Reader = Annotated[Principal, Depends(reader)]
+    Limit = Annotated[int, Query(ge=1, description="Page size; capped by the server.")]
+    Offset = Annotated[int, Query(ge=0)]
+    AsOf = Annotated[
+        datetime | None, Query(description="Read the portfolio as it was at this instant.")
+    ]
+    Fmt = Annotated[Format | None, Query(alias="format", description="json (default) or csv")]
+    router = APIRouter(prefix="/api/v1")
+
+    def capped(limit: int) -> int:
+        return min(limit, settings.max_page_size)
+
+    @router.get("/portfolios", response_model=list[PortfolioSummary])
+    async def list_portfolios(
+        who: Annotated[Principal, Depends(principal)],
+    ) -> list[PortfolioSummary]:
+        """The portfolios this token may read."""
+        if READ not in who.scopes:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the read scope")
+        rows = await queries().portfolios()
+        return [PortfolioSummary.model_validate(r) for r in rows if who.can_see(r["portfolio"])]
+
+    async def _projects(
+        request: Request,
         portfolio: str,
-        limit: Annotated[int, Query(ge=1)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> ProjectPage:
-        """The portfolio's projects in rank order, each with its score, explanation and plan."""
-        limit = min(limit, settings.max_page_size)
-        q: ReadModelQueries = queries()
-        total, items = await q.projects(portfolio, limit=limit, offset=offset)
+        limit: int,
+        offset: int,
+        as_of: datetime | None,
+        fmt: Format | None,
+        filters: ProjectFilter,
+    ) -> ProjectPage | Response:
+        total, items = await queries().projects(
+            portfolio, limit=capped(limit), offset=offset, as_of=as_of, filters=filters
+        )
+        if _wants_csv(request, fmt):
+            return _csv(items)
         return ProjectPage(
             portfolio=portfolio,
+            as_of=as_of,
             total=total,
-            limit=limit,
+            limit=capped(limit),
             offset=offset,
             items=[ProjectView.model_validate(i) for i in items],
         )
 
+    @router.get("/portfolios/{portfolio}/projects", response_model=ProjectPage)
+    async def list_projects(
+        request: Request,
+        portfolio: str,
+        _: Reader,
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
+        fmt: Fmt = None,
+        stage: str | None = None,
+        program: str | None = None,
+        plan_status: str | None = None,
+        mandatory: bool | None = None,
+        include_withdrawn: bool = False,
+    ) -> ProjectPage | Response:
+        """The portfolio's projects in rank order: stage, score and explanation, plan."""
+        filters = ProjectFilter(
+            stage=stage,
+            program=program,
+            plan_status=plan_status,
+            mandatory=mandatory,
+            include_withdrawn=include_withdrawn,
+        )
+        return await _projects(request, portfolio, limit, offset, as_of, fmt, filters)
+
+    @router.get("/portfolios/{portfolio}/ranking", response_model=ProjectPage)
+    async def ranking(
+        request: Request,
+        portfolio: str,
+        _: Reader,
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
+        fmt: Fmt = None,
+    ) -> ProjectPage | Response:
+        """Ranked projects only, rank 1 first, each with its explanation and any override."""
+        filters = ProjectFilter(ranked_only=True)
+        return await _projects(request, portfolio, limit, offset, as_of, fmt, filters)
+
+    @router.get("/portfolios/{portfolio}/deferred", response_model=ProjectPage)
+    async def deferred(
+        request: Request,
+        portfolio: str,
+        _: Reader,
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
+        fmt: Fmt = None,
+    ) -> ProjectPage | Response:
+        """Projects the plan could not place, each with the reason."""
+        filters = ProjectFilter(plan_status="deferred")
+        return await _projects(request, portfolio, limit, offset, as_of, fmt, filters)
+
+    @router.get(
+        "/portfolios/{portfolio}/projects/{source}/{external_id}", response_model=ProjectView
+    )
+    async def one_project(
+        portfolio: str, source: str, external_id: str, _: Reader, as_of: AsOf = None
+    ) -> ProjectView:
+        row = await queries().project(f"{portfolio}/{source}/{external_id}", as_of)
+        if row is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such project")
+        return ProjectView.model_validate(row)
+
+    async def _summary(portfolio: str, as_of: datetime | None) -> dict[str, Any]:
+        found = await queries().summary(portfolio, as_of)
+        return found or {
+            "plan_version": None,
+            "horizon_start": None,
+            "horizon_months": None,
+            "utilisation": [],
+            "conflicts": [],
+            "skill_gaps": [],
+        }
+
+    def _plan_fields(portfolio: str, as_of: datetime | None, s: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "portfolio": portfolio,
+            "as_of": as_of,
+            "plan_version": s["plan_version"],
+            "horizon_start": s["horizon_start"],
+            "horizon_months": s["horizon_months"],
+        }
+
+    @router.get("/portfolios/{portfolio}/capacity", response_model=CapacityView)
+    async def capacity_view(
+        request: Request,
+        portfolio: str,
+        _: Reader,
+        as_of: AsOf = None,
+        fmt: Fmt = None,
+        role: str | None = None,
+    ) -> CapacityView | Response:
+        """Capacity, demand and utilisation by role and month (the heat map)."""
+        s = await _summary(portfolio, as_of)
+        cells = [
+            {**c, "utilisation": c["demand"] / c["capacity"] if c["capacity"] > 0 else None}
+            for c in s["utilisation"]
+            if role is None or c["role"] == role
+        ]
+        if _wants_csv(request, fmt):
+            return _csv(cells)
+        return CapacityView(**_plan_fields(portfolio, as_of, s), items=cells)
+
+    @router.get("/portfolios/{portfolio}/conflicts", response_model=ConflictsView)
+    async def conflicts_view(
+        request: Request, portfolio: str, _: Reader, as_of: AsOf = None, fmt: Fmt = None
+    ) -> ConflictsView | Response:
+        """Committed work over capacity, with the projects causing it and a way out."""
+        s = await _summary(portfolio, as_of)
+        if _wants_csv(request, fmt):
+            return _csv(s["conflicts"])
+        return ConflictsView(**_plan_fields(portfolio, as_of, s), items=s["conflicts"])
+
+    @router.get("/portfolios/{portfolio}/skill-gaps", response_model=SkillGapsView)
+    async def skill_gaps_view(
+        request: Request, portfolio: str, _: Reader, as_of: AsOf = None, fmt: Fmt = None
+    ) -> SkillGapsView | Response:
+        """Demand no capacity covers, by role and month: the FTE to hire or borrow."""
+        s = await _summary(portfolio, as_of)
+        if _wants_csv(request, fmt):
+            return _csv(s["skill_gaps"])
+        return SkillGapsView(**_plan_fields(portfolio, as_of, s), items=s["skill_gaps"])
+
+    @router.get("/portfolios/{portfolio}/funnel", response_model=FunnelView)
+    async def funnel(
+        request: Request, portfolio: str, _: Reader, as_of: AsOf = None, fmt: Fmt = None
+    ) -> FunnelView | Response:
+        """Projects by stage, and submissions refused at intake."""
+        found = await queries().funnel(portfolio, as_of)
+        if _wants_csv(request, fmt):
+            return _csv(found["stages"])
+        return FunnelView(portfolio=portfolio, as_of=as_of, **found)
+
+    @router.get("/portfolios/{portfolio}/programs", response_model=ProgramsView)
+    async def programs(
+        request: Request, portfolio: str, _: Reader, as_of: AsOf = None, fmt: Fmt = None
+    ) -> ProgramsView | Response:
+        """Projects rolled up by program."""
+        rows = await queries().programs(portfolio, as_of)
+        if _wants_csv(request, fmt):
+            return _csv(rows)
+        return ProgramsView(
+            portfolio=portfolio, as_of=as_of, items=[ProgramRow.model_validate(r) for r in rows]
+        )
+
     @router.get("/portfolios/{portfolio}/scoring/audit", response_model=AuditPage)
     async def scoring_audit(
+        request: Request,
         portfolio: str,
-        limit: Annotated[int, Query(ge=1)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> AuditPage:
+        _: Reader,
+        limit: Limit = 100,
+        offset: Offset = 0,
+        fmt: Fmt = None,
+    ) -> AuditPage | Response:
         """Every change to the portfolio's scoring, newest first: who, what, why, outcome."""
-        limit = min(limit, settings.max_page_size)
-        q: ReadModelQueries = queries()
-        total, items = await q.scoring_audit(portfolio, limit=limit, offset=offset)
+        total, items = await queries().scoring_audit(portfolio, limit=capped(limit), offset=offset)
+        if _wants_csv(request, fmt):
+            return _csv(items)
         return AuditPage(
             portfolio=portfolio,
             total=total,
-            limit=limit,
+            limit=capped(limit),
             offset=offset,
             items=[AuditEntry.model_validate(i) for i in items],
         )
 
+    @router.post(
+        "/portfolios/{portfolio}/scenarios",
+        response_model=ScenarioStatus,
+        status_code=status.HTTP_202_ACCEPTED,
+    )
+    async def request_scenario(
+        portfolio: str, body: ScenarioRequest, who: Annotated[Principal, Depends(admin)]
+    ) -> ScenarioStatus:
+        """Ask capacity to evaluate a what-if scenario, or to optimise; poll the result."""
+        if submit is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "scenarios unavailable")
+        if (body.scenario is None) == (not body.optimise):
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_ENTITY, "give either a scenario or optimise: true"
+            )
+        request_id = str(uuid.uuid4())
+        message: dict[str, Any] = {
+            "request_id": request_id,
+            "portfolio": portfolio,
+            "author": who.name,
+            "issued_at": datetime.now(UTC).isoformat(),
+        }
+        if body.optimise:
+            message.update(
+                action="optimise",
+                objective=body.objective,
+                time_limit_seconds=body.time_limit_seconds,
+            )
+        else:
+            assert body.scenario is not None
+            message.update(action="whatif", scenario=body.scenario.model_dump(by_alias=True))
+        await submit(portfolio, message, who.name)
+        return ScenarioStatus(request_id=request_id, status="pending")
+
+    @router.get(
+        "/portfolios/{portfolio}/scenarios/{request_id}",
+        response_model=ScenarioStatus,
+        responses={202: {"model": ScenarioStatus}},
+    )
+    async def scenario_result(
+        portfolio: str, request_id: str, response: Response, _: Reader
+    ) -> ScenarioStatus:
+        found = await queries().scenario(portfolio, request_id)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+        if found["result"] is None:
+            response.status_code = status.HTTP_202_ACCEPTED
+            return ScenarioStatus(request_id=request_id, status="pending")
+        return ScenarioStatus(request_id=request_id, status="done", result=found["result"])
+
+    @router.get("/portfolios/{portfolio}/changes", include_in_schema=False)
+    async def changes(portfolio: str, _: Reader) -> dict[str, str]:
+        """A marker that changes whenever the portfolio does (polled by the dashboard)."""
+        return {"marker": await queries().change_marker(portfolio)}
+
     return router
 
 
-def create_api(settings: ReportingSettings, queries: Any) -> FastAPI:
+def create_api(
+    settings: ReportingSettings,
+    queries: Callable[[], ReadModelQueries],
+    submit: SubmitScenario | None = None,
+) -> FastAPI:
     app = FastAPI(
         title="pmo reporting API",
         version="1.0.0",
-        description="Portfolio, ranking and plan of each portfolio, read from pmo's read model.",
+        description=(
+            "The portfolio, its ranking with explanations, capacity, conflicts, skill gaps, "
+            "deferred projects, funnel and programs, from pmo's read model — as JSON or CSV, "
+            "at any past instant (as_of). Bearer tokens carry scopes (read, admin) and may be "
+            "limited to some portfolios."
+        ),
     )
-    app.include_router(api_router(settings, queries))
+    app.include_router(api_router(settings, queries, submit))
     return app

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.reporting.api import create_api
-from services.reporting.handlers import SERVICE, ReportingHandler
+from services.reporting.handlers import SERVICE, ReportingHandler, ScenarioRequests
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from services.reporting.settings import ReportingSettings
 from shared.runtime import ServiceRuntime, assemble, run
@@ -25,7 +25,15 @@ def build(
         settings or ReportingSettings(),
         kafka,
         database,
-        topics=[Topic.PROJECTS, Topic.SCORES, Topic.PLANS, Topic.DEAD_LETTERS, Topic.SCORING_AUDIT],
+        topics=[
+            Topic.PROJECTS,
+            Topic.SCORES,
+            Topic.PLANS,
+            Topic.PLAN_SUMMARIES,
+            Topic.SCENARIOS,
+            Topic.SCORING_AUDIT,
+            Topic.DEAD_LETTERS,
+        ],
         handler=lambda runtime: (
             ReportingHandler(
                 uow=lambda: ReportingUnitOfWork(runtime.pool),
@@ -38,7 +46,9 @@ def build(
 
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
     """The API plus health and metrics, with the runtime's lifecycle."""
-    return runtime.http_app(create_api(settings, lambda: ReadModelQueries(runtime.pool)))
+    requests = ScenarioRequests(lambda: ReportingUnitOfWork(runtime.pool), runtime.topics)
+    api = create_api(settings, lambda: ReadModelQueries(runtime.pool), requests.submit)
+    return runtime.http_app(api)
 
 
 def main() -> None:

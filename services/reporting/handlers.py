@@ -4,6 +4,7 @@ and out-of-order events leave the same rows as an in-order replay."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -12,11 +13,19 @@ from typing import Any
 from services.reporting.domain import DeadLetterRow, dead_letter_row
 from services.reporting.repository import ReportingUnitOfWork
 from shared.admission import admit
+from shared.cloudevents import event_message
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
+from shared.contracts.events import (
+    PortfolioProject,
+    ProjectChanged,
+    ProjectPlanned,
+    ProjectScored,
+)
 from shared.contracts.scoring import ScoringAudit
 from shared.errors import Reason
 from shared.events_io import decode_event
+from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "reporting"
@@ -36,6 +45,10 @@ class _Decoder:
             return decode_event(record, ProjectPlanned)
         if topic == Topic.SCORING_AUDIT:
             return decode_event(record, ScoringAudit)
+        if topic == Topic.PLAN_SUMMARIES:
+            return decode_event(record, PortfolioPlanned)
+        if topic == Topic.SCENARIOS:
+            return decode_event(record, ScenarioResult)
         return decode_event(record, ProjectChanged)
 
 
@@ -51,6 +64,7 @@ class ReportingHandler:
         self._clock = clock
 
     async def handle(self, records: Sequence[Record]) -> None:
+        now = self._clock()
         async with self._uow() as uow:
             batch = await admit(
                 uow,
@@ -58,7 +72,7 @@ class ReportingHandler:
                 _Decoder(self._topics),
                 consumer=SERVICE,
                 dead_letter_topic=self._topics(Topic.DEAD_LETTERS),
-                now=self._clock(),
+                now=now,
             )
             events = [e for _, e in batch.items]
             model = uow.read_model
@@ -67,4 +81,50 @@ class ReportingHandler:
             await model.apply_plans([e for e in events if isinstance(e, ProjectPlanned)])
             await model.add_dead_letters([e for e in events if isinstance(e, DeadLetterRow)])
             await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
-            await uow.emit(batch.dead_letters)
+            await model.add_summaries([e for e in events if isinstance(e, PortfolioPlanned)])
+            await model.add_scenario_results([e for e in events if isinstance(e, ScenarioResult)])
+            touched = sorted(
+                {
+                    e.project_key
+                    for e in events
+                    if isinstance(e, ProjectChanged | ProjectScored | ProjectPlanned)
+                }
+            )
+            rows = await model.denormalised(touched) if touched else []
+            await uow.emit([*batch.dead_letters, *(self._record(r, now) for r in rows)])
+
+    def _record(self, row: PortfolioProject, now: datetime) -> OutboxMessage:
+        version = f"{row.revision}:{row.ranking_version}:{row.plan_version}"
+        return event_message(
+            topic=self._topics(Topic.PORTFOLIO_PROJECTS),
+            key=row.project_key,
+            event=row,
+            event_type=PortfolioProject.TYPE,
+            event_id=f"reporting:{row.project_key}:{version}",
+            source="pmo/reporting",
+            time=now,
+        )
+
+
+class ScenarioRequests:
+    """Use case of the API: record a capacity request and publish it, in one transaction."""
+
+    def __init__(self, uow: Callable[[], ReportingUnitOfWork], topics: TopicNames) -> None:
+        self._uow = uow
+        self._topics = topics
+
+    async def submit(self, portfolio: str, message: dict[str, Any], author: str) -> None:
+        async with self._uow() as uow:
+            await uow.read_model.add_scenario_request(
+                message["request_id"], portfolio, message["action"], author
+            )
+            await uow.emit(
+                [
+                    OutboxMessage(
+                        topic=self._topics(Topic.CAPACITY_COMMANDS),
+                        key=portfolio.encode(),
+                        value=json.dumps(message).encode(),
+                        headers={"content-type": "application/json"},
+                    )
+                ]
+            )

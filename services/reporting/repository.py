@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.reporting.domain import DeadLetterRow
-from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
+from shared.contracts.events import (
+    PortfolioProject,
+    ProjectChanged,
+    ProjectPlanned,
+    ProjectScored,
+)
 from shared.contracts.scoring import ScoringAudit
 from shared.uow import PostgresUnitOfWork
 
@@ -150,6 +158,66 @@ class ReadModelWriter:
             ],
         )
 
+    async def add_summaries(self, summaries: Sequence[PortfolioPlanned]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO plan_summaries (portfolio, plan_version, planned_at, horizon_start,"
+            " horizon_months, utilisation, conflicts, skill_gaps) VALUES ($1, $2, $3, $4, $5,"
+            " $6::jsonb, $7::jsonb, $8::jsonb) ON CONFLICT (portfolio, plan_version) DO NOTHING",
+            [
+                (
+                    e.portfolio,
+                    e.plan_version,
+                    e.planned_at,
+                    e.horizon_start,
+                    e.horizon_months,
+                    json.dumps([c.model_dump() for c in e.utilisation]),
+                    json.dumps([c.model_dump() for c in e.conflicts]),
+                    json.dumps([g.model_dump() for g in e.skill_gaps]),
+                )
+                for e in summaries
+            ],
+        )
+
+    async def add_scenario_results(self, results: Sequence[ScenarioResult]) -> None:
+        await self._conn.executemany(
+            "INSERT INTO scenarios (request_id, portfolio, kind, author, computed_at, result)"
+            " VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (request_id) DO UPDATE SET"
+            " computed_at = excluded.computed_at, result = excluded.result",
+            [
+                (r.request_id, r.portfolio, r.kind, r.author, r.computed_at, r.model_dump_json())
+                for r in results
+            ],
+        )
+
+    async def add_scenario_request(
+        self, request_id: str, portfolio: str, kind: str, author: str
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO scenarios (request_id, portfolio, kind, author) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (request_id) DO NOTHING",
+            request_id,
+            portfolio,
+            kind,
+            author,
+        )
+
+    async def denormalised(self, keys: Sequence[str]) -> list[PortfolioProject]:
+        """The current rows of ``keys`` as warehouse records."""
+        rows = await self._conn.fetch(
+            "SELECT project_key, portfolio, source, external_id, name, stage, program, sponsor,"
+            " mandatory, value, cost, currency, risk, withdrawn, revision, score, rank, model,"
+            " model_version, explanation, plan_status, start_month, end_month, deferral,"
+            " ranking_version, plan_version FROM projects WHERE project_key = ANY($1::text[])",
+            list(keys),
+        )
+        out = []
+        for r in rows:
+            row = dict(r)
+            for name in ("explanation", "deferral"):
+                row[name] = json.loads(row[name]) if row[name] is not None else None
+            out.append(PortfolioProject.model_validate(row))
+        return out
+
 
 class ReportingUnitOfWork(PostgresUnitOfWork):
     read_model: ReadModelWriter
@@ -158,35 +226,150 @@ class ReportingUnitOfWork(PostgresUnitOfWork):
         self.read_model = ReadModelWriter(conn)
 
 
+PROJECT_COLUMNS = (
+    "project_key, source, external_id, name, stage, program, sponsor, value, cost, currency,"
+    " mandatory, risk, withdrawn, revision, score, rank, explanation, model, model_version,"
+    " score_cause, override, possible_duplicates, plan_status, start_month, end_month, deferral,"
+    " updated_at"
+)
+_JSON_COLUMNS = ("explanation", "deferral", "override", "possible_duplicates")
+
+
+def _decoded(row: Any) -> dict[str, Any]:
+    item = dict(row)
+    item.pop("total", None)
+    for name in _JSON_COLUMNS:
+        if name in item and item[name] is not None:
+            item[name] = json.loads(item[name])
+    return item
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectFilter:
+    stage: str | None = None
+    program: str | None = None
+    plan_status: str | None = None
+    mandatory: bool | None = None
+    ranked_only: bool = False
+    include_withdrawn: bool = False
+
+
 class ReadModelQueries:
-    """The API's reads; each is one statement on the pool (no transaction needed)."""
+    """The API's reads; each is one statement on the pool. ``as_of`` reads the history: the
+    rows valid at that instant."""
 
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
 
+    def _project_source(
+        self, portfolio: str, as_of: datetime | None, f: ProjectFilter
+    ) -> tuple[str, list[Any]]:
+        args: list[Any] = [portfolio]
+        table = "projects"
+        where = ["portfolio = $1", "revision IS NOT NULL"]
+        if as_of is not None:
+            table = "projects_history"
+            args.append(as_of)
+            where.append(
+                f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > ${len(args)})"
+            )
+        if not f.include_withdrawn:
+            where.append("NOT coalesce(withdrawn, false)")
+        for column, value in (
+            ("stage", f.stage),
+            ("program", f.program),
+            ("plan_status", f.plan_status),
+            ("mandatory", f.mandatory),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{column} = ${len(args)}")
+        if f.ranked_only:
+            where.append("rank IS NOT NULL")
+        return f"FROM {table} WHERE " + " AND ".join(where), args
+
     async def projects(
-        self, portfolio: str, *, limit: int, offset: int
+        self,
+        portfolio: str,
+        *,
+        limit: int,
+        offset: int,
+        as_of: datetime | None = None,
+        filters: ProjectFilter = ProjectFilter(),
     ) -> tuple[int, list[dict[str, Any]]]:
+        source, args = self._project_source(portfolio, as_of, filters)
         rows = await self._pool.fetch(
-            "SELECT count(*) OVER () AS total, project_key, source, external_id, name, stage,"
-            " program, sponsor, value, cost, currency, mandatory, withdrawn, revision, score,"
-            " rank, explanation, model, model_version, score_cause, override,"
-            " possible_duplicates, plan_status, start_month, end_month, deferral"
-            " FROM projects WHERE portfolio = $1 AND revision IS NOT NULL"
-            " ORDER BY rank NULLS LAST, project_key LIMIT $2 OFFSET $3",
-            portfolio,
+            f"SELECT count(*) OVER () AS total, {PROJECT_COLUMNS} {source}"
+            " ORDER BY rank NULLS LAST, project_key"
+            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+            *args,
             limit,
             offset,
         )
-        total = rows[0]["total"] if rows else 0
-        items = []
-        for r in rows:
-            item = dict(r)
-            item.pop("total")
-            for name in ("explanation", "deferral", "override", "possible_duplicates"):
-                item[name] = json.loads(item[name]) if item[name] is not None else None
-            items.append(item)
-        return total, items
+        return (rows[0]["total"] if rows else 0), [_decoded(r) for r in rows]
+
+    async def project(self, key: str, as_of: datetime | None = None) -> dict[str, Any] | None:
+        portfolio = key.split("/", 1)[0]
+        source, args = self._project_source(portfolio, as_of, ProjectFilter(include_withdrawn=True))
+        args.append(key)
+        row = await self._pool.fetchrow(
+            f"SELECT {PROJECT_COLUMNS} {source} AND project_key = ${len(args)}", *args
+        )
+        return _decoded(row) if row else None
+
+    async def portfolios(self) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT portfolio, count(*) FILTER (WHERE NOT coalesce(withdrawn, false)) AS projects,"
+            " max(updated_at) AS updated_at FROM projects WHERE revision IS NOT NULL"
+            " GROUP BY portfolio ORDER BY portfolio"
+        )
+        return [dict(r) for r in rows]
+
+    async def summary(self, portfolio: str, as_of: datetime | None = None) -> dict[str, Any] | None:
+        """The plan summary in force (the latest, or the latest recorded by ``as_of``)."""
+        row = await self._pool.fetchrow(
+            "SELECT plan_version, planned_at, recorded_at, horizon_start, horizon_months,"
+            " utilisation, conflicts, skill_gaps FROM plan_summaries WHERE portfolio = $1"
+            " AND ($2::timestamptz IS NULL OR recorded_at <= $2)"
+            " ORDER BY plan_version DESC LIMIT 1",
+            portfolio,
+            as_of,
+        )
+        if row is None:
+            return None
+        item = dict(row)
+        for name in ("utilisation", "conflicts", "skill_gaps"):
+            item[name] = json.loads(item[name])
+        return item
+
+    async def funnel(self, portfolio: str, as_of: datetime | None = None) -> dict[str, Any]:
+        source, args = self._project_source(portfolio, as_of, ProjectFilter())
+        stages = await self._pool.fetch(
+            f"SELECT stage, count(*) AS projects, sum(value) AS value, sum(cost) AS cost {source}"
+            " GROUP BY stage ORDER BY stage",
+            *args,
+        )
+        args2: list[Any] = [f"{portfolio}/%"]
+        refused = await self._pool.fetchval(
+            "SELECT count(*) FROM dead_letters WHERE consumer = 'intake' AND record_key LIKE $1"
+            " AND ($2::timestamptz IS NULL OR received_at <= $2)",
+            *args2,
+            as_of,
+        )
+        return {"stages": [dict(r) for r in stages], "rejected_submissions": refused}
+
+    async def programs(self, portfolio: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        source, args = self._project_source(portfolio, as_of, ProjectFilter())
+        rows = await self._pool.fetch(
+            "SELECT coalesce(program, '(none)') AS program, count(*) AS projects,"
+            " sum(value) AS value, sum(cost) AS cost, avg(score) AS average_score,"
+            " count(*) FILTER (WHERE plan_status IN ('planned', 'committed')) AS planned,"
+            " count(*) FILTER (WHERE plan_status = 'deferred') AS deferred,"
+            f" min(start_month) AS first_start, max(end_month) AS last_end {source}"
+            " GROUP BY coalesce(program, '(none)') ORDER BY program",
+            *args,
+        )
+        return [dict(r) for r in rows]
 
     async def scoring_audit(
         self, portfolio: str, *, limit: int, offset: int
@@ -207,3 +390,26 @@ class ReadModelQueries:
             item["detail"] = json.loads(item["detail"])
             items.append(item)
         return total, items
+
+    async def scenario(self, portfolio: str, request_id: str) -> dict[str, Any] | None:
+        row = await self._pool.fetchrow(
+            "SELECT request_id, kind, author, requested_at, computed_at, result FROM scenarios"
+            " WHERE portfolio = $1 AND request_id = $2",
+            portfolio,
+            request_id,
+        )
+        if row is None:
+            return None
+        item = dict(row)
+        item["result"] = json.loads(item["result"]) if item["result"] else None
+        return item
+
+    async def change_marker(self, portfolio: str) -> str:
+        """Changes whenever anything shown for ``portfolio`` changes (for live dashboards)."""
+        row = await self._pool.fetchrow(
+            "SELECT (SELECT max(updated_at) FROM projects WHERE portfolio = $1) AS projects,"
+            " (SELECT max(plan_version) FROM plan_summaries WHERE portfolio = $1) AS plan",
+            portfolio,
+        )
+        assert row is not None
+        return f"{row['projects']}|{row['plan']}"

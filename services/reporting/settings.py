@@ -18,4 +18,8 @@ class ReportingSettings(ServiceSettings):
     api_token: SecretStr = Field(
         validation_alias=AliasChoices("PMO_API_TOKEN", "PMO_REPORTING_API_TOKEN")
     )
+    # More tokens, with scopes and portfolios: see services/reporting/auth.py.
+    api_tokens: str = Field(
+        default="", validation_alias=AliasChoices("PMO_API_TOKENS", "PMO_REPORTING_API_TOKENS")
+    )
     max_page_size: int = Field(default=1000, ge=1)

@@ -111,3 +111,38 @@ class ProjectPlanned(Event):
     start_month: str | None = None
     end_month: str | None = None
     deferral: Deferral | None = None
+
+
+class PortfolioProject(Event):
+    """One denormalised record per project (``pmo.reporting.projects.v1``, compacted, keyed by
+    project): what a warehouse needs in one row. A withdrawn project keeps its last record with
+    ``withdrawn: true``."""
+
+    TYPE: ClassVar[str] = "pmo.reporting.project.v1"
+
+    project_key: str
+    portfolio: str
+    source: str | None
+    external_id: str | None
+    name: str | None
+    stage: str | None
+    program: str | None
+    sponsor: str | None
+    mandatory: bool | None
+    value: float | None
+    cost: float | None
+    currency: str | None
+    risk: int | None
+    withdrawn: bool | None
+    revision: int | None
+    score: float | None
+    rank: int | None
+    model: str | None
+    model_version: int | None
+    explanation: list[Contribution] | None
+    plan_status: str | None
+    start_month: str | None
+    end_month: str | None
+    deferral: Deferral | None
+    ranking_version: int | None
+    plan_version: int | None
