@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: env dev test lint typecheck pytest fmt clean docs
+.PHONY: env dev test browser lint typecheck pytest fmt clean docs
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ dev: env
 	$(BIN)/pmo dev
 
 ## Lint, type-check and run every test.
-test: env lint typecheck pytest
+test: env browser lint typecheck pytest
+
+## The dashboard test drives Debian's Chromium; install it when missing (needs root and apt).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v "$$PMO_CHROMIUM" >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 lint: env
 	$(BIN)/ruff check .

@@ -3,7 +3,6 @@ conflicts, skill gaps, deferred projects, funnel, programs and scoring audit —
 CSV, paginated with a capped page size, and ``as_of`` any past instant. What-if scenarios are
 requested here too (admin scope) and answered by the capacity service."""
 
-
 import csv
 import io
 import json

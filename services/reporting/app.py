@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.reporting.api import create_api
+from services.reporting.dashboard import dashboard_router
 from services.reporting.handlers import SERVICE, ReportingHandler, ScenarioRequests
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from services.reporting.settings import ReportingSettings
@@ -47,7 +48,9 @@ def build(
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
     """The API plus health and metrics, with the runtime's lifecycle."""
     requests = ScenarioRequests(lambda: ReportingUnitOfWork(runtime.pool), runtime.topics)
-    api = create_api(settings, lambda: ReadModelQueries(runtime.pool), requests.submit)
+    queries = lambda: ReadModelQueries(runtime.pool)  # noqa: E731
+    api = create_api(settings, queries, requests.submit)
+    api.include_router(dashboard_router(settings, queries))
     return runtime.http_app(api)
 
 
