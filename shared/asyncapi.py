@@ -14,7 +14,12 @@ from pydantic import BaseModel
 
 from shared import deadletter
 from shared.contracts.capacity import CapacityRequestMessage, PortfolioPlanned, ScenarioResult
-from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.contracts.events import (
+    PortfolioProject,
+    ProjectChanged,
+    ProjectPlanned,
+    ProjectScored,
+)
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
 from shared.contracts.scoring import ScoringAudit, ScoringCommandMessage
 from shared.topics import TOPIC_SPECS, Topic
@@ -143,6 +148,19 @@ CHANNELS = (
         "The answer to a what-if or optimise request: projects started, deferred and moved "
         "against the plan, utilisation changes, and for optimise the objective, bound and gap.",
         ScenarioResult.TYPE,
+    ),
+    Channel(
+        Topic.PORTFOLIO_PROJECTS,
+        "PortfolioProject",
+        PortfolioProject,
+        "{portfolio}/{source}/{external_id}",
+        ("reporting",),
+        ("warehouse sinks",),
+        "One denormalised record per project (intake's state, scoring's score, rank and "
+        "explanation, capacity's placement), republished whenever any of it changes. "
+        "Compacted: a sink keeps the latest per key. Withdrawn projects keep their last record "
+        "with `withdrawn: true`.",
+        PortfolioProject.TYPE,
     ),
     Channel(
         Topic.DEAD_LETTERS,

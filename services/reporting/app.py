@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -15,6 +16,16 @@ from shared.runtime import ServiceRuntime, assemble, run
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
 
+TOPICS = (
+    Topic.PROJECTS,
+    Topic.SCORES,
+    Topic.PLANS,
+    Topic.PLAN_SUMMARIES,
+    Topic.SCENARIOS,
+    Topic.SCORING_AUDIT,
+    Topic.DEAD_LETTERS,
+)
+
 
 def build(
     settings: ReportingSettings | None = None,
@@ -26,15 +37,7 @@ def build(
         settings or ReportingSettings(),
         kafka,
         database,
-        topics=[
-            Topic.PROJECTS,
-            Topic.SCORES,
-            Topic.PLANS,
-            Topic.PLAN_SUMMARIES,
-            Topic.SCENARIOS,
-            Topic.SCORING_AUDIT,
-            Topic.DEAD_LETTERS,
-        ],
+        topics=TOPICS,
         handler=lambda runtime: (
             ReportingHandler(
                 uow=lambda: ReportingUnitOfWork(runtime.pool),
@@ -55,5 +58,10 @@ def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["rebuild"]:
+        from services.reporting.rebuild import main as rebuild
+
+        rebuild()
+        return
     settings = ReportingSettings()
     run(SERVICE, settings, lambda: build(settings), app=lambda rt: create_app(rt, settings))

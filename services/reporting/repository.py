@@ -413,3 +413,19 @@ class ReadModelQueries:
         )
         assert row is not None
         return f"{row['projects']}|{row['plan']}"
+
+
+READ_MODEL_TABLES = (
+    "projects",
+    "projects_history",
+    "plan_summaries",
+    "scenarios",
+    "dead_letters",
+    "scoring_audit",
+    "inbox",
+)
+
+
+async def truncate_read_model(conn: Any) -> None:
+    """Empty every table built from events (and the inbox, so they are applied again)."""
+    await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")

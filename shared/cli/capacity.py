@@ -40,7 +40,7 @@ async def request(body: dict[str, Any], wait_seconds: float) -> ScenarioResult:
         topic = names(Topic.SCENARIOS)
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
-            await consumer.client.force_metadata_update()
+            await consumer.topics()  # fetches the metadata of every topic
             partitions = [
                 TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
             ]

@@ -61,7 +61,7 @@ async def read_all(kafka: KafkaSettings, *, idle_seconds: float = 2.0) -> list[D
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:
-            await consumer.client.force_metadata_update()
+            await consumer.topics()  # fetches the metadata of every topic
             partitions = [
                 TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
             ]

@@ -102,6 +102,7 @@ async def _apply(database: DatabaseSettings, batches: list[list[Record]]) -> dic
         assert len(items) == 1
         row = items[0]
         row["explanation"] = json.dumps(row["explanation"])
+        row.pop("updated_at")  # when this read model applied it, not what it says
         return row
     finally:
         await pool.close()
