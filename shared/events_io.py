@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.consumer_record import Record
 from shared.errors import Reason, validation_reasons
@@ -25,5 +25,22 @@ def decode_event(record: Record, model: type[E]) -> tuple[str, E] | list[Reason]
         return [Reason("payload_too_large", f"{len(record.value)} bytes")]
     try:
         return event_id, model.model_validate_json(record.value)
+    except ValidationError as exc:
+        return validation_reasons(exc)
+
+
+def decode_json(
+    record: Record, contract: type[Any] | TypeAdapter[Any], *, max_bytes: int
+) -> Any | list[Reason]:
+    """A record's JSON value validated against ``contract`` (a model or a type adapter), or why
+    it is not one. Never raises."""
+    if not record.value:
+        return [Reason("empty", "the record has no value")]
+    if len(record.value) > max_bytes:
+        return [Reason("payload_too_large", f"{len(record.value)} bytes; the limit is {max_bytes}")]
+    try:
+        if isinstance(contract, TypeAdapter):
+            return contract.validate_json(record.value)
+        return contract.model_validate_json(record.value)
     except ValidationError as exc:
         return validation_reasons(exc)

@@ -48,24 +48,29 @@ class System:
 
     async def pmo(self, *args: str) -> tuple[int, str]:
         """Run the pmo command line against this system, as a user would."""
-        process = await asyncio.create_subprocess_exec(
-            str(Path(sys.executable).parent / "pmo"),
-            *args,
-            env={
-                **os.environ,
-                "PMO_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
-                "PMO_KAFKA_TOPIC_PREFIX": self.kafka.topic_prefix,
-                "PMO_API_URL": self.api_url,
-                "PMO_API_TOKEN": TOKEN,
-                "PMO_AUTHOR": "analyst@test",
-                "COLUMNS": "200",
-            },
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(process.communicate(), 60)
-        assert process.returncode is not None
-        return process.returncode, out.decode()
+        return await run_pmo(self.kafka, self.api_url, *args)
+
+
+async def run_pmo(kafka: KafkaSettings, api_url: str, *args: str) -> tuple[int, str]:
+    """The pmo command line in a subprocess, pointed at this test's broker and API."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "pmo"),
+        *args,
+        env={
+            **os.environ,
+            "PMO_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "PMO_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+            "PMO_API_URL": api_url,
+            "PMO_API_TOKEN": TOKEN,
+            "PMO_AUTHOR": "analyst@test",
+            "COLUMNS": "200",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode()
 
 
 @contextlib.asynccontextmanager

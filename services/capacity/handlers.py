@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from services.capacity.domain.analysis import conflicts, skill_gaps, utilisation
 from services.capacity.domain.optimiser import optimise
@@ -51,26 +51,22 @@ from shared.contracts.capacity import (
 from shared.contracts.common import month_from_index, month_index
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored, ProjectState
 from shared.contracts.inbound import ResourceUpdate
-from shared.errors import Reason, validation_reasons
-from shared.events_io import decode_event
+from shared.errors import Reason
+from shared.events_io import decode_event, decode_json
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "capacity"
 MAX_RESOURCE_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 256 * 1024
 Request = WhatIf | Optimise
 
 
 def decode_resource(record: Record) -> tuple[str, ResourceUpdate] | list[Reason]:
     """An inbound resource update, validated as strictly as project submissions."""
-    if not record.value:
-        return [Reason("empty", "the message has no value")]
-    if len(record.value) > MAX_RESOURCE_BYTES:
-        return [Reason("payload_too_large", f"{len(record.value)} bytes; the limit is 65536")]
-    try:
-        update = ResourceUpdate.model_validate_json(record.value)
-    except ValidationError as exc:
-        return validation_reasons(exc)
+    update = decode_json(record, ResourceUpdate, max_bytes=MAX_RESOURCE_BYTES)
+    if isinstance(update, list):
+        return update
     expected = f"{update.portfolio}/{update.resource_id}".encode()
     if record.key is not None and record.key != expected:
         return [Reason("key_mismatch", f"key is not {expected.decode()!r}", "<key>")]
@@ -78,14 +74,9 @@ def decode_resource(record: Record) -> tuple[str, ResourceUpdate] | list[Reason]
 
 
 def decode_request(record: Record) -> tuple[str, Request] | list[Reason]:
-    if not record.value:
-        return [Reason("empty", "the message has no value")]
-    if len(record.value) > MAX_RESOURCE_BYTES * 4:
-        return [Reason("payload_too_large", f"{len(record.value)} bytes")]
-    try:
-        request = CAPACITY_REQUEST.validate_json(record.value)
-    except ValidationError as exc:
-        return validation_reasons(exc)
+    request = decode_json(record, CAPACITY_REQUEST, max_bytes=MAX_REQUEST_BYTES)
+    if isinstance(request, list):
+        return request
     return f"request:{request.request_id}", request
 
 

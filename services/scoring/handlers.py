@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from services.scoring.domain.commands import check_model
 from services.scoring.domain.inputs import ScoringInputs
 from services.scoring.domain.ranking import Override, RankEntry, adjusted, rank
@@ -39,8 +37,8 @@ from shared.contracts.scoring import (
     SetModel,
 )
 from shared.deadletter import dead_letter_id
-from shared.errors import Reason, validation_reasons
-from shared.events_io import decode_event
+from shared.errors import Reason
+from shared.events_io import decode_event, decode_json
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
@@ -51,14 +49,9 @@ Command = SetModel | Pin | Adjust | ClearOverride | Rescore
 
 
 def decode_command(record: Record) -> tuple[str, Command] | list[Reason]:
-    if not record.value:
-        return [Reason("empty", "the record has no value")]
-    if len(record.value) > MAX_COMMAND_BYTES:
-        return [Reason("payload_too_large", f"{len(record.value)} bytes")]
-    try:
-        command = SCORING_COMMAND.validate_json(record.value)
-    except ValidationError as exc:
-        return validation_reasons(exc)
+    command = decode_json(record, SCORING_COMMAND, max_bytes=MAX_COMMAND_BYTES)
+    if isinstance(command, list):
+        return command
     return f"command:{command.command_id}", command
 
 

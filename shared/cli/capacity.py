@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 import typer
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from shared.broker import client_options
-from shared.cli.publishing import publish
+from shared.cli.publishing import partitions_of, publish
 from shared.contracts.capacity import CAPACITY_REQUEST, ScenarioResult
 from shared.settings import KafkaSettings
 from shared.topics import Topic, TopicNames
@@ -38,12 +38,7 @@ async def request(body: dict[str, Any], wait_seconds: float) -> ScenarioResult:
     await consumer.start()
     try:
         topic = names(Topic.SCENARIOS)
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await consumer.topics()  # fetches the metadata of every topic
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-            ]
+        partitions = await partitions_of(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for tp in partitions:  # fix the starting point before the request goes out

@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared import deadletter
 from shared.broker import client_options
+from shared.cli.publishing import partitions_of
 from shared.consumer_record import Record
 from shared.settings import KafkaSettings
 from shared.topics import Topic, TopicNames
@@ -59,12 +60,7 @@ async def read_all(kafka: KafkaSettings, *, idle_seconds: float = 2.0) -> list[D
     await consumer.start()
     letters: list[DeadLetter] = []
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await consumer.topics()  # fetches the metadata of every topic
-            partitions = [
-                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
-            ]
+        partitions = await partitions_of(consumer, topic)
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         quiet_since = time.monotonic()

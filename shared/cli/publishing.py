@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 
@@ -47,3 +47,12 @@ async def publish_import(kafka: KafkaSettings, result: ImportResult, console: Co
         (topic, key, json.dumps(m).encode(), []) for _, key, m in result.submissions
     ]
     return await publish(kafka, records, console, "importing")
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (fetching the cluster's metadata if the client has none)."""
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        await consumer.topics()  # fetches the metadata of every topic
+        found = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(found)]

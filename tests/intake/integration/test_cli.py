@@ -3,10 +3,7 @@ intake service on real Postgres."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,26 +14,13 @@ from shared.migrations import migrate, service_component
 from shared.runtime import ServiceRuntime
 from shared.settings import DatabaseSettings, KafkaSettings
 from tests.helpers import eventually
+from tests.system import run_pmo
 
 pytestmark = pytest.mark.integration
 
 
 async def pmo(kafka: KafkaSettings, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "pmo"),
-        *args,
-        env={
-            **os.environ,
-            "PMO_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "PMO_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
-            "COLUMNS": "200",
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode()
+    return await run_pmo(kafka, "", *args)
 
 
 @pytest.fixture
