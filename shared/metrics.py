@@ -26,3 +26,9 @@ OUTBOX_OLDEST = Gauge(
     "pmo_outbox_oldest_unsent_seconds", "Age of the oldest unsent outbox row", ["service"]
 )
 OUTBOX_PUBLISHED = Counter("pmo_outbox_published_total", "Outbox rows published", ["service"])
+REPLANS = Histogram(
+    "pmo_replan_seconds",
+    "Time to replan one portfolio (read, plan, compare, write)",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

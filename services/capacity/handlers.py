@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ from services.capacity.domain.scenarios import (
     utilisation_changes,
 )
 from services.capacity.repository import CapacityUnitOfWork, PortfolioInputs, StoredPlacement
+from shared import metrics
 from shared.admission import admit, newest, refuse
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
@@ -184,7 +186,9 @@ class CapacityHandler:
                 )
             )
             for portfolio in changed:
+                started = time.perf_counter()
                 out += await self._replan(uow, portfolio, await repo.inputs(portfolio), now)
+                metrics.REPLANS.labels(SERVICE).observe(time.perf_counter() - started)
             for record, item in batch.items:
                 if isinstance(item, WhatIf | Optimise):
                     answer = answers.get(f"request:{item.request_id}")

@@ -119,3 +119,74 @@ async def test_resource_change_replans_and_whatif_and_optimise_answer(
         system.kafka.bootstrap_servers, system.topics(Topic.RESOURCES), [resource(4, 2)]
     )
     await statuses(system, {"RUN": "committed", "BIG": "planned", "SMALL": "planned"})
+
+
+def _replans() -> float:
+    """Replans so far in this process (the capacity service runs in the test's process)."""
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value("pmo_replan_seconds_count", {"service": "capacity"})
+    return value or 0.0
+
+
+async def test_a_burst_of_a_thousand_updates_costs_a_handful_of_replans(system: System) -> None:
+    await publish_raw(
+        system.kafka.bootstrap_servers, system.topics(Topic.RESOURCES), [resource(50, 1)]
+    )
+
+    async def planned_portfolio() -> bool:
+        response = await system.api.get("/api/v1/portfolios/retail/capacity")
+        return response.json()["plan_version"] is not None
+
+    await eventually(planned_portfolio, what="the first plan")
+    before = _replans()
+    burst = [
+        submission(
+            f"B{i:04d}", demand=[{"role": "backend", "fte": 0.5, "start_month": 0, "months": 2}]
+        )
+        for i in range(1000)
+    ]
+    await publish_json(system.kafka.bootstrap_servers, system.topics(Topic.SUBMISSIONS), burst)
+
+    async def all_planned() -> bool:
+        items = await system.projects("retail", limit=1000)
+        return len(items) == 1000 and all(i["plan_status"] for i in items)
+
+    await eventually(all_planned, within=120, what="a thousand projects planned")
+    replans = _replans() - before
+    print(f"replans for 1000 updates: {replans}")
+    # Capacity reads up to 500 records a batch and replans each portfolio once per batch:
+    # project events and their score events make a few dozen batches at most, not thousands.
+    assert 1 <= replans <= 60, replans
+
+    gaps = await system.api.get("/api/v1/portfolios/retail/skill-gaps")
+    assert gaps.status_code == 200
+    assert gaps.json()["plan_version"] is not None
+
+
+async def test_an_invalid_resource_update_is_dead_lettered_with_reasons(system: System) -> None:
+    bad = {
+        "update_id": str(uuid.uuid4()),
+        "portfolio": "retail",
+        "resource_id": "team-x",
+        "revision": 1,
+        "role": "backend",
+        "fte": -2,
+        "from": "2027-13",
+    }
+    await publish_raw(
+        system.kafka.bootstrap_servers,
+        system.topics(Topic.RESOURCES),
+        [(b"retail/team-x", json.dumps(bad).encode())],
+    )
+
+    async def recorded() -> list[Any] | None:
+        rows = await system.runtimes["reporting"].pool.fetch(
+            "SELECT consumer, reasons FROM dead_letters WHERE record_key = 'retail/team-x'"
+        )
+        return rows or None
+
+    (row,) = await eventually(recorded, what="the dead letter")
+    assert row["consumer"] == "capacity"
+    paths = {r["path"] for r in json.loads(row["reasons"])}
+    assert {"fte", "from"} <= paths

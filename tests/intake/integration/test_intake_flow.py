@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -70,3 +71,40 @@ async def test_shuffled_and_repeated_revisions_converge_on_the_in_order_state(
     assert {(r["project_key"], r["revision"], r["stage"], r["name"]) for r in rows} == {
         (f"retail/jira/{p}", 5, "done", f"{p} v5") for p in projects
     }
+
+
+async def test_a_near_duplicate_name_is_flagged_with_the_match(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    await migrate(database.url, [service_component("intake")])
+    async with build(IntakeSettings(), kafka, database) as runtime:
+        topic = runtime.topics(Topic.SUBMISSIONS)
+        await publish_json(
+            kafka.bootstrap_servers, topic, [submission("A", name="Customer data platform")]
+        )
+        await eventually(lambda: _at_least(_log_count(runtime), 1), what="A accepted")
+        await publish_json(
+            kafka.bootstrap_servers,
+            topic,
+            [submission("B", source="sheet", name="Platform for customer data")],
+        )
+        await eventually(lambda: _at_least(_log_count(runtime), 2), what="B accepted")
+        row = await runtime.pool.fetchrow(
+            "SELECT outcome, reasons FROM submission_log WHERE project_key = 'retail/sheet/B'"
+        )
+        event = await runtime.pool.fetchval(
+            "SELECT value FROM outbox WHERE key = 'retail/sheet/B'::bytea"
+        )
+    assert row["outcome"] == "accepted"
+    (note,) = json.loads(row["reasons"])
+    assert (note["code"], note["path"]) == ("possible_duplicate", "retail/jira/A")
+    (match,) = json.loads(event)["possible_duplicates"]
+    assert match["external_id"] == "A"
+    assert match["similarity"] >= 0.85
+
+
+def _log_count(runtime):  # type: ignore[no-untyped-def]
+    async def count() -> int:
+        return int(await runtime.pool.fetchval("SELECT count(*) FROM intake.submission_log"))
+
+    return count

@@ -82,6 +82,7 @@ async def test_every_nasty_input_is_accepted_or_dead_lettered_with_reasons(
     intake: ServiceRuntime, kafka: KafkaSettings
 ) -> None:
     records, accepted = corpus()
+    refused_before = _dead_letters_counted()
     sentinel = submission("LAST-1")
     records.append(_encoded(sentinel))
     await publish_raw(kafka.bootstrap_servers, intake.topics(Topic.SUBMISSIONS), records)
@@ -115,3 +116,17 @@ async def test_every_nasty_input_is_accepted_or_dead_lettered_with_reasons(
         "SELECT count(*) FROM outbox WHERE topic = $1", intake.topics(Topic.DEAD_LETTERS)
     )
     assert dead == outcomes.count("refused")
+    # Every refusal is counted in the metrics, by reason code.
+    assert _dead_letters_counted() - refused_before >= outcomes.count("refused")
+
+
+def _dead_letters_counted() -> float:
+    from prometheus_client import REGISTRY
+
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "pmo_dead_letters"
+        for sample in metric.samples
+        if sample.name == "pmo_dead_letters_total" and sample.labels.get("service") == "intake"
+    )
