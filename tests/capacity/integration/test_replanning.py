@@ -114,6 +114,28 @@ async def test_resource_change_replans_and_whatif_and_optimise_answer(
     assert optimised["projects"] == []
     assert optimised["optimiser"]["gap"] == 0
 
+    # The same question through the API, as the dashboard asks it.
+    asked = await system.api.post(
+        "/api/v1/portfolios/retail/scenarios",
+        json={
+            "scenario": {
+                "name": "hire two",
+                "changes": [{"kind": "add_capacity", "role": "backend", "fte": 2}],
+            }
+        },
+    )
+    assert asked.status_code == 202
+    request_id = asked.json()["request_id"]
+
+    async def answered() -> dict[str, Any] | None:
+        response = await system.api.get(f"/api/v1/portfolios/retail/scenarios/{request_id}")
+        body: dict[str, Any] = response.json()
+        return body if response.status_code == 200 and body["status"] == "done" else None
+
+    via_api = await eventually(answered, what="the scenario answered through the API")
+    assert via_api["result"]["started"] == 1
+    assert via_api["result"]["author"] == "admin"
+
     # The real thing: the team grows, and the plan follows.
     await publish_raw(
         system.kafka.bootstrap_servers, system.topics(Topic.RESOURCES), [resource(4, 2)]
