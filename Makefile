@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: env dev test browser lint typecheck pytest fmt clean docs
+.PHONY: env dev test tools lint typecheck pytest fmt clean docs
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -22,12 +22,17 @@ dev: env
 	$(BIN)/pmo dev
 
 ## Lint, type-check and run every test.
-test: env browser lint typecheck pytest
+test: env tools lint typecheck pytest
 
-## The dashboard test drives Debian's Chromium; install it when missing (needs root and apt).
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v "$$PMO_CHROMIUM" >/dev/null 2>&1 || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+## Debian packages some tests drive: Chromium (the dashboard test) and kubectl (rendering the
+## Kubernetes overlays). Installed when missing (needs root and apt).
+tools:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || command -v "$$PMO_CHROMIUM" >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubectl"; \
+	if [ -n "$$missing" ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 lint: env
 	$(BIN)/ruff check .

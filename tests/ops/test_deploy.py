@@ -1,0 +1,152 @@
+"""Offline checks of what operators deploy: every kustomize overlay renders and validates
+against the Kubernetes schemas (and KEDA's resources against their schema), the manifests
+keep the promises the services rely on, and docker-compose.yml follows the compose spec."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from compose_spec import ComposeSpecification
+
+from services.capacity.settings import CapacitySettings
+from services.intake.settings import IntakeSettings
+from services.reporting.settings import ReportingSettings
+from services.scoring.settings import ScoringSettings
+from shared.topics import TOPIC_SPECS
+
+ROOT = Path(__file__).parents[2]
+KUBERNETES = "1.32.0"
+KEDA = json.loads((ROOT / "deploy" / "schemas" / "keda.json").read_text())
+GROUPS = {
+    "intake": IntakeSettings().group_id,
+    "scoring": ScoringSettings().group_id,
+    "capacity": CapacitySettings().group_id,
+    "reporting": ReportingSettings(api_token="unused-token-for-defaults").group_id,
+}
+GRACE = IntakeSettings().shutdown_grace_seconds
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed (Debian package kubectl; make test installs it)"
+    out = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(params=["dev", "prod"], scope="module")
+def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return render(request.param)
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def test_every_resource_validates_against_its_schema(rendered: list[dict[str, Any]]) -> None:
+    for doc in rendered:
+        if doc["apiVersion"].startswith("keda.sh/"):
+            jsonschema.validate(doc, KEDA[doc["kind"]])
+        else:
+            kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+
+
+def test_a_misspelt_field_is_caught() -> None:
+    deployment = of_kind(render("dev"), "Deployment")[0]
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+    scaled = of_kind(render("dev"), "ScaledObject")[0]
+    scaled["spec"]["triggers"][0]["metadata"]["excludePersistentLag"] = "yes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(scaled, KEDA["ScaledObject"])
+
+
+def test_deployments_keep_the_services_promises(rendered: list[dict[str, Any]]) -> None:
+    deployments = of_kind(rendered, "Deployment")
+    assert {d["metadata"]["name"] for d in deployments} == {f"pmo-{s}" for s in GROUPS}
+    for d in deployments:
+        pod = d["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        assert pod["terminationGracePeriodSeconds"] > GRACE + 5
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        secrets = [
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container.get("env", [])
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        ]
+        assert "pmo-database" in secrets
+    assert of_kind(rendered, "Secret") == [], "no secret is committed"
+    pdbs = {
+        p["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for p in of_kind(rendered, "PodDisruptionBudget")
+    }
+    assert pdbs == {d["metadata"]["name"] for d in deployments}
+    assert of_kind(rendered, "Job")[0]["spec"]["template"]["spec"]["containers"][0]["command"][
+        -1
+    ].endswith("pmo migrate")
+
+
+def test_autoscaling_follows_each_consumer_groups_lag(rendered: list[dict[str, Any]]) -> None:
+    partitions = max(spec.partitions for spec in TOPIC_SPECS)
+    scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in of_kind(rendered, "ScaledObject")}
+    assert set(scaled) == {f"pmo-{s}" for s in GROUPS}
+    for service, group in GROUPS.items():
+        spec = scaled[f"pmo-{service}"]["spec"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "kafka"
+        assert trigger["metadata"]["consumerGroup"] == group
+        assert trigger["metadata"]["excludePersistentLag"] == "true"
+        assert spec["maxReplicaCount"] <= partitions
+
+
+def test_network_policies_confine_the_services(rendered: list[dict[str, Any]]) -> None:
+    policies = {p["metadata"]["name"]: p["spec"] for p in of_kind(rendered, "NetworkPolicy")}
+    services = policies["pmo-services"]
+    assert set(services["policyTypes"]) == {"Ingress", "Egress"}
+    ports = {port["port"] for rule in services["egress"] for port in rule["ports"]}
+    assert ports == {9092, 9093, 5432, 53}
+    assert "pmo-reporting-ingress" in policies
+
+
+def test_production_talks_to_kafka_over_sasl_ssl() -> None:
+    config = of_kind(render("prod"), "ConfigMap")[0]["data"]
+    assert config["PMO_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert config["PMO_KAFKA_ENABLE_IDEMPOTENCE"] == "true"
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    document = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    spec = ComposeSpecification.model_validate(document)
+    assert spec.services is not None
+    assert set(spec.services) == {
+        "kafka",
+        "postgres",
+        "init",
+        "intake",
+        "scoring",
+        "capacity",
+        "reporting",
+    }
+    assert document["services"]["kafka"]["image"].startswith("apache/kafka:")
+    for name in ("intake", "scoring", "capacity", "reporting"):
+        assert "healthcheck" in document["services"][name], name
+    assert document["services"]["reporting"]["ports"] == ["8080:8080"]
