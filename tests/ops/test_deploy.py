@@ -80,6 +80,7 @@ def test_deployments_keep_the_services_promises(rendered: list[dict[str, Any]]) 
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         (container,) = pod["containers"]
+        assert container["image"].split(":")[0].endswith(d["metadata"]["name"])  # its own image
         assert pod["terminationGracePeriodSeconds"] > GRACE + 5
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
