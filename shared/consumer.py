@@ -135,6 +135,20 @@ async def _no_decode(message: Any, original: Callable[[Any], Awaitable[Any]]) ->
     return None
 
 
+async def _record_lag(consumer: Any, service: str) -> None:
+    """Lag per assigned partition: the end of the partition as last fetched, minus where this
+    consumer stands. (A KEDA scaler reads the group's lag from the broker; this is for
+    dashboards and alerts.)"""
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        position = await consumer.position(tp)
+        metrics.CONSUMER_LAG.labels(service, tp.topic, str(tp.partition)).set(
+            max(0, end - position)
+        )
+
+
 def subscribe(
     broker: KafkaBroker,
     topics: Sequence[str],
@@ -174,5 +188,6 @@ def subscribe(
             return
         await message.ack()
         metrics.BATCHES.labels(service).observe(time.perf_counter() - started)
+        await _record_lag(message.consumer, service)
         for record in records:
             metrics.RECORDS.labels(service, record.topic).inc()

@@ -32,3 +32,8 @@ REPLANS = Histogram(
     ["service"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+CONSUMER_LAG = Gauge(
+    "pmo_consumer_lag",
+    "Records behind the end of each assigned partition, after the last committed batch",
+    ["service", "topic", "partition"],
+)

@@ -77,6 +77,25 @@ def topics_create(
     console.print(f"{len(created)} topic(s) created")
 
 
+@topics_app.command("status")
+def topics_status() -> None:
+    """Every topic's size, and each consumer group's position and lag on what it reads."""
+    from shared.cli.status import status
+
+    rows = asyncio.run(status(KafkaSettings()))
+    table = Table("group", "topic", "partitions", "end offset", "committed", "lag")
+    for row in rows:
+        table.add_row(
+            row.group or "",
+            row.topic,
+            str(row.partitions),
+            str(row.end),
+            "" if row.committed is None else str(row.committed),
+            "" if row.lag is None else str(row.lag),
+        )
+    console.print(table)
+
+
 @app.command("import")
 def import_command(
     path: Annotated[

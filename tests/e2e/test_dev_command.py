@@ -4,7 +4,6 @@ the demo portfolio through the API, and stops cleanly on Ctrl-C."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import signal
@@ -46,12 +45,13 @@ async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
     database: DatabaseSettings, tmp_path: Path
 ) -> None:
     http_port = _free_run(4)
+    kafka_port = free_port()
     pmo = Path(sys.executable).parent / "pmo"
     process = await asyncio.create_subprocess_exec(
         str(pmo),
         "dev",
         "--kafka-port",
-        str(free_port()),
+        str(kafka_port),
         "--http-port",
         str(http_port),
         cwd=tmp_path,
@@ -89,14 +89,24 @@ async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
 
         items = await eventually(demo_planned, within=60, what="the demo portfolio planned")
         assert items[0]["mandatory"] is True  # the regulatory project ranks first
+
+        # Operators' view: metrics on every service.
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{http_port + 1}/metrics")).text
+        assert "pmo_consumer_lag{" in metrics
+        assert "faststream_received_messages_total{" in metrics
+        assert 'pmo_outbox_backlog{service="intake"}' in metrics
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 60) == 0
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        # The children hold the pipe too; do not wait for an end of file that may not come.
+        try:
+            await asyncio.wait_for(reader, 10)
+        except TimeoutError:
+            reader.cancel()
     text = "".join(output)
     assert "stopping" in text
     for service in ("intake", "scoring", "capacity", "reporting"):

@@ -107,3 +107,35 @@ async def test_import_then_replay_a_dead_letter_after_the_cause_is_fixed(
     assert "1 record(s) replayed" in out
     outcomes = await _outcomes(intake, 5)
     assert outcomes[-1] == ("retail/sheet/B", None, "accepted")
+
+
+async def test_topics_status_shows_the_groups_committed_positions(
+    intake: ServiceRuntime, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    rows = tmp_path / "p.jsonl"
+    rows.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "portfolio": "retail",
+                    "source": "s",
+                    "external_id": f"X{i}",
+                    "revision": 1,
+                    "project": {"name": f"X {i}"},
+                }
+            )
+            + "\n"
+            for i in range(5)
+        )
+    )
+    assert (await pmo(kafka, "import", str(rows)))[0] == 0
+    await _outcomes(intake, 5)
+
+    async def committed() -> str | None:
+        code, out = await pmo(kafka, "topics", "status")
+        assert code == 0, out
+        lines = [line for line in out.splitlines() if "pmo-intake" in line]  # reads one topic
+        cells = lines[0].split("│") if lines else []
+        return out if cells and cells[5].strip() == "5" else None  # the committed column
+
+    await eventually(committed, what="pmo-intake's committed offsets to reach 5")
