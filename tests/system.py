@@ -102,7 +102,11 @@ async def running(
             if name in builders:
                 runtimes[name] = await stack.enter_async_context(builders[name]())
         serving = asyncio.create_task(server.serve())
-        await eventually(lambda: asyncio.sleep(0, server.started), what="API up")
+
+        async def started() -> bool:
+            return bool(server.started)
+
+        await eventually(started, what="API up")
         url = f"http://127.0.0.1:{port}"
         client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
         try:
