@@ -26,7 +26,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from shared import metrics
+from shared import logs, metrics
 from shared.consumer_record import Record
 from shared.errors import Reason, TransientError, is_transient
 from shared.settings import ServiceSettings
@@ -178,6 +178,11 @@ def subscribe(
     )
     async def consume(body: Any, message: KafkaMessage) -> None:
         records = [Record.from_kafka(r) for r in message.raw_message]
+        first, last = records[0], records[-1]
+        logs.correlation_id.set(
+            f"{first.topic}/{first.partition}/{first.offset}-{last.offset}"
+            + (f" {first.header('ce_id')}" if first.header("ce_id") else "")
+        )
         started = time.perf_counter()
         try:
             await runner.process(records)

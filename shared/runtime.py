@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import asyncpg
 import uvicorn
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import logs, metrics
@@ -209,6 +210,15 @@ class ServiceRuntime:
             app = FastAPI(title=f"pmo {self.name}", lifespan=lifespan)
         else:
             app.router.lifespan_context = lifespan
+
+        @app.middleware("http")
+        async def correlate(request: Request, call_next: Any) -> Any:
+            """Requests carry their X-Request-ID (or get one) into the logs and back."""
+            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+            logs.correlation_id.set(request_id)
+            response = await call_next(request)
+            response.headers["X-Request-ID"] = request_id
+            return response
 
         @app.get("/health/live", include_in_schema=False)
         async def live() -> dict[str, str]:
