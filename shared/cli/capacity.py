@@ -133,7 +133,10 @@ def whatif(
     """Evaluate SCENARIO_FILE (YAML: name, changes) against PORTFOLIO's plan, on a copy."""
     scenario = yaml.safe_load(scenario_file.read_text())
     result = asyncio.run(request(_body(portfolio, "whatif", author, scenario=scenario), timeout))
-    print(result.model_dump_json(indent=2)) if as_json else show(result)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        show(result)
 
 
 @app.command("optimise")
@@ -147,4 +150,7 @@ def optimise_command(
     """Solve PORTFOLIO's plan exactly and compare it with the greedy plan, project by project."""
     body = _body(portfolio, "optimise", author, objective=objective, time_limit_seconds=time_limit)
     result = asyncio.run(request(body, time_limit + 60))
-    print(result.model_dump_json(indent=2)) if as_json else show(result)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        show(result)

@@ -176,7 +176,6 @@ async def test_a_burst_of_a_thousand_updates_costs_a_handful_of_replans(system: 
 
     await eventually(all_planned, within=120, what="a thousand projects planned")
     replans = _replans() - before
-    print(f"replans for 1000 updates: {replans}")
     # Capacity reads up to 500 records a batch and replans each portfolio once per batch:
     # project events and their score events make a few dozen batches at most, not thousands.
     assert 1 <= replans <= 60, replans
