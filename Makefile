@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: env dev test tools lint typecheck pytest fmt clean docs
+.PHONY: env dev test tools lint typecheck pytest fmt clean docs bench
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -55,3 +55,7 @@ clean:
 docs: env
 	$(BIN)/python -m shared.asyncapi > docs/asyncapi.json
 	$(BIN)/python -m services.reporting.openapi > docs/openapi.json
+
+## Benchmarks against this machine's own limits (see docs/performance.md); writes bench-results/.
+bench: env
+	$(BIN)/python -m bench.run

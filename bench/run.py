@@ -1,0 +1,224 @@
+"""``make bench``: the rows measured so far, each the median of three interleaved rounds with
+their spread, printed as a table and written to bench-results/bench.json.
+
+Rows implemented: the broker baseline (raw aiokafka produce + consume), single-row commits per
+second on this Postgres, the scoring domain on 100,000 projects, the greedy replan of 1,000
+projects x 200 teams x 24 months, and the optimiser against the LP bound. The pipeline,
+freshness, framework-overhead, API and memory rows are still to come (see docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from services.capacity.domain.optimiser import build, heuristics, lp_relaxation, objective_of, solve
+from services.capacity.domain.planner import plan
+from services.capacity.domain.synthetic import portfolio
+from services.scoring.domain.inputs import ScoringInputs
+from services.scoring.domain.ranking import RankEntry, rank
+from services.scoring.domain.scoring import score_all
+from shared.contracts.scoring import DEFAULT_MODEL
+from shared.local import embedded_postgres, free_port, tansu
+
+ROUNDS = 3
+PAYLOAD = 1024  # bytes, about a submission's size
+
+
+async def broker_baseline(bootstrap: str, messages: int = 50_000) -> float:
+    """Raw aiokafka: produce (batched) then consume (getmany) ``messages``; msgs/s end to end."""
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
+    await admin.close()
+    value = os.urandom(PAYLOAD // 2).hex().encode()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=topic
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        started = time.perf_counter()
+        futures = [
+            await producer.send(topic, value, key=str(i % 64).encode()) for i in range(messages)
+        ]
+        await asyncio.gather(*futures)
+        seen = 0
+        while seen < messages:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                seen += len(records)
+        return messages / (time.perf_counter() - started)
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+async def single_row_commits(url: str, seconds: float = 3.0) -> float:
+    """Committed single-row transactions per second: what one commit per event would cap at."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("CREATE TEMP TABLE bench_commit (id bigint)")
+        count = 0
+        deadline = time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < deadline:
+            async with conn.transaction():
+                await conn.execute("INSERT INTO bench_commit VALUES ($1)", count)
+            count += 1
+        return count / (time.perf_counter() - started)
+    finally:
+        await conn.close()
+
+
+def scoring_100k() -> float:
+    """Seconds to score and rank 100,000 projects (the domain part of a full rescore)."""
+    rnd = random.Random(1)  # noqa: S311 - synthetic data
+    projects = [
+        ScoringInputs(
+            f"b/s/P{i}",
+            rnd.random() < 0.01,
+            True,
+            {"growth": rnd.randint(0, 5), "efficiency": rnd.randint(0, 5)},
+            rnd.uniform(0, 1e7),
+            rnd.uniform(1e4, 1e7),
+            rnd.randint(1, 5),
+            None,
+            None,
+            10.0,
+        )
+        for i in range(100_000)
+    ]
+    started = time.perf_counter()
+    scores = score_all(projects, DEFAULT_MODEL, as_of=0)
+    rank(RankEntry(p.key, p.mandatory, scores[p.key].score) for p in projects)
+    return time.perf_counter() - started
+
+
+INSTANCE = portfolio(1000, 200)
+
+
+def greedy_replan() -> float:
+    started = time.perf_counter()
+    plan(INSTANCE.projects, INSTANCE.resources, INSTANCE.horizon)
+    return time.perf_counter() - started
+
+
+def optimiser_ratio(budget: float = 10.0) -> float:
+    """The optimiser's objective as a fraction of the LP relaxation bound, within ``budget``."""
+    greedy = plan(INSTANCE.projects, INSTANCE.resources, INSTANCE.horizon)
+    model = build(
+        INSTANCE.projects, INSTANCE.resources, INSTANCE.horizon, INSTANCE.priorities, greedy
+    )
+    starts = {
+        k: greedy.placements[k].start if greedy.placements[k].status == "planned" else None
+        for k in model.by_project
+    }
+    result = solve(model, starts, time_limit=budget)
+    return result.objective / result.lp_bound
+
+
+def greedy_ratio() -> float:
+    greedy = plan(INSTANCE.projects, INSTANCE.resources, INSTANCE.horizon)
+    model = build(
+        INSTANCE.projects, INSTANCE.resources, INSTANCE.horizon, INSTANCE.priorities, greedy
+    )
+    starts = {
+        k: greedy.placements[k].start if greedy.placements[k].status == "planned" else None
+        for k in model.by_project
+    }
+    bound, values = lp_relaxation(model)
+    _ = heuristics(model, values)
+    return objective_of(model, starts) / bound
+
+
+def summarise(name: str, unit: str, values: list[float], target: str) -> dict[str, Any]:
+    return {
+        "row": name,
+        "unit": unit,
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "rounds": values,
+        "target": target,
+    }
+
+
+async def main() -> list[dict[str, Any]]:
+    results: dict[str, list[float]] = {}
+
+    def record(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    with tempfile.TemporaryDirectory(prefix="pmo-bench-") as tmp:
+        os.chmod(tmp, 0o755)  # noqa: S103 - the embedded server may run as its own user
+        url = os.environ.get("PMO_DATABASE_URL")
+        with tansu(free_port()) as bootstrap:
+            if url is None:
+                with embedded_postgres(Path(tmp) / "pg") as embedded:
+                    await rounds(bootstrap, embedded, record)
+            else:
+                await rounds(bootstrap, url, record)
+    return [
+        summarise(
+            "broker baseline: raw produce + consume", "msgs/s", results["broker"], "reference"
+        ),
+        summarise("postgres single-row commits", "commits/s", results["commits"], "reference"),
+        summarise(
+            "scoring 100k projects (domain only)",
+            "s",
+            results["scoring"],
+            "<= 3 s incl. persistence and publishing",
+        ),
+        summarise("greedy replan 1000 x 200 x 24", "s", results["greedy"], "<= 0.1 s"),
+        summarise(
+            "greedy plan / LP bound",
+            "ratio",
+            results["greedy_ratio"],
+            "reference (~0.89 elsewhere)",
+        ),
+        summarise("optimiser 10 s / LP bound", "ratio", results["optimiser"], ">= 0.95"),
+    ]
+
+
+def report(rows: list[dict[str, Any]]) -> None:
+    out = Path("bench-results")
+    out.mkdir(exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(rows, indent=2))
+    width = max(len(r["row"]) for r in rows)
+    for r in rows:
+        spread = f"({r['min']:.4g}..{r['max']:.4g})"
+        line = f"{r['row']:<{width}}  {r['median']:>12.4g} {r['unit']:<9} {spread}"
+        print(f"{line}  target {r['target']}")
+
+
+async def rounds(bootstrap: str, url: str, record: Callable[[str, float], None]) -> None:
+    for _ in range(ROUNDS):  # interleaved: every row once per round
+        record("broker", await broker_baseline(bootstrap))
+        record("commits", await single_row_commits(url))
+        record("scoring", await _thread(scoring_100k))
+        record("greedy", await _thread(greedy_replan))
+        record("greedy_ratio", await _thread(greedy_ratio))
+        record("optimiser", await _thread(optimiser_ratio))
+
+
+def _thread(fn: Callable[[], float]) -> Awaitable[float]:
+    return asyncio.to_thread(fn)
+
+
+if __name__ == "__main__":
+    report(asyncio.run(main()))
