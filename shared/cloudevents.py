@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-
-from pydantic import BaseModel
+from typing import ClassVar, Protocol
 
 from shared.outbox import OutboxMessage
 
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
+
+
+class TypedEvent(Protocol):
+    """An event contract: it knows its CloudEvents type and serialises itself."""
+
+    TYPE: ClassVar[str]
+
+    def model_dump_json(self) -> str: ...
 
 
 def headers(
@@ -31,18 +38,22 @@ def event_message(
     *,
     topic: str,
     key: str,
-    event: BaseModel,
-    event_type: str,
+    event: TypedEvent,
     event_id: str,
     source: str,
     time: datetime,
 ) -> OutboxMessage:
-    """An internal event as an outbox record: JSON value, CloudEvents headers, keyed."""
+    """An internal event as an outbox record: JSON value, CloudEvents headers (the type is the
+    event class's own ``TYPE``), keyed."""
     return OutboxMessage(
         topic=topic,
         key=key.encode(),
         value=event.model_dump_json().encode(),
         headers=headers(
-            event_id=event_id, event_type=event_type, source=source, time=time, subject=key
+            event_id=event_id,
+            event_type=type(event).TYPE,
+            source=source,
+            time=time,
+            subject=key,
         ),
     )

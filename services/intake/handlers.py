@@ -103,7 +103,6 @@ class IntakeHandler:
             topic=self._topics(Topic.PROJECTS),
             key=event.project_key,
             event=event,
-            event_type=ProjectChanged.TYPE,
             event_id=event_id(event.submission_id),
             source="pmo/intake",
             time=now,

@@ -99,7 +99,6 @@ class ReportingHandler:
             topic=self._topics(Topic.PORTFOLIO_PROJECTS),
             key=row.project_key,
             event=row,
-            event_type=PortfolioProject.TYPE,
             event_id=f"reporting:{row.project_key}:{version}",
             source="pmo/reporting",
             time=now,
