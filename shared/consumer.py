@@ -26,7 +26,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from shared import logs, metrics
+from shared import logs, metrics, tracing
 from shared.consumer_record import Record
 from shared.errors import Reason, TransientError, is_transient
 from shared.settings import ServiceSettings
@@ -156,12 +156,16 @@ def subscribe(
     settings: ServiceSettings,
     runner: BatchRunner,
     service: str,
+    traces: tracing.Tracing | None = None,
 ) -> None:
     """Register ``runner`` as the batch consumer of ``topics`` in the service's group.
 
     Ack policy is MANUAL on purpose: FastStream's default commits before processing, and ACK
     commits after a failure too. Here the offset is committed only after the handler's
-    transaction has committed, and rewound when the batch could not be processed."""
+    transaction has committed, and rewound when the batch could not be processed.
+
+    With ``traces`` enabled, each batch is processed inside its span (see shared.tracing)."""
+    traces = traces or tracing.Tracing(service, None)
 
     @broker.subscriber(
         *topics,
@@ -184,13 +188,15 @@ def subscribe(
             + (f" {first.header('ce_id')}" if first.header("ce_id") else "")
         )
         started = time.perf_counter()
-        try:
-            await runner.process(records)
-        except RetryExhausted:
-            metrics.REWINDS.labels(service).inc()
-            log.warning("retries exhausted; rewinding %d records for redelivery", len(records))
-            await message.nack()
-            return
+        with traces.batch(records, group=settings.group_id) as span:
+            try:
+                await runner.process(records)
+            except RetryExhausted:
+                metrics.REWINDS.labels(service).inc()
+                log.warning("retries exhausted; rewinding %d records for redelivery", len(records))
+                tracing.failed(span, "retries exhausted; rewound for redelivery")
+                await message.nack()
+                return
         await message.ack()
         metrics.BATCHES.labels(service).observe(time.perf_counter() - started)
         await _record_lag(message.consumer, service)

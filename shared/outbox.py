@@ -23,6 +23,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from shared.errors import is_transient
+from shared.tracing import context_headers
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,20 @@ class OutboxMessage:
 
 
 async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) -> None:
-    """Append messages to the outbox inside the caller's transaction."""
+    """Append messages to the outbox inside the caller's transaction.
+
+    The trace context current now (the consumed batch's or the HTTP request's span) is stored
+    with each row: the relay publishes later, from a context of its own."""
     if not messages:
         return
+    trace = context_headers()
     await conn.copy_records_to_table(
         "outbox",
         columns=("topic", "key", "value", "headers"),
-        records=[(m.topic, m.key, m.value, json.dumps(m.headers)) for m in messages],
+        records=[
+            (m.topic, m.key, m.value, json.dumps({**m.headers, **trace} if trace else m.headers))
+            for m in messages
+        ],
     )
 
 

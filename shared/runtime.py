@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import logs, metrics
+from shared import logs, metrics, tracing
 from shared.broker import make_broker
 from shared.consumer import BatchHandler, BatchRunner, RetryPolicy, subscribe
 from shared.consumer_record import Record
@@ -51,6 +51,7 @@ class ServiceRuntime:
         self.database = database
         self.topics = TopicNames(kafka.topic_prefix)
         self.broker = make_broker(kafka, client_id=f"{kafka.client_id}-{name}")
+        self.tracing = tracing.Tracing(name, tracing.provider_from_environment(name))
         self._pool: asyncpg.Pool[Any] | None = None
         self._relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
@@ -136,6 +137,8 @@ class ServiceRuntime:
         finally:
             if self._pool is not None:
                 self._pool.terminate() if self._pool.is_closing() else await self._close_pool()
+            # Spans still buffered are exported (bounded by the exporter's timeout).
+            await asyncio.to_thread(self.tracing.shutdown)
         log.info("%s stopped", self.name)
 
     async def _step(self, what: str, step: Awaitable[Any]) -> None:
@@ -216,7 +219,14 @@ class ServiceRuntime:
             """Requests carry their X-Request-ID (or get one) into the logs and back."""
             request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
             logs.correlation_id.set(request_id)
-            response = await call_next(request)
+            path = request.url.path
+            probe = path.startswith(("/health/", "/metrics"))
+            with (
+                contextlib.nullcontext()
+                if probe
+                else runtime.tracing.request(request.method, path, request.headers)
+            ):
+                response = await call_next(request)
             response.headers["X-Request-ID"] = request_id
             return response
 
@@ -277,6 +287,7 @@ def assemble(
         settings=settings,
         runner=runner,
         service=name,
+        traces=runtime.tracing,
     )
     return runtime
 

@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
 
 from services.capacity.app import build as build_capacity
 from services.capacity.settings import CapacitySettings
@@ -79,6 +80,7 @@ async def running(
     kafka: KafkaSettings,
     services: Sequence[str] = SERVICES,
     plan_start: str = "2027-01",
+    tracer_providers: Mapping[str, TracerProvider] | None = None,
 ) -> AsyncIterator[System]:
     await migrate(database.url, [service_component(s) for s in SERVICES])
     builders = {
@@ -90,6 +92,8 @@ async def running(
     }
     settings = ReportingSettings(api_token=TOKEN, max_records=100)
     reporting = build_reporting(settings, kafka, database)
+    providers = tracer_providers or {}
+    reporting.tracing.use(providers.get("reporting"))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -100,7 +104,9 @@ async def running(
     async with contextlib.AsyncExitStack() as stack:
         for name in services:
             if name in builders:
-                runtimes[name] = await stack.enter_async_context(builders[name]())
+                runtime = builders[name]()
+                runtime.tracing.use(providers.get(name))
+                runtimes[name] = await stack.enter_async_context(runtime)
         serving = asyncio.create_task(server.serve())
 
         async def started() -> bool:
