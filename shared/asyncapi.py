@@ -184,6 +184,12 @@ _CE_HEADERS = {
     "ce_subject": "The record key",
 }
 
+# Optional: present when the producing service traces (see docs/operations.md).
+_TRACE_HEADERS = {
+    "traceparent": "W3C Trace Context of the work that wrote the event (optional)",
+    "tracestate": "W3C Trace Context vendor state (optional)",
+}
+
 _DLQ_HEADERS = {
     deadletter.REASONS: "JSON list of reasons: `[{path, code, message}]`",
     deadletter.SOURCE_TOPIC: "Topic the refused record came from",
@@ -199,7 +205,7 @@ _DLQ_HEADERS = {
 def _headers(channel: Channel) -> dict[str, Any] | None:
     if channel.event_type is None:
         return None
-    fields = dict(_CE_HEADERS)
+    fields = {**_CE_HEADERS, **_TRACE_HEADERS}
     if channel.topic == Topic.DEAD_LETTERS:
         fields.update(_DLQ_HEADERS)
     properties: dict[str, Any] = {
