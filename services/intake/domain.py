@@ -146,14 +146,21 @@ class PortfolioView:
 
     dependencies: dict[str, list[str]] = field(default_factory=dict)
     names: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (ext id, name)
+    # key -> the name as compared for duplicates, normalised once rather than per submission
+    normalised: dict[str, str] = field(default_factory=dict)
+
+    def add_name(self, key: str, external_id: str, name: str) -> None:
+        self.names[key] = (external_id, name)
+        self.normalised[key] = _normalise(name)
 
     def apply(self, event: ProjectChanged) -> None:
         """Keep the view current within a batch."""
         project = event.project
         self.names.pop(event.project_key, None)
+        self.normalised.pop(event.project_key, None)
         self.dependencies.pop(project.external_id, None)
         if not event.withdrawn:
-            self.names[event.project_key] = (project.external_id, project.name)
+            self.add_name(event.project_key, project.external_id, project.name)
             if project.depends_on:
                 self.dependencies[project.external_id] = list(project.depends_on)
 
@@ -177,17 +184,26 @@ def dependency_cycle(
 
 
 def possible_duplicates(
-    key: str, name: str, names: Mapping[str, tuple[str, str]], limit: int = 3
+    key: str,
+    name: str,
+    names: Mapping[str, tuple[str, str]],
+    limit: int = 3,
+    normalised: Mapping[str, str] | None = None,
 ) -> list[PossibleDuplicate]:
-    """Projects of the portfolio whose names match ``name`` closely (word order ignored)."""
-    choices = {k: _normalise(n) for k, (_, n) in names.items() if k != key}
-    matches = process.extract(
+    """Projects of the portfolio whose names match ``name`` closely (word order ignored).
+
+    ``normalised`` (key -> normalised name, as ``PortfolioView`` keeps it) spares normalising
+    every name of the portfolio for every submission."""
+    if normalised is None:
+        normalised = {k: _normalise(n) for k, (_, n) in names.items()}
+    found = process.extract(
         _normalise(name),
-        choices,
+        normalised,
         scorer=fuzz.token_sort_ratio,
         score_cutoff=DUPLICATE_THRESHOLD * 100,
-        limit=limit,
+        limit=limit + 1,  # the project itself may be among them
     )
+    matches = [m for m in found if m[2] != key][:limit]
     return [
         PossibleDuplicate(
             project_key=other,
@@ -256,7 +272,11 @@ def decide(
                 )
             ]
         )
-    duplicates = possible_duplicates(key, state.name, portfolio.names) if previous is None else []
+    duplicates = (
+        possible_duplicates(key, state.name, portfolio.names, normalised=portfolio.normalised)
+        if previous is None
+        else []
+    )
     return Accepted(
         ProjectChanged(
             project_key=key,

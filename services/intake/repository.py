@@ -83,7 +83,7 @@ class ProjectRepository:
         views: dict[str, PortfolioView] = {}
         for r in rows:
             view = views.setdefault(r["portfolio"], PortfolioView())
-            view.names[r["project_key"]] = (r["external_id"], r["name"])
+            view.add_name(r["project_key"], r["external_id"], r["name"])
             if r["depends_on"]:
                 view.dependencies[r["external_id"]] = list(r["depends_on"])
         return views

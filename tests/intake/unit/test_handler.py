@@ -39,7 +39,7 @@ class FakeProjects:
         for key, p in self.rows.items():
             if p.state.portfolio in portfolios and not p.withdrawn:
                 view = views.setdefault(p.state.portfolio, PortfolioView())
-                view.names[key] = (p.state.external_id, p.state.name)
+                view.add_name(key, p.state.external_id, p.state.name)
                 if p.state.depends_on:
                     view.dependencies[p.state.external_id] = list(p.state.depends_on)
         return views
