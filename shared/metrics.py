@@ -32,6 +32,15 @@ REPLANS = Histogram(
     ["service"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+REPLAN_WAIT = Histogram(
+    "pmo_replan_wait_seconds",
+    "Time a portfolio waited between the first change asking for a replan and the replan",
+    ["service"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+REPLAN_FAILURES = Counter(
+    "pmo_replan_failures_total", "Replans that failed with an unexpected error", ["service"]
+)
 CONSUMER_LAG = Gauge(
     "pmo_consumer_lag",
     "Records behind the end of each assigned partition, after the last committed batch",

@@ -56,6 +56,8 @@ class ServiceRuntime:
         self._relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
+        self._background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+        self._background_tasks: list[asyncio.Task[None]] = []
 
     @property
     def pool(self) -> asyncpg.Pool[Any]:
@@ -68,6 +70,17 @@ class ServiceRuntime:
         if self._relay is None:
             raise RuntimeError(f"{self.name} is not started")
         return self._relay
+
+    def background(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` beside the consumer from start until stop (e.g. capacity's replanner).
+        It should handle its own transient failures; if it dies, readiness fails."""
+        self._background.append((name, work))
+
+    def _died(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.critical(
+                "%s: background task %s died", self.name, task.get_name(), exc_info=task.exception()
+            )
 
     async def dead_letter(self, record: Record, reasons: list[Reason]) -> None:
         """Dead-letter one record in its own transaction (the poison path of the runner).
@@ -115,6 +128,11 @@ class ServiceRuntime:
         await self.broker.start()
         self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.name}-outbox")
         self._monitor_task = asyncio.create_task(self._monitor(), name=f"{self.name}-monitor")
+        for name, work in self._background:
+            task: asyncio.Task[None] = asyncio.ensure_future(work())
+            task.set_name(f"{self.name}-{name}")
+            task.add_done_callback(self._died)
+            self._background_tasks.append(task)
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
@@ -152,7 +170,7 @@ class ServiceRuntime:
             await subscriber.stop()
 
     async def _cancel_tasks(self) -> None:
-        for task in (self._monitor_task, self._relay_task):
+        for task in (*self._background_tasks, self._monitor_task, self._relay_task):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -179,8 +197,11 @@ class ServiceRuntime:
         await self.stop()
 
     async def ready(self) -> dict[str, bool]:
-        """Readiness: the database answers and the broker answers, each within 2 s."""
+        """Readiness: the database answers and the broker answers, each within 2 s, and
+        every background task is running."""
         checks = {"database": False, "broker": False}
+        if self._background_tasks:
+            checks["background"] = not any(t.done() for t in self._background_tasks)
         with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError, RuntimeError):
             async with asyncio.timeout(2):
                 await self.pool.fetchval("SELECT 1")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from services.capacity.handlers import SERVICE, CapacityHandler
 from services.capacity.repository import CapacityUnitOfWork
 from services.capacity.settings import CapacitySettings
+from shared.consumer import BatchHandler
 from shared.runtime import ServiceRuntime, assemble, run
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
@@ -19,21 +20,25 @@ def build(
 ) -> ServiceRuntime:
     settings = settings or CapacitySettings()
     horizon_months, plan_start = settings.horizon_months, settings.plan_start
+
+    def handler(runtime: ServiceRuntime) -> BatchHandler:
+        capacity = CapacityHandler(
+            uow=lambda: CapacityUnitOfWork(runtime.pool),
+            topics=runtime.topics,
+            clock=lambda: datetime.now(UTC),
+            horizon_months=horizon_months,
+            plan_start=plan_start,
+        )
+        runtime.background("replanner", capacity.run_replanner)
+        return capacity.handle
+
     return assemble(
         SERVICE,
         settings,
         kafka,
         database,
         topics=[Topic.PROJECTS, Topic.SCORES, Topic.RESOURCES, Topic.CAPACITY_COMMANDS],
-        handler=lambda runtime: (
-            CapacityHandler(
-                uow=lambda: CapacityUnitOfWork(runtime.pool),
-                topics=runtime.topics,
-                clock=lambda: datetime.now(UTC),
-                horizon_months=horizon_months,
-                plan_start=plan_start,
-            ).handle
-        ),
+        handler=handler,
     )
 
 

@@ -1,8 +1,12 @@
 """Capacity's use cases.
 
-Events (projects, ranks, resources): applied, then each portfolio they touch is replanned once
-per batch (a burst of updates costs one replan), publishing every placement that moved and the
-portfolio's summary (utilisation, conflicts, skill gaps) when it changed — one transaction.
+Events (projects, ranks, resources): applied, and each portfolio they touch is marked as due
+for a replan, in the batch's transaction. The replanner (a task beside the consumer) replans
+each due portfolio in a transaction of its own, publishing every placement that moved and the
+portfolio's summary (utilisation, conflicts, skill gaps) when it changed. Consumption never
+waits for planning, and however many batches touch a portfolio while it is being replanned,
+they cost one more replan: under load replans coalesce, when idle a change is planned at once.
+The request is durable, so a crash between the batch and its replan loses nothing.
 
 Requests (what-if, optimise): computed before that transaction against the plan as it stands,
 so a long optimisation holds no locks; the result is published inside the transaction that
@@ -12,7 +16,9 @@ records the request id, so a redelivered request is answered exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,10 +59,12 @@ from shared.contracts.capacity import (
 from shared.contracts.common import month_from_index, month_index
 from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored, ProjectState
 from shared.contracts.inbound import ResourceUpdate
-from shared.errors import Reason
+from shared.errors import Reason, is_transient
 from shared.events_io import decode_event, decode_json
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
+
+log = logging.getLogger(__name__)
 
 SERVICE = "capacity"
 MAX_RESOURCE_BYTES = 64 * 1024
@@ -136,6 +144,9 @@ class CapacityHandler:
         self._clock = clock
         self._horizon_months = horizon_months
         self._plan_start = plan_start
+        self._replan_wanted = asyncio.Event()
+        # Portfolios whose replan failed unexpectedly, and when to try them again.
+        self._failing: dict[str, float] = {}
 
     def horizon(self, now: datetime) -> Horizon:
         start = month_index(self._plan_start) if self._plan_start else now.year * 12 + now.month - 1
@@ -185,10 +196,7 @@ class CapacityHandler:
                     await repo.resource_revisions({_resource_key(u) for u in resources}),
                 )
             )
-            for portfolio in changed:
-                started = time.perf_counter()
-                out += await self._replan(uow, portfolio, await repo.inputs(portfolio), now)
-                metrics.REPLANS.labels(SERVICE).observe(time.perf_counter() - started)
+            await repo.request_replan(changed)
             for record, item in batch.items:
                 if isinstance(item, WhatIf | Optimise):
                     answer = answers.get(f"request:{item.request_id}")
@@ -198,8 +206,70 @@ class CapacityHandler:
                         answer = await asyncio.to_thread(self._evaluate, item, inputs, now)
                     out.append(self._answer_message(record, item, answer, now))
             await uow.emit(out)
+        if changed:
+            self._replan_wanted.set()
 
     # --- replanning --------------------------------------------------------------------------
+
+    async def replan_due(self, limit: int = 100) -> int:
+        """Replan the portfolios waiting for it (up to ``limit``), each in its own transaction
+        under its portfolio lock; returns how many were replanned."""
+        async with self._uow() as uow:
+            due = await uow.plans.due_replans(limit)
+        done = 0
+        for portfolio in due:
+            if self._failing.get(portfolio, 0.0) > time.monotonic():
+                continue
+            try:
+                done += await self._replan_one(portfolio)
+            except Exception as exc:  # classified: transient ones propagate
+                if is_transient(exc):
+                    raise
+                # A defect met by one portfolio must not stop the planning of the others. Its
+                # request stays (the transaction rolled back) and is retried later; the error
+                # is logged with its traceback and counted, never swallowed silently.
+                metrics.REPLAN_FAILURES.labels(SERVICE).inc()
+                log.exception("replanning %s failed; retrying in 30 s", portfolio)
+                self._failing[portfolio] = time.monotonic() + 30.0
+            else:
+                self._failing.pop(portfolio, None)
+        return done
+
+    async def _replan_one(self, portfolio: str) -> int:
+        now = self._clock()
+        async with self._uow() as uow:
+            await uow.lock(portfolio)
+            waited = await uow.plans.take_replan(portfolio)
+            if waited is None:  # another replica replanned it first
+                return 0
+            started = time.perf_counter()
+            inputs = await uow.plans.inputs(portfolio)
+            await uow.emit(await self._replan(uow, portfolio, inputs, now))
+        metrics.REPLANS.labels(SERVICE).observe(time.perf_counter() - started)
+        metrics.REPLAN_WAIT.labels(SERVICE).observe(waited)
+        return 1
+
+    async def run_replanner(self, poll_seconds: float = 1.0) -> None:
+        """Replan due portfolios until cancelled: at once when a batch asks, and every
+        ``poll_seconds`` for requests left by another replica or before a restart. Transient
+        failures back off and retry."""
+        backoff = 0.05
+        while True:
+            self._replan_wanted.clear()
+            try:
+                replanned = await self.replan_due()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("replanner: transient failure, retrying", exc_info=exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            if replanned >= 100:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._replan_wanted.wait(), poll_seconds)
 
     async def _replan(
         self, uow: CapacityUnitOfWork, portfolio: str, inputs: PortfolioInputs, now: datetime

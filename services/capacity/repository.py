@@ -188,6 +188,39 @@ class CapacityRepository:
             digest,
         )
 
+    async def request_replan(self, portfolios: Sequence[str]) -> None:
+        """Mark ``portfolios`` as due for a replan (keeping the earliest request time)."""
+        if portfolios:
+            await self._conn.execute(
+                "INSERT INTO portfolios (portfolio, replan_requested_at)"
+                " SELECT p, now() FROM unnest($1::text[]) AS p"
+                " ON CONFLICT (portfolio) DO UPDATE SET replan_requested_at ="
+                " coalesce(portfolios.replan_requested_at, excluded.replan_requested_at)",
+                list(portfolios),
+            )
+
+    async def due_replans(self, limit: int) -> list[str]:
+        """Portfolios waiting for a replan, the longest-waiting first."""
+        rows = await self._conn.fetch(
+            "SELECT portfolio FROM portfolios WHERE replan_requested_at IS NOT NULL"
+            " ORDER BY replan_requested_at LIMIT $1",
+            limit,
+        )
+        return [r["portfolio"] for r in rows]
+
+    async def take_replan(self, portfolio: str) -> float | None:
+        """Clear ``portfolio``'s replan request (in the caller's transaction, under the
+        portfolio lock); returns how long it waited in seconds, or None if none was due."""
+        waited: float | None = await self._conn.fetchval(
+            "UPDATE portfolios SET replan_requested_at = NULL"
+            " FROM (SELECT replan_requested_at AS at FROM portfolios"
+            "       WHERE portfolio = $1 FOR UPDATE) AS due"
+            " WHERE portfolio = $1 AND due.at IS NOT NULL"
+            " RETURNING extract(epoch FROM clock_timestamp() - due.at)::float8",
+            portfolio,
+        )
+        return waited
+
     async def next_plan_version(self, portfolio: str) -> int:
         version: int = await self._conn.fetchval(
             "INSERT INTO portfolios (portfolio, plan_version) VALUES ($1, 1)"

@@ -176,8 +176,8 @@ async def test_a_burst_of_a_thousand_updates_costs_a_handful_of_replans(system: 
 
     await eventually(all_planned, within=120, what="a thousand projects planned")
     replans = _replans() - before
-    # Capacity reads up to 500 records a batch and replans each portfolio once per batch:
-    # project events and their score events make a few dozen batches at most, not thousands.
+    # Batches only mark the portfolio as due; the replanner replans it once however many
+    # batches marked it meanwhile: a few dozen replans at most, not thousands.
     assert 1 <= replans <= 60, replans
 
     gaps = await system.api.get("/api/v1/portfolios/retail/skill-gaps")
