@@ -1,0 +1,69 @@
+"""The fault suite's fixtures and its table, printed at the end of the run and written to
+``tests/artifacts/reliability.json``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from tests.reliability import harness
+
+ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "reliability.json"
+
+
+@pytest.fixture
+async def rig(
+    pg_server_url: str, kafka_bootstrap: str, tmp_path: Path
+) -> AsyncIterator[harness.Rig]:
+    """A fresh database and topic prefix on the session's broker; services are started by the
+    test (``await rig.pipeline()``) and killed at the end."""
+    async with harness.rig(pg_server_url, kafka_bootstrap, tmp_path / "logs") as the_rig:
+        yield the_rig
+
+
+def table(rows: list[harness.Figures]) -> list[str]:
+    head = ("scenario", "events", "lost", "duplicated", "dead-lettered", "recovery s")
+    body = [
+        (
+            f.scenario,
+            f"{f.events:,}",
+            str(f.lost),
+            str(f.duplicated),
+            str(f.dead_lettered),
+            "—" if f.recovery_seconds is None else f"{f.recovery_seconds:.1f}",
+        )
+        for f in rows
+    ]
+    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)]
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not harness.RESULTS:
+        return
+    sizes = harness.SIZES
+    mode = "full (PMO_RELIABILITY_FULL=1)" if harness.FULL else "default (make test)"
+    terminalreporter.section(f"reliability: {mode}")
+    for text in table(harness.RESULTS):
+        terminalreporter.write_line(text)
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACT.write_text(
+        json.dumps(
+            {
+                "full": harness.FULL,
+                "sizes": asdict(sizes),
+                "rows": [f.row() for f in harness.RESULTS],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    terminalreporter.write_line(f"written to {ARTIFACT}")
