@@ -4,16 +4,19 @@ CSV, paginated with a capped page size, and ``as_of`` any past instant. What-if 
 requested here too (admin scope) and answered by the capacity service."""
 
 import csv
+import inspect
 import io
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
 from services.reporting.repository import ProjectFilter, ReadModelQueries
@@ -203,6 +206,19 @@ class ScenarioRequest(BaseModel):
     objective: Literal["score", "value"] = "score"
     time_limit_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
 
+    @model_validator(mode="after")
+    def _one_question(self) -> "ScenarioRequest":
+        # A model rule, so the 422 has the documented shape (a list of errors), not a string.
+        if (self.scenario is None) == (not self.optimise):
+            raise ValueError("give either a scenario or optimise: true")
+        return self
+
+
+class Problem(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
 
 class ScenarioStatus(BaseModel):
     request_id: str
@@ -231,6 +247,22 @@ def _wants_csv(request: Request, fmt: Format | None) -> bool:
     return "text/csv" in request.headers.get("accept", "")
 
 
+def refuse_nul(request: Request) -> None:
+    """A 422 for a NUL character in the path or the query: no stored value can hold one
+    (Postgres text cannot), and the database would refuse the query with an error."""
+    errors = [
+        {"type": "string_nul", "loc": [where, name], "msg": "NUL characters are not allowed"}
+        for where, items in (
+            ("path", request.path_params.items()),
+            ("query", request.query_params.multi_items()),
+        )
+        for name, value in items
+        if "\x00" in str(value)
+    ]
+    if errors:
+        raise RequestValidationError(errors)
+
+
 SubmitScenario = Callable[[str, dict[str, Any], str], Awaitable[None]]
 
 
@@ -243,9 +275,7 @@ def api_router(
     request (portfolio, request body, author) through reporting's outbox."""
     tokens = TokenBook(settings.api_token.get_secret_value(), settings.api_tokens)
 
-    def principal(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
+    def authenticate(credentials: HTTPAuthorizationCredentials | None) -> Principal:
         found = tokens.find(credentials.credentials) if credentials else None
         if found is None:
             raise HTTPException(
@@ -254,6 +284,44 @@ def api_router(
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return found
+
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        return authenticate(credentials)
+
+    class AuthenticatedRoute(APIRoute):
+        """Authentication before anything else reads the request. FastAPI decodes a JSON body
+        before it solves dependencies, so a malformed body would otherwise get a 422 (and its
+        parser's message) before a missing token got its 401.
+
+        Every route documents the refusals it can give (401, 403, and 404 for a portfolio the
+        token may not see) and, where ``format`` is a parameter, its CSV answer."""
+
+        def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+            responses: dict[int | str, dict[str, Any]] = {
+                401: {"model": Problem, "description": "No valid bearer token"},
+                403: {"model": Problem, "description": "The token lacks a scope"},
+            }
+            if "{portfolio}" in path:
+                responses[404] = {
+                    "model": Problem,
+                    "description": "No such portfolio, or not one this token may see",
+                }
+            if "fmt" in inspect.signature(endpoint).parameters:
+                responses[200] = {"content": {"text/csv": {"schema": {"type": "string"}}}}
+            kwargs["responses"] = responses | (kwargs.get("responses") or {})
+            super().__init__(path, endpoint, **kwargs)
+
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
+
+            async def authenticated(request: Request) -> Response:
+                authenticate(await _bearer(request))
+                refuse_nul(request)
+                return await handler(request)
+
+            return authenticated
 
     def reader(portfolio: str, who: Annotated[Principal, Depends(principal)]) -> Principal:
         if READ not in who.scopes:
@@ -270,12 +338,13 @@ def api_router(
 
     Reader = Annotated[Principal, Depends(reader)]
     Limit = Annotated[int, Query(ge=1, description="Page size; capped by the server.")]
-    Offset = Annotated[int, Query(ge=0)]
+    # Postgres's OFFSET is a bigint: anything larger is refused here, not by the database.
+    Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
     AsOf = Annotated[
         datetime | None, Query(description="Read the portfolio as it was at this instant.")
     ]
     Fmt = Annotated[Format | None, Query(alias="format", description="json (default) or csv")]
-    router = APIRouter(prefix="/api/v1")
+    router = APIRouter(prefix="/api/v1", route_class=AuthenticatedRoute)
 
     def capped(limit: int) -> int:
         return min(limit, settings.max_page_size)
@@ -491,10 +560,6 @@ def api_router(
         """Ask capacity to evaluate a what-if scenario, or to optimise; poll the result."""
         if submit is None:
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "scenarios unavailable")
-        if (body.scenario is None) == (not body.optimise):
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, "give either a scenario or optimise: true"
-            )
         request_id = str(uuid.uuid4())
         message: dict[str, Any] = {
             "request_id": request_id,

@@ -171,7 +171,8 @@ def dashboard_router(
         who = tokens.find(credentials.credentials) if credentials else None
         if who is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token required")
-        if READ not in who.scopes or not who.can_see(portfolio):
+        # A NUL cannot be in any stored portfolio id (nor may it reach the database).
+        if READ not in who.scopes or not who.can_see(portfolio) or "\x00" in portfolio:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such portfolio")
         return who
 

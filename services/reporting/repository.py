@@ -349,11 +349,11 @@ class ReadModelQueries:
             " GROUP BY stage ORDER BY stage",
             *args,
         )
-        args2: list[Any] = [f"{portfolio}/%"]
+        # starts_with, not LIKE: a portfolio id may contain % or _, which LIKE reads as wildcards.
         refused = await self._pool.fetchval(
-            "SELECT count(*) FROM dead_letters WHERE consumer = 'intake' AND record_key LIKE $1"
-            " AND ($2::timestamptz IS NULL OR received_at <= $2)",
-            *args2,
+            "SELECT count(*) FROM dead_letters WHERE consumer = 'intake'"
+            " AND starts_with(record_key, $1) AND ($2::timestamptz IS NULL OR received_at <= $2)",
+            f"{portfolio}/",
             as_of,
         )
         return {"stages": [dict(r) for r in stages], "rejected_submissions": refused}
