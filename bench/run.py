@@ -1,11 +1,19 @@
-"""``make bench``: the rows measured so far, each the median of three interleaved rounds with
-their spread, printed as a table and written to bench-results/bench.json.
+"""``make bench``: every row the median of three interleaved rounds with their spread, printed
+as a table and written to bench-results/bench.json; a row with a target says whether the
+median meets it.
 
-Rows implemented: the broker baseline (raw aiokafka produce + consume), single-row commits per
-second on this Postgres, the pipeline through the four services (and its ratio to the broker,
-commit amortisation, peak memory per service), the scoring domain on 100,000 projects, the
+Rows: the broker baseline (raw aiokafka produce + consume), single-row commits per second on
+this Postgres, the pipeline through the four services (and its ratio to the broker, commit
+amortisation, peak memory per service), freshness (publish -> visible in the reporting API at
+half the pipeline's rate, and its ratio to one raw produce -> consume hop; bench/freshness.py),
+framework overhead (a FastStream relay / the same relay in aiokafka; bench/relay.py), the
+ranking endpoint under 50 clients (bench/api.py), the scoring domain on 100,000 projects, the
 greedy replan of 1,000 projects x 200 teams x 24 months, and the optimiser against the LP
-bound. Freshness, framework overhead and the API row are still to come (docs/performance.md).
+bound.
+
+A full run takes about ten minutes on two cores. ``python -m bench.run --quick`` runs the same
+rows with small sizes (to check that they work, not to quote) and writes
+bench-results/bench-quick.json.
 """
 
 from __future__ import annotations
@@ -15,9 +23,12 @@ import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +36,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.api import reporting_api
+from bench.freshness import freshness, hop
 from bench.pipeline import pipeline
+from bench.relay import framework_overhead
 from services.capacity.domain.optimiser import build, heuristics, lp_relaxation, objective_of, solve
 from services.capacity.domain.planner import plan
 from services.capacity.domain.synthetic import portfolio
@@ -38,6 +52,27 @@ from shared.local import embedded_postgres, free_port, tansu
 ROUNDS = 3
 PIPELINE_SUBMISSIONS = 5000
 PAYLOAD = 1024  # bytes, about a submission's size
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    pipeline_submissions: int = PIPELINE_SUBMISSIONS
+    freshness_seconds: float = 20.0  # of publishing at half the pipeline's rate
+    hop_seconds: float = 10.0
+    relay_messages: int = 30_000
+    api_projects: int = 10_000
+    api_clients: int = 50
+    api_seconds: float = 8.0  # per endpoint, after a one-second warm-up
+
+
+FULL = Sizes()
+QUICK = Sizes(
+    pipeline_submissions=800,
+    freshness_seconds=4.0,
+    hop_seconds=2.0,
+    relay_messages=5_000,
+    api_seconds=2.0,
+)
 
 
 async def broker_baseline(bootstrap: str, messages: int = 50_000) -> float:
@@ -148,6 +183,15 @@ def greedy_ratio() -> float:
     return objective_of(model, starts) / bound
 
 
+def judged(
+    name: str, unit: str, values: list[float], target: str, met: Callable[[float], bool]
+) -> dict[str, Any]:
+    """A row with a target: ``met`` says whether the median meets it."""
+    row = summarise(name, unit, values, target)
+    row["met"] = met(row["median"])
+    return row
+
+
 def summarise(name: str, unit: str, values: list[float], target: str) -> dict[str, Any]:
     return {
         "row": name,
@@ -160,7 +204,7 @@ def summarise(name: str, unit: str, values: list[float], target: str) -> dict[st
     }
 
 
-async def main() -> list[dict[str, Any]]:
+async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="pmo-bench-") as tmp:
         os.chmod(tmp, 0o755)  # noqa: S103 - the embedded server may run as its own user
@@ -168,9 +212,9 @@ async def main() -> list[dict[str, Any]]:
         with tansu(free_port()) as bootstrap:
             if url is None:
                 with embedded_postgres(Path(tmp) / "pg") as embedded:
-                    await rounds(bootstrap, embedded, results)
+                    await rounds(bootstrap, embedded, results, sizes)
             else:
-                await rounds(bootstrap, url, results)
+                await rounds(bootstrap, url, results, sizes)
     rows = [
         summarise(
             "broker baseline: raw produce + consume", "msgs/s", results["broker"], "reference"
@@ -191,6 +235,7 @@ async def main() -> list[dict[str, Any]]:
         summarise("greedy plan / LP bound", "ratio", results["greedy_ratio"], "reference"),
         summarise("optimiser 10 s / LP bound", "ratio", results["optimiser"], ">= 0.95"),
     ]
+    rows += new_rows(results)
     rows += [
         summarise(f"peak RSS {name[4:]} during the pipeline", "MiB", values, "reference")
         for name, values in sorted(results.items())
@@ -199,22 +244,80 @@ async def main() -> list[dict[str, Any]]:
     return rows
 
 
-def report(rows: list[dict[str, Any]]) -> None:
+def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Freshness, framework overhead and the reporting API."""
+    return [
+        judged(
+            "freshness p50: publish to visible in API",
+            "ms",
+            results["fresh_p50"],
+            "<= 50 ms",
+            lambda v: v <= 50,
+        ),
+        judged(
+            "freshness p99: publish to visible in API",
+            "ms",
+            results["fresh_p99"],
+            "<= 250 ms",
+            lambda v: v <= 250,
+        ),
+        summarise("raw produce -> consume hop p50", "ms", results["hop_p50"], "reference"),
+        summarise("raw produce -> consume hop p99", "ms", results["hop_p99"], "reference"),
+        summarise("freshness p50 / raw hop p50", "ratio", results["fresh_hop_p50"], "reference"),
+        summarise("freshness p99 / raw hop p99", "ratio", results["fresh_hop_p99"], "reference"),
+        summarise(
+            "freshness: offered rate (pipeline / 2)", "subs/s", results["fresh_rate"], "reference"
+        ),
+        summarise("freshness: observer poll period", "ms", results["fresh_poll_ms"], "reference"),
+        summarise(
+            "freshness: observer request round trip",
+            "ms",
+            results["fresh_rtt_ms"],
+            "reference",
+        ),
+        summarise("relay: FastStream batch", "msgs/s", results["relay_fs"], "reference"),
+        summarise("relay: hand-written aiokafka", "msgs/s", results["relay_ak"], "reference"),
+        judged(
+            "FastStream relay / aiokafka relay",
+            "ratio",
+            results["relay_ratio"],
+            ">= 0.7",
+            lambda v: v >= 0.7,
+        ),
+        judged(
+            "ranking API p99, 10k projects, 50 clients",
+            "ms",
+            results["api_p99"],
+            "<= 50 ms",
+            lambda v: v <= 50,
+        ),
+        summarise("ranking API p50, same load", "ms", results["api_p50"], "reference"),
+        summarise("ranking API throughput", "req/s", results["api_rps"], "reference"),
+        summarise("/health/live p99, same load", "ms", results["live_p99"], "reference"),
+        summarise("/health/live throughput", "req/s", results["live_rps"], "reference"),
+        summarise("ranking p99 / /health/live p99", "ratio", results["api_live_p99"], "reference"),
+    ]
+
+
+def report(rows: list[dict[str, Any]], name: str = "bench.json") -> None:
     out = Path("bench-results")
     out.mkdir(exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(rows, indent=2))
+    (out / name).write_text(json.dumps(rows, indent=2))
     width = max(len(r["row"]) for r in rows)
     for r in rows:
         spread = f"({r['min']:.4g}..{r['max']:.4g})"
         line = f"{r['row']:<{width}}  {r['median']:>12.4g} {r['unit']:<9} {spread}"
-        print(f"{line}  target {r['target']}")
+        verdict = "" if r.get("met") is None else " - met" if r["met"] else " - NOT met"
+        print(f"{line}  target {r['target']}{verdict}")
 
 
-async def rounds(bootstrap: str, url: str, results: dict[str, list[float]]) -> None:
+async def rounds(
+    bootstrap: str, url: str, results: dict[str, list[float]], sizes: Sizes = FULL
+) -> None:
     def record(name: str, value: float) -> None:
         results.setdefault(name, []).append(value)
 
-    for _ in range(ROUNDS):  # interleaved: every row once per round
+    for index in range(ROUNDS):  # interleaved: every row once per round
         broker = await broker_baseline(bootstrap)
         commits = await single_row_commits(url)
         record("broker", broker)
@@ -223,13 +326,61 @@ async def rounds(bootstrap: str, url: str, results: dict[str, list[float]]) -> N
         record("greedy", await asyncio.to_thread(greedy_replan))
         record("greedy_ratio", await asyncio.to_thread(greedy_ratio))
         record("optimiser", await asyncio.to_thread(optimiser_ratio))
-        result = await pipeline(bootstrap, url, PIPELINE_SUBMISSIONS)
+        result = await pipeline(bootstrap, url, sizes.pipeline_submissions)
         record("pipeline", result.per_second)
         record("pipeline_ratio", result.per_second / broker)
         record("amortisation", result.events_per_second / commits)
         for service, mb in result.peak_rss_mb.items():
             record(f"rss_{service}", mb)
+        await new_row_round(bootstrap, url, record, sizes, result.per_second / 2, index)
+
+
+async def new_row_round(
+    bootstrap: str,
+    url: str,
+    record: Callable[[str, float], None],
+    sizes: Sizes,
+    rate: float,
+    index: int,
+) -> None:
+    """One round of freshness (at ``rate``, half this round's pipeline figure), framework
+    overhead and the reporting API."""
+    raw = await hop(bootstrap, rate, sizes.hop_seconds)
+    fresh = await freshness(bootstrap, url, rate, sizes.freshness_seconds)
+    record("hop_p50", raw.p50_ms)
+    record("hop_p99", raw.p99_ms)
+    record("fresh_p50", fresh.latency.p50_ms)
+    record("fresh_p99", fresh.latency.p99_ms)
+    record("fresh_hop_p50", fresh.latency.p50_ms / raw.p50_ms)
+    record("fresh_hop_p99", fresh.latency.p99_ms / raw.p99_ms)
+    record("fresh_rate", fresh.offered_per_second)
+    record("fresh_poll_ms", fresh.poll_period_ms)
+    record("fresh_rtt_ms", (fresh.poll_rtt_ms + fresh.check_rtt_ms) / 2)
+    fs, ak = await framework_overhead(
+        bootstrap, sizes.relay_messages, PAYLOAD, faststream_first=index % 2 == 0
+    )
+    record("relay_fs", fs)
+    record("relay_ak", ak)
+    record("relay_ratio", fs / ak)
+    api = await reporting_api(
+        bootstrap,
+        url,
+        projects=sizes.api_projects,
+        clients=sizes.api_clients,
+        seconds=sizes.api_seconds,
+    )
+    record("api_p50", api.ranking.p50_ms)
+    record("api_p99", api.ranking.p99_ms)
+    record("api_rps", api.ranking.per_second)
+    record("live_p99", api.live.p99_ms)
+    record("live_rps", api.live.per_second)
+    record("api_live_p99", api.ranking.p99_ms / api.live.p99_ms)
 
 
 if __name__ == "__main__":
-    report(asyncio.run(main()))
+    quick = "--quick" in sys.argv[1:]
+    started = time.perf_counter()
+    report(
+        asyncio.run(main(QUICK if quick else FULL)), "bench-quick.json" if quick else "bench.json"
+    )
+    print(f"{'quick ' if quick else ''}run took {time.perf_counter() - started:.0f} s")

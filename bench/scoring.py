@@ -26,17 +26,16 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from bench.harness import fresh_database
 from services.scoring.domain.inputs import ScoringInputs
 from services.scoring.handlers import ScoringHandler
 from services.scoring.repository import ScoringRepository, ScoringUnitOfWork
 from shared.consumer_record import Record
 from shared.contracts.events import ProjectState
 from shared.db import create_pool
-from shared.migrations import migrate, service_component
 from shared.outbox import OutboxMessage
 from shared.settings import role_url
 from shared.topics import Topic, TopicNames
@@ -321,15 +320,7 @@ async def full_rescore(
     ``outbox`` (writing the outbox rows), ``commit``, and ``domain`` (everything else: scoring,
     ranking, building the events). With ``bootstrap``, ``relay`` is the time the outbox relay
     then takes to publish every row to that broker."""
-    name = f"pmo_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-    try:
-        await migrate(url, [service_component("scoring")])
+    async with fresh_database(server_url, ["scoring"]) as url:
         pool = await create_pool(
             role_url(url, "pmo_scoring"), schema="scoring", application_name="bench-scoring"
         )
@@ -354,12 +345,6 @@ async def full_rescore(
             return result
         finally:
             await pool.close()
-    finally:
-        admin = await asyncpg.connect(server_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
 
 
 async def _main(args: argparse.Namespace) -> None:
