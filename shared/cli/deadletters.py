@@ -52,6 +52,36 @@ class DeadLetter:
         return not code or any(r.get("code") == code for r in self.reasons)
 
 
+def describe(letter: DeadLetter) -> str:
+    """A dead letter as text for a person: where it came from, why it was refused (one reason a
+    line, with its field path and code), every header, and the original key and value (JSON
+    indented when it parses, bytes escaped when it is not text)."""
+    record = letter.record
+    lines = [
+        f"dead letter {letter.position}",
+        f"  refused by  {letter.consumer}",
+        f"  came from   {letter.source}",
+        "reasons:",
+    ]
+    lines += [
+        f"  {r.get('path') or '<message>'}: {r.get('code')} - {r.get('message')}"
+        for r in letter.reasons
+    ] or ["  (none recorded)"]
+    lines.append("headers:")
+    lines += [
+        f"  {name} = {bytes(value).decode('utf-8', 'backslashreplace')}"
+        for name, value in record.headers
+    ]
+    lines.append(f"key: {(record.key or b'').decode('utf-8', 'backslashreplace')}")
+    value = record.value or b""
+    try:
+        shown = json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+    except ValueError:
+        shown = value.decode("utf-8", "backslashreplace")
+    lines += [f"value ({len(value)} bytes):", shown]
+    return "\n".join(lines)
+
+
 async def read_all(kafka: KafkaSettings, *, idle_seconds: float = 2.0) -> list[DeadLetter]:
     """Every dead letter, from the beginning of the topic. The end is where nothing new has
     arrived for ``idle_seconds`` (a broker's high watermark is not trusted for this)."""

@@ -16,7 +16,7 @@ from shared.admin import ensure_topics
 from shared.cli import capacity as capacity_cli
 from shared.cli import importer
 from shared.cli import scoring as scoring_cli
-from shared.cli.deadletters import read_all, replay_records
+from shared.cli.deadletters import describe, read_all, replay_records
 from shared.migrations import SERVICES, migrate, service_component, status
 from shared.settings import DatabaseSettings, KafkaSettings
 
@@ -29,7 +29,7 @@ app.add_typer(scoring_cli.app, name="scoring")
 app.add_typer(capacity_cli.app, name="capacity")
 app.command("ranking")(scoring_cli.ranking)
 dlq_app = typer.Typer(no_args_is_help=True)
-app.add_typer(dlq_app, name="deadletters", help="List and replay dead letters.")
+app.add_typer(dlq_app, name="deadletters", help="List, inspect and replay dead letters.")
 console = Console()
 
 
@@ -152,6 +152,18 @@ def deadletters_list(
             table.add_row("", "", "", "", (d.record.value or b"")[:2000].decode("utf-8", "replace"))
     console.print(table)
     console.print(f"{len(letters)} dead letter(s)")
+
+
+@dlq_app.command("inspect")
+def deadletters_inspect(
+    position: Annotated[str, typer.Argument(help="partition:offset, as `list` shows it.")],
+) -> None:
+    """One dead letter in full: origin, every reason, every header, the original key and value."""
+    found = [d for d in asyncio.run(read_all(KafkaSettings())) if d.position == position]
+    if not found:
+        console.print(f"no dead letter at {position}")
+        raise typer.Exit(1)
+    console.print(describe(found[0]), markup=False, highlight=False)
 
 
 @dlq_app.command("replay")

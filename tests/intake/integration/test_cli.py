@@ -85,6 +85,20 @@ async def test_import_then_replay_a_dead_letter_after_the_cause_is_fixed(
     assert code == 0, out
     assert "1 dead letter(s)" in out
     assert "B -> A -> B" in out
+    position = next(
+        line.split("│")[1].strip() for line in out.splitlines() if "dependency_cycle" in line
+    )
+    code, out = await pmo(kafka, "deadletters", "inspect", position)
+    assert code == 0, out
+    assert f"dead letter {position}" in out
+    assert "refused by  intake" in out
+    assert "dependency_cycle" in out
+    assert "pmo_dlq_source_topic = " in out
+    assert "key: retail/sheet/B" in out
+    assert '"external_id": "B"' in out  # the original value, as sent
+    code, out = await pmo(kafka, "deadletters", "inspect", "99:999999")
+    assert code == 1
+    assert "no dead letter at 99:999999" in out
 
     # The cause is fixed upstream (A no longer depends on B); the refused record is replayed.
     fixed = tmp_path / "a.jsonl"
