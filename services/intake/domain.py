@@ -94,9 +94,14 @@ def _document_reasons(exc: ValidationError) -> list[Reason]:
 
 @dataclass(frozen=True, slots=True)
 class StoredProject:
+    """What intake keeps of a project. ``state`` is None for a tombstone: a withdrawal that
+    arrived before any revision of the project did."""
+
     revision: int
     withdrawn: bool
-    state: ProjectState
+    state: ProjectState | None
+    portfolio: str
+    external_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +112,14 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
-    """Recorded, not an error: a stale revision or the withdrawal of an unknown project."""
+    """Recorded, not an error: a stale revision or the withdrawal of an unknown (or already
+    withdrawn) project. ``tombstone``, when set, is what the project is stored as from now on:
+    a withdrawal newer than anything stored still advances the revision, so that older
+    revisions arriving later are stale, as they would have been in order."""
 
     code: Literal["stale_revision", "unknown_project"]
     message: str
+    tombstone: StoredProject | None = None
     kind: Literal["ignored"] = "ignored"
 
 
@@ -229,8 +238,15 @@ def decide(
             f"revision {submission.revision} is not newer than the stored {stored.revision}",
         )
     if submission.action == "withdraw":
-        if stored is None or stored.withdrawn:
-            return Ignored("unknown_project", f"no project {key} to withdraw")
+        if stored is None or stored.withdrawn or stored.state is None:
+            tombstone = StoredProject(
+                revision=submission.revision,
+                withdrawn=True,
+                state=stored.state if stored is not None else None,
+                portfolio=submission.portfolio,
+                external_id=submission.external_id,
+            )
+            return Ignored("unknown_project", f"no project {key} to withdraw", tombstone)
         event = ProjectChanged(
             project_key=key,
             portfolio=submission.portfolio,

@@ -79,6 +79,8 @@ class IntakeHandler:
                     ]
                     log.append(_entry(record, "accepted", notes, sid, key, sub.revision))
                 elif isinstance(decision, Ignored):
+                    if decision.tombstone is not None:
+                        stored[key] = changed[key] = decision.tombstone
                     reason = Reason(decision.code, decision.message)
                     log.append(_entry(record, "ignored", [reason], sid, key, sub.revision))
                 else:
@@ -122,7 +124,13 @@ def _sent_key(record: Record) -> str | None:
 
 
 def _stored(event: ProjectChanged) -> StoredProject:
-    return StoredProject(revision=event.revision, withdrawn=event.withdrawn, state=event.project)
+    return StoredProject(
+        revision=event.revision,
+        withdrawn=event.withdrawn,
+        state=event.project,
+        portfolio=event.portfolio,
+        external_id=event.project.external_id,
+    )
 
 
 def _entry(

@@ -34,7 +34,7 @@ class ProjectRepository:
 
     async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
         rows = await self._conn.fetch(
-            "SELECT project_key, revision, withdrawn, state FROM projects"
+            "SELECT project_key, portfolio, external_id, revision, withdrawn, state FROM projects"
             " WHERE project_key = ANY($1::text[])",
             list(keys),
         )
@@ -42,7 +42,9 @@ class ProjectRepository:
             r["project_key"]: StoredProject(
                 revision=r["revision"],
                 withdrawn=r["withdrawn"],
-                state=ProjectState.model_validate_json(r["state"]),
+                state=ProjectState.model_validate_json(r["state"]) if r["state"] else None,
+                portfolio=r["portfolio"],
+                external_id=r["external_id"],
             )
             for r in rows
         }
@@ -51,14 +53,14 @@ class ProjectRepository:
         rows = [
             (
                 key,
-                p.state.portfolio,
+                p.portfolio,
                 p.revision,
                 p.withdrawn,
-                p.state.stage.value,
-                p.state.name,
-                p.state.model_dump_json(),
-                p.state.external_id,
-                p.state.depends_on,
+                p.state.stage.value if p.state else None,
+                p.state.name if p.state else None,
+                p.state.model_dump_json() if p.state else None,
+                p.external_id,
+                p.state.depends_on if p.state else [],
             )
             for key, p in projects
         ]

@@ -96,7 +96,13 @@ def _stored(stage: Stage, revision: int = 1, withdrawn: bool = False) -> StoredP
     state = ProjectState(
         **sub.project.model_dump(), portfolio="retail", source="jira", external_id="PRJ-1"
     )
-    return StoredProject(revision=revision, withdrawn=withdrawn, state=state)
+    return StoredProject(
+        revision=revision,
+        withdrawn=withdrawn,
+        state=state,
+        portfolio="retail",
+        external_id="PRJ-1",
+    )
 
 
 def test_every_stage_may_stay_where_it_is() -> None:
@@ -153,6 +159,36 @@ def test_withdrawing_an_unknown_project_is_recorded_not_refused() -> None:
     decision = decide(parsed(submission("PRJ-9", action="withdraw")), None)
     assert isinstance(decision, Ignored)
     assert decision.code == "unknown_project"
+
+
+def test_a_withdrawal_that_overtakes_the_project_makes_its_earlier_revisions_stale() -> None:
+    # Revision 4 withdraws a project whose revisions 1-3 are still on their way: in order, the
+    # project would end withdrawn, so it must here too.
+    first = decide(parsed(submission("PRJ-9", action="withdraw", revision=4)), None)
+    assert isinstance(first, Ignored)
+    assert first.tombstone is not None
+    assert (first.tombstone.revision, first.tombstone.withdrawn) == (4, True)
+    assert first.tombstone.state is None
+    for revision in (1, 2, 3):
+        late = decide(parsed(submission("PRJ-9", revision=revision)), first.tombstone)
+        assert isinstance(late, Ignored)
+        assert late.code == "stale_revision"
+    # A newer revision reopens it, as it would have in order.
+    reopened = decide(parsed(submission("PRJ-9", revision=5)), first.tombstone)
+    assert isinstance(reopened, Accepted)
+    assert reopened.event.previous_stage is None
+
+
+def test_withdrawing_a_withdrawn_project_again_advances_its_revision() -> None:
+    withdrawn = _stored(Stage.PROPOSAL, revision=3, withdrawn=True)
+    again = decide(parsed(submission("PRJ-1", action="withdraw", revision=6)), withdrawn)
+    assert isinstance(again, Ignored)
+    assert again.tombstone is not None
+    assert again.tombstone.revision == 6
+    assert again.tombstone.state == withdrawn.state
+    late = decide(parsed(submission("PRJ-1", revision=5)), again.tombstone)
+    assert isinstance(late, Ignored)
+    assert late.code == "stale_revision"
 
 
 def test_withdrawal_carries_the_last_state() -> None:
