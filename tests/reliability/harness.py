@@ -783,7 +783,9 @@ class Ledger:
 
     async def mismatches(self, expected: Expected) -> dict[str, int]:
         """Projects where a service disagrees with the in-order replay or with the service it
-        consumes from. All zero means every event has flowed through and been applied."""
+        consumes from. All zero means every event has flowed through and been applied. A
+        project that intake withdrew before any revision of it arrived (out of order) was never
+        published, so it may be absent downstream where the replay has it withdrawn."""
         keys = list(expected.projects)
         revisions = [expected.projects[k][0] for k in keys]
         withdrawn = [expected.projects[k][1] for k in keys]
@@ -797,16 +799,20 @@ class Ledger:
             SELECT
                 count(*) FILTER (WHERE i.revision IS DISTINCT FROM e.revision
                     OR i.withdrawn IS DISTINCT FROM e.withdrawn) AS intake,
-                count(*) FILTER (WHERE s.revision IS DISTINCT FROM e.revision
-                    OR s.withdrawn IS DISTINCT FROM e.withdrawn) AS scoring,
-                count(*) FILTER (WHERE c.revision IS DISTINCT FROM e.revision
-                    OR c.withdrawn IS DISTINCT FROM e.withdrawn) AS capacity,
-                count(*) FILTER (WHERE r.revision IS DISTINCT FROM e.revision
+                count(*) FILTER (WHERE (s.revision IS DISTINCT FROM e.revision
+                    OR s.withdrawn IS DISTINCT FROM e.withdrawn)
+                    AND NOT (s.project_key IS NULL AND e.withdrawn)) AS scoring,
+                count(*) FILTER (WHERE (c.revision IS DISTINCT FROM e.revision
+                    OR c.withdrawn IS DISTINCT FROM e.withdrawn)
+                    AND NOT (c.project_key IS NULL AND e.withdrawn)) AS capacity,
+                count(*) FILTER (WHERE (r.revision IS DISTINCT FROM e.revision
                     OR r.withdrawn IS DISTINCT FROM e.withdrawn
-                    OR r.submission_id IS DISTINCT FROM e.sid) AS reporting_project,
-                count(*) FILTER (WHERE r.score IS NULL
+                    OR r.submission_id IS DISTINCT FROM e.sid)
+                    AND NOT (r.project_key IS NULL AND e.withdrawn)) AS reporting_project,
+                count(*) FILTER (WHERE (r.score IS NULL
                     OR r.rank IS DISTINCT FROM s.published_rank
-                    OR r.score IS DISTINCT FROM s.published_score) AS reporting_rank,
+                    OR r.score IS DISTINCT FROM s.published_score)
+                    AND NOT (r.project_key IS NULL AND e.withdrawn)) AS reporting_rank,
                 count(*) FILTER (WHERE k.rank IS DISTINCT FROM s.published_rank
                     OR k.score IS DISTINCT FROM s.published_score) AS capacity_rank,
                 count(*) FILTER (WHERE (r.plan_status IS NULL AND NOT e.withdrawn)
