@@ -19,3 +19,12 @@ async def create_pool(
         max_inactive_connection_lifetime=300,
     )
     return pool
+
+
+def usable(conn: Any) -> bool:
+    """Whether a pooled connection can still be used: when its connection breaks (the database
+    restarts, the network drops it), the pool takes it back and the proxy raises on any call."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False

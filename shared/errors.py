@@ -61,6 +61,8 @@ _TRANSIENT_SQLSTATES = frozenset(
     }
 )
 
+_LOST_CONNECTION = ("connection has been released back to the pool", "connection is closed")
+
 _TRANSIENT_TYPES: tuple[type[BaseException], ...] = (
     TransientError,
     ConnectionError,
@@ -82,6 +84,15 @@ def is_transient(exc: BaseException) -> bool:
     """True when retrying the same work later can succeed."""
     if isinstance(exc, _TRANSIENT_TYPES):
         return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        # asyncpg raises a plain InterfaceError when a pooled connection or its transaction is
+        # used after the connection was lost: the pool takes a broken connection back at once,
+        # so work that was awaiting something else (a Kafka publish) meets it released. Our
+        # code never uses a connection it released, so these mean a lost connection.
+        if any(sign in str(exc) for sign in _LOST_CONNECTION):
+            return True
+        context = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        return context is not None and context is not exc and is_transient(context)
     if isinstance(exc, asyncpg.PostgresError):
         return getattr(exc, "sqlstate", None) in _TRANSIENT_SQLSTATES
     if isinstance(exc, kafka_errors.KafkaError):

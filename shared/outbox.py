@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from shared.db import usable
 from shared.errors import is_transient
 from shared.tracing import context_headers
 
@@ -153,7 +154,9 @@ class OutboxRelay:
         try:
             while True:
                 try:
-                    if listener is None or listener.is_closed():
+                    if listener is None or not usable(listener):
+                        if listener is not None:
+                            await self._unlisten(listener)
                         listener = await self._listen()
                     published = await self.relay_once()
                     backoff = 0.05
@@ -185,7 +188,7 @@ class OutboxRelay:
         return conn
 
     async def _unlisten(self, conn: PoolConnectionProxy[Any]) -> None:
-        if not conn.is_closed():
+        if usable(conn):
             with contextlib.suppress(asyncpg.PostgresError, OSError):
                 await conn.remove_listener(self.channel, self._on_notify)
-        await self._pool.release(conn)
+        await self._pool.release(conn)  # a no-op when the pool took it back already

@@ -28,7 +28,7 @@ from shared.consumer import BatchHandler, BatchRunner, RetryPolicy, subscribe
 from shared.consumer_record import Record
 from shared.db import create_pool
 from shared.deadletter import dead_letter, dead_letter_id
-from shared.errors import Reason
+from shared.errors import Reason, is_transient
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import DatabaseSettings, KafkaSettings, ServiceSettings, service_database_url
 from shared.topics import Topic, TopicNames
@@ -128,6 +128,8 @@ class ServiceRuntime:
         await self.broker.start()
         self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.name}-outbox")
         self._monitor_task = asyncio.create_task(self._monitor(), name=f"{self.name}-monitor")
+        self._relay_task.add_done_callback(self._died)
+        self._monitor_task.add_done_callback(self._died)
         for name, work in self._background:
             task: asyncio.Task[None] = asyncio.ensure_future(work())
             task.set_name(f"{self.name}-{name}")
@@ -196,12 +198,18 @@ class ServiceRuntime:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def dead_tasks(self) -> list[str]:
+        """The tasks beside the consumer (outbox relay, monitor, background work) that have
+        ended while the service runs: each is meant to run until the stop, so an ended one is
+        a broken process. Liveness and readiness both fail on it, so the orchestrator restarts
+        the process rather than leaving it consuming without publishing."""
+        tasks = (self._relay_task, self._monitor_task, *self._background_tasks)
+        return [t.get_name() for t in tasks if t is not None and t.done()]
+
     async def ready(self) -> dict[str, bool]:
         """Readiness: the database answers and the broker answers, each within 2 s, and
-        every background task is running."""
-        checks = {"database": False, "broker": False}
-        if self._background_tasks:
-            checks["background"] = not any(t.done() for t in self._background_tasks)
+        every task beside the consumer is running."""
+        checks = {"database": False, "broker": False, "tasks": not self.dead_tasks()}
         with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError, RuntimeError):
             async with asyncio.timeout(2):
                 await self.pool.fetchval("SELECT 1")
@@ -212,8 +220,13 @@ class ServiceRuntime:
 
     async def _monitor(self) -> None:
         while True:
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+            try:
                 backlog, oldest = await self.relay.backlog()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.debug("outbox backlog unavailable: %r", exc)  # the gauges keep their value
+            else:
                 metrics.OUTBOX_BACKLOG.labels(self.name).set(backlog)
                 metrics.OUTBOX_OLDEST.labels(self.name).set(oldest)
             await asyncio.sleep(5)
@@ -252,7 +265,11 @@ class ServiceRuntime:
             return response
 
         @app.get("/health/live", include_in_schema=False)
-        async def live() -> dict[str, str]:
+        async def live(response: Response) -> dict[str, Any]:
+            dead = runtime.dead_tasks() if runtime._relay_task is not None else []
+            if dead:
+                response.status_code = 503
+                return {"status": "broken", "dead_tasks": dead}
             return {"status": "ok"}
 
         @app.get("/health/ready", include_in_schema=False)

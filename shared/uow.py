@@ -12,6 +12,7 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from shared import inbox, outbox
+from shared.db import usable
 from shared.outbox import OutboxMessage
 
 
@@ -71,8 +72,10 @@ class PostgresUnitOfWork:
         try:
             if exc_type is None:
                 await self._tx.commit()
-            else:
+            elif usable(self._conn):
                 await self._tx.rollback()
+            # else: the connection was lost, and its transaction with it; the error that ends
+            # the unit of work (a lost connection, transient) propagates unchanged.
         finally:
             await self._pool.release(self._conn)
             self._conn = self._tx = None

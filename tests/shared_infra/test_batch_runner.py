@@ -72,3 +72,23 @@ def test_classifier() -> None:
     assert not is_transient(asyncpg.exceptions.UniqueViolationError("x"))
     assert not is_transient(ValueError())
     assert not is_transient(asyncpg.exceptions.InterfaceError("pool is closing"))
+    # A pooled connection met after the pool took it back (it broke while the work awaited
+    # something else), or a transaction left on a lost connection: the connection was lost.
+    assert is_transient(
+        asyncpg.exceptions.InterfaceError(
+            "cannot call Connection.execute(): connection has been released back to the pool"
+        )
+    )
+    assert is_transient(
+        asyncpg.exceptions.InterfaceError(
+            "cannot call Transaction.__aexit__(): the underlying connection is closed"
+        )
+    )
+    lost = ConnectionResetError("reset by peer")
+    caused = asyncpg.exceptions.InterfaceError("cannot perform operation")
+    caused.__cause__ = lost
+    assert is_transient(caused)
+    suppressed = asyncpg.exceptions.InterfaceError("cannot perform operation")
+    suppressed.__context__ = lost
+    suppressed.__suppress_context__ = True  # raise ... from None: nothing says it was lost
+    assert not is_transient(suppressed)
