@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: env dev test tools lint typecheck pytest fmt clean docs bench
+.PHONY: env dev test tools lint typecheck pytest fmt clean docs bench reliability
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ typecheck: env
 
 pytest: env
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The fault suite at the sizes its guarantees are stated for (10,000 events, 30 s outages);
+## make test runs the same scenarios small. See docs/guarantees.md.
+reliability: env
+	PMO_RELIABILITY_FULL=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 fmt: env
 	$(BIN)/ruff format .

@@ -60,7 +60,7 @@ async def start(
             and response.json()
             == {
                 "status": "ok",
-                "checks": {"database": True, "broker": True},
+                "checks": {"database": True, "broker": True, "tasks": True},
             }
         )
 
