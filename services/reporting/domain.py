@@ -28,7 +28,7 @@ def _int(value: str | None) -> int | None:
 def dead_letter_row(record: Record) -> tuple[str, DeadLetterRow]:
     """A dead-letter record as a row. Never refuses: a dead letter must not be dead-lettered
     again, so whatever is unreadable about it is kept as a reason of its own."""
-    event_id = record.header("ce_id") or f"dlq-record:{record.coordinates}"
+    row_id = record.header("ce_id") or f"dlq-record:{record.coordinates}"
     raw = record.header(deadletter.REASONS)
     try:
         reasons = json.loads(raw) if raw else []
@@ -36,8 +36,11 @@ def dead_letter_row(record: Record) -> tuple[str, DeadLetterRow]:
         reasons = None
     if not isinstance(reasons, list):
         reasons = [{"path": "", "code": "unreadable_reasons", "message": (raw or "")[:500]}]
-    return event_id, DeadLetterRow(
-        dead_letter_id=event_id,
+    # The inbox id is not the dead letter's own id: when reporting itself refused the record,
+    # it claimed that id in the same transaction (so a redelivery is not refused twice), and
+    # its own dead letter would then be skipped as a duplicate and never reach the read model.
+    return f"dead-letter-row:{row_id}", DeadLetterRow(
+        dead_letter_id=row_id,
         consumer=record.header(deadletter.CONSUMER),
         source_topic=record.header(deadletter.SOURCE_TOPIC),
         source_partition=_int(record.header(deadletter.SOURCE_PARTITION)),

@@ -210,6 +210,13 @@ class ServiceProcess:
         samples = await self.metrics()
         return sum(v for k, v in samples.items() if k == name or k.startswith(name + "{"))
 
+    def memory_kib(self, field: str = "VmHWM") -> int:
+        """A figure of /proc/<pid>/status: VmHWM is the peak resident set, VmRSS the current."""
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+        raise AssertionError(f"no {field} for {self.name}")
+
     def tail(self, lines: int = 40) -> str:
         if not self.log.exists():
             return ""
@@ -540,6 +547,7 @@ class Publisher:
             enable_idempotence=False,
             linger_ms=5,
             request_timeout_ms=20_000,
+            max_request_size=4 * 1024 * 1024,  # room for the oversized records of scenario 13
             **options,
         )
 
