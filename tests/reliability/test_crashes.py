@@ -4,12 +4,28 @@ of an outbox relay caught between publishing its batch and marking it sent (scen
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
+import zlib
+from collections import Counter
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from shared.cli.publishing import partitions_of
 from shared.topics import Topic
-from tests.reliability.harness import SERVICES, SIZES, Expected, Feed, Rig, submissions
+from tests.helpers import eventually
+from tests.reliability.harness import (
+    SERVICES,
+    SIZES,
+    Expected,
+    Feed,
+    Rig,
+    ce_id,
+    submissions,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -45,4 +61,114 @@ async def test_kill_9_of_each_service_in_turn_loses_and_duplicates_nothing(rig: 
         recovery=recovery,
         killed_mid_transaction=sum(mid_transaction.values()),
     )
+    assert (figures.lost, figures.duplicated, figures.dead_lettered) == (0, 0, 0), figures
+
+
+class TopicTail:
+    """Every ``ce_id`` published to a topic, as it arrives (a consumer outside any group)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topic = topic
+        self.seen: Counter[str] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> TopicTail:
+        await self._consumer.start()
+        partitions = await partitions_of(self._consumer, self._topic)
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_beginning(*partitions)
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        while True:
+            for batch in (await self._consumer.getmany(timeout_ms=100)).values():
+                self.seen.update(i for i in map(ce_id, batch) if i is not None)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
+def relay_lock(schema: str) -> tuple[int, int]:
+    """pg_locks' (classid, objid) of the relay's advisory lock on ``schema`` (shared/outbox.py:
+    the bigint key crc32("pmo.outbox.<schema>") - 2**31, split into its two 32-bit halves)."""
+    key = (zlib.crc32(f"pmo.outbox.{schema}".encode()) - 2**31) & 0xFFFFFFFFFFFFFFFF
+    return key >> 32, key & 0xFFFFFFFF
+
+
+@pytest.mark.timeout(SIZES.timeout)
+async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
+    rig: Rig,
+) -> None:
+    sent = submissions(5, SIZES.events, portfolios=SIZES.portfolios)
+    expected = Expected.of(sent)
+    pipeline = await rig.pipeline()
+    await rig.seed_resources(5, SIZES.portfolios)
+    projects = rig.topic(Topic.PROJECTS)
+    tail = await TopicTail(rig.bootstrap, projects).start()
+    feed = Feed(
+        rig.bootstrap,
+        rig.topic(Topic.SUBMISSIONS),
+        [(s.key, s.value) for s in sent],
+        SIZES.feed_seconds * 2,
+    ).start()
+    classid, objid = relay_lock("intake")
+    caught = attempts = 0
+    try:
+        while caught < SIZES.relay_kills and attempts < 400 and feed.sent < len(sent):
+            attempts += 1
+            intake = pipeline.one("intake")
+            holding = await rig.conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                classid,
+                objid,
+            )
+            if not holding:
+                await asyncio.sleep(0.002)  # the poll interval of a bounded wait for the lock
+                continue
+            os.kill(intake.pid, signal.SIGSTOP)
+            unsent = {
+                r["id"]
+                for r in await rig.conn.fetch(
+                    "SELECT headers ->> 'ce_id' AS id FROM intake.outbox"
+                    " WHERE sent_at IS NULL AND topic = $1",
+                    projects,
+                )
+            }
+
+            async def published(unsent: set[str] = unsent) -> bool:
+                return any(i in tail.seen for i in unsent)
+
+            try:
+                await eventually(published, within=0.5, what="the batch on the topic")
+            except AssertionError:
+                os.kill(intake.pid, signal.SIGCONT)  # stopped before publishing: not this time
+                continue
+            caught += 1  # published, not yet marked sent: the moment to die
+            await intake.kill()
+            await intake.start()
+        restarted = time.monotonic()
+        await feed.join()
+        recovery = await rig.ledger.wait_settled(
+            expected, since=restarted, within=SIZES.timeout - 60, pipeline=pipeline
+        )
+        republished = sum(n - 1 for n in tail.seen.values() if n > 1)
+    finally:
+        await tail.stop()
+    figures = await rig.ledger.figures(
+        "5. relay killed between publish and mark-sent",
+        expected,
+        recovery=recovery,
+        relay_kills=caught,
+        republished_in_transport=republished,
+    )
+    assert caught >= 1, f"no kill landed between publish and mark-sent in {attempts} attempts"
+    assert republished > 0, "the restarted relay published the caught batch again"
     assert (figures.lost, figures.duplicated, figures.dead_lettered) == (0, 0, 0), figures
