@@ -112,7 +112,12 @@ class BatchRunner:
 
 async def _tolerant_parser(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """FastStream decodes every header as UTF-8 and would fail on a malformed record before
-    our code saw it; parse sanitised copies instead and keep the untouched records."""
+    our code saw it. Batches parse as they are; only a batch with an undecodable (or null)
+    header is parsed from sanitised copies, keeping the untouched records for our handlers."""
+    try:
+        return await original(message)
+    except (UnicodeDecodeError, AttributeError):
+        pass
 
     def clean(record: Any) -> Any:
         headers = []

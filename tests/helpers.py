@@ -69,12 +69,20 @@ def key_of(message: dict[str, Any]) -> bytes:
     return f"{message['portfolio']}/{message['source']}/{message['external_id']}".encode()
 
 
-async def publish_raw(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+async def publish_raw(
+    bootstrap: str,
+    topic: str,
+    items: list[tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     """Publish as an upstream system would: a plain aiokafka producer, no pmo code."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value=value, key=key) for key, value in items]
+        futures = [
+            await producer.send(topic, value=value, key=key, headers=headers)
+            for key, value in items
+        ]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

@@ -10,7 +10,7 @@ from services.intake.settings import IntakeSettings
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
-from tests.helpers import eventually, publish_json, publish_raw, submission
+from tests.helpers import eventually, key_of, publish_json, publish_raw, submission
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +37,35 @@ async def test_submission_is_stored_and_bad_bytes_dead_lettered(
             ("accepted", None),
             ("refused", "not_utf8"),
         ]
+
+
+async def test_records_with_undecodable_headers_are_still_handled(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    """Upstream systems set headers we do not read; one that is not UTF-8 must not stop the
+    batch (the framework decodes every header) nor lose the record."""
+    await migrate(database.url, [service_component("intake")])
+    runtime = build(IntakeSettings(), kafka, database)
+    topic = runtime.topics(Topic.SUBMISSIONS)
+    async with runtime:
+        plain, odd = submission("PRJ-PLAIN"), submission("PRJ-ODD")
+        await publish_json(kafka.bootstrap_servers, topic, [plain])
+        await publish_raw(
+            kafka.bootstrap_servers,
+            topic,
+            [(key_of(odd), json.dumps(odd).encode())],
+            headers=[("upstream-trace", b"\xff\xfe\x00"), ("ce_id", b"\xc3\x28")],
+        )
+
+        async def stored() -> int:
+            return int(await runtime.pool.fetchval("SELECT count(*) FROM intake.submission_log"))
+
+        await eventually(lambda: _at_least(stored, 2), what="both submissions logged")
+        rows = await runtime.pool.fetch("SELECT outcome, project_key FROM intake.submission_log")
+    assert sorted((r["outcome"], r["project_key"]) for r in rows) == [
+        ("accepted", "retail/jira/PRJ-ODD"),
+        ("accepted", "retail/jira/PRJ-PLAIN"),
+    ]
 
 
 async def _at_least(probe, n):  # type: ignore[no-untyped-def]
