@@ -36,7 +36,6 @@ from services.scoring.repository import ScoringRepository, ScoringUnitOfWork
 from shared.consumer_record import Record
 from shared.contracts.events import ProjectState
 from shared.db import create_pool
-from shared.outbox import OutboxMessage
 from shared.settings import role_url
 from shared.topics import Topic, TopicNames
 
@@ -277,34 +276,24 @@ async def load(pool: asyncpg.Pool[Any], projects: int, *, seed: int = 1) -> None
 async def _drain(pool: asyncpg.Pool[Any], bootstrap: str) -> float:
     """Seconds for the outbox relay to publish the whole outbox to the broker at ``bootstrap``."""
     from shared.admin import ensure_topics
-    from shared.broker import make_broker
-    from shared.outbox import OutboxRelay
+    from shared.broker import make_producer
+    from shared.outbox import OutboxRelay, producer_publish
     from shared.settings import KafkaSettings
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=prefix)
     await ensure_topics(kafka)
-    broker = make_broker(kafka, client_id="bench-scoring")
-    await broker.start()
-
-    async def publish(message: OutboxMessage) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await broker.publish(
-            message.value,
-            topic=prefix + message.topic,
-            key=message.key,
-            headers=message.headers,
-            no_confirm=True,
-        )
-        return future
-
-    relay = OutboxRelay(pool, "scoring", publish)
+    # The services' relay, publishing through the services' producer.
+    producer = make_producer(kafka, client_id="bench-scoring")
+    await producer.start()
+    relay = OutboxRelay(pool, "scoring", producer_publish(producer, topic_prefix=prefix))
     try:
         started = time.perf_counter()
         while await relay.relay_once():
             pass
         return time.perf_counter() - started
     finally:
-        await broker.stop()
+        await producer.stop()
 
 
 async def full_rescore(

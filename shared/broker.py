@@ -7,6 +7,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -74,6 +75,28 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
     return options
 
 
+# How every pmo producer publishes: acknowledged by all in-sync replicas, partitioned by
+# portfolio, batched with a short linger.
+PRODUCER_OPTIONS: dict[str, Any] = {
+    "acks": "all",
+    "partitioner": portfolio_partitioner,
+    "linger_ms": 5,
+    "max_batch_size": 256 * 1024,
+}
+
+
+def make_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    """A plain aiokafka producer with the services' options, for the outbox relay: it is the
+    one hot publishing path, and a record sent through the framework's ``publish`` costs
+    several times a record sent here (docs/performance.md). Create it inside the event loop."""
+    return AIOKafkaProducer(
+        **client_options(settings),
+        client_id=client_id,
+        enable_idempotence=settings.enable_idempotence,
+        **PRODUCER_OPTIONS,
+    )
+
+
 def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> KafkaBroker:
     """A broker whose producer partitions by portfolio and batches with a short linger."""
     return KafkaBroker(
@@ -81,10 +104,7 @@ def make_broker(settings: KafkaSettings, *, client_id: str, **kwargs: Any) -> Ka
         client_id=client_id,
         security=_security(settings),
         enable_idempotence=settings.enable_idempotence,
-        acks="all",
-        partitioner=portfolio_partitioner,
-        linger_ms=5,
-        max_batch_size=256 * 1024,
+        **PRODUCER_OPTIONS,
         # On shutdown, wait this long for the in-flight batch to finish before closing.
         graceful_timeout=20.0,
         # FastStream logs every consumed batch at INFO; that belongs at DEBUG. Its records go

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from asyncpg.pool import PoolConnectionProxy
 
 from shared.db import usable
@@ -60,6 +61,22 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
 # The publisher returns once the record is handed to the producer; the awaitable it returns
 # completes when the broker has acknowledged it.
 Publish = Callable[[OutboxMessage], Awaitable[Awaitable[Any]]]
+
+
+def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> Publish:
+    """Publish outbox rows through ``producer``: the row's topic (after ``topic_prefix``), key,
+    value and headers, as they were written."""
+
+    async def publish(message: OutboxMessage) -> Awaitable[Any]:
+        sent: Awaitable[Any] = await producer.send(
+            topic_prefix + message.topic,
+            message.value,
+            key=message.key,
+            headers=[(k, v.encode()) for k, v in message.headers.items()],
+        )
+        return sent
+
+    return publish
 
 
 @dataclass(slots=True)

@@ -18,18 +18,19 @@ from typing import Any
 
 import asyncpg
 import uvicorn
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import logs, metrics, tracing
-from shared.broker import make_broker
+from shared.broker import make_broker, make_producer
 from shared.consumer import BatchHandler, BatchRunner, RetryPolicy, subscribe
 from shared.consumer_record import Record
 from shared.db import create_pool
 from shared.deadletter import dead_letter, dead_letter_id
 from shared.errors import Reason, is_transient
-from shared.outbox import OutboxMessage, OutboxRelay
+from shared.outbox import OutboxRelay, producer_publish
 from shared.settings import DatabaseSettings, KafkaSettings, ServiceSettings, service_database_url
 from shared.topics import Topic, TopicNames
 from shared.uow import PostgresUnitOfWork
@@ -53,6 +54,7 @@ class ServiceRuntime:
         self.broker = make_broker(kafka, client_id=f"{kafka.client_id}-{name}")
         self.tracing = tracing.Tracing(name, tracing.provider_from_environment(name))
         self._pool: asyncpg.Pool[Any] | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._relay: OutboxRelay | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._monitor_task: asyncio.Task[None] | None = None
@@ -105,16 +107,6 @@ class ServiceRuntime:
                     ]
                 )
 
-    async def _publish(self, message: OutboxMessage) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self.broker.publish(
-            message.value,
-            topic=message.topic,
-            key=message.key,
-            headers=message.headers,
-            no_confirm=True,
-        )
-        return future
-
     async def start(self) -> None:
         url = service_database_url(self.settings, self.database, f"pmo_{self.name}")
         self._pool = await create_pool(
@@ -124,7 +116,11 @@ class ServiceRuntime:
             min_size=self.database.pool_min_size,
             max_size=self.database.pool_max_size,
         )
-        self._relay = OutboxRelay(self._pool, self.name, self._publish)
+        # The relay publishes through a producer of its own (see make_producer); the broker's
+        # consumers start after it, so nothing is consumed before its effects can leave.
+        self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.name}")
+        await self._producer.start()
+        self._relay = OutboxRelay(self._pool, self.name, producer_publish(self._producer))
         await self.broker.start()
         self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.name}-outbox")
         self._monitor_task = asyncio.create_task(self._monitor(), name=f"{self.name}-monitor")
@@ -150,7 +146,8 @@ class ServiceRuntime:
                 await self._step("stop consuming", self._stop_subscribers())
                 await self._step("stop background tasks", self._cancel_tasks())
                 await self._step("flush the outbox", self._flush_outbox())
-                await self._step("close the producer", self.broker.stop())
+                await self._step("close the producer", self._close_producer())
+                await self._step("close the broker", self.broker.stop())
         except TimeoutError:
             log.warning("%s: graceful stop ran out of time", self.name)
             await self._cancel_tasks()
@@ -182,6 +179,10 @@ class ServiceRuntime:
         if self._relay is not None and self._relay_task is not None:
             while await self._relay.relay_once():
                 pass
+
+    async def _close_producer(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()  # sends what it holds, waits for the acknowledgements
 
     async def _close_pool(self) -> None:
         assert self._pool is not None

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
+from collections.abc import Awaitable
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from shared import outbox
+from shared.broker import make_producer
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
-from shared.outbox import OutboxMessage, OutboxRelay
-from shared.runtime import ServiceRuntime
-from shared.settings import DatabaseSettings, KafkaSettings, ServiceSettings
-from shared.topics import Topic
+from shared.outbox import OutboxMessage, OutboxRelay, producer_publish
+from shared.settings import DatabaseSettings, KafkaSettings
+from shared.topics import Topic, TopicNames
 from tests.conftest import service_url
 from tests.helpers import eventually
 
@@ -28,20 +28,21 @@ async def test_rows_are_published_in_order_and_marked_and_survive_a_failed_publi
     pool = await create_pool(
         service_url(database, "scoring"), schema="scoring", application_name="t"
     )
-    runtime = ServiceRuntime("scoring", ServiceSettings(), kafka, database)
-    topic = runtime.topics(Topic.SCORES)
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
     published: list[OutboxMessage] = []
     fail_once = True
 
-    async def publish(message: OutboxMessage) -> asyncio.Future[object]:
+    async def publish(message: OutboxMessage) -> Awaitable[object]:
         nonlocal fail_once
         if fail_once and len(published) == 3:
             fail_once = False
             raise ConnectionError("broker went away")  # mid-batch: nothing gets marked
         published.append(message)
-        return await runtime._publish(message)
+        return await send(message)
 
-    await runtime.broker.connect()
+    producer = make_producer(kafka, client_id="outbox-test")
+    send = producer_publish(producer)
+    await producer.start()
     try:
         relay = OutboxRelay(pool, "scoring", publish, batch_size=100)
         messages = [
@@ -57,7 +58,7 @@ async def test_rows_are_published_in_order_and_marked_and_survive_a_failed_publi
         assert (await relay.backlog())[0] == 0
         assert await relay.relay_once() == 0
     finally:
-        await runtime.broker.stop()
+        await producer.stop()
         await pool.close()
 
     consumer = AIOKafkaConsumer(
