@@ -30,6 +30,7 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaTimeoutError
 
 from shared.cli.publishing import partitions_of
 from shared.local import free_port, tansu_binary, wait_for_port
@@ -564,20 +565,30 @@ class Publisher:
         pending = list(range(len(items)))
         while pending:
             futures = []
-            for index in pending:
+            unsent: list[int] = []
+            for n, index in enumerate(pending):
                 key, value, *rest = items[index]
                 headers = rest[0] if rest else None
-                futures.append(await self._producer.send(topic, value, key=key, headers=headers))
+                try:
+                    futures.append(
+                        await self._producer.send(topic, value, key=key, headers=headers)
+                    )
+                except KafkaTimeoutError:
+                    # The producer's buffer stayed full (the broker is frozen): this record and
+                    # the rest were never taken; they go again with the failed ones.
+                    unsent = pending[n:]
+                    break
+            taken = pending[: len(pending) - len(unsent)]
             results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = []
-            for index, result in zip(pending, results, strict=True):
+            failed = list(unsent)
+            for index, result in zip(taken, results, strict=True):
                 if isinstance(result, BaseException):
                     failed.append(index)
                 else:
                     delivered[index] = Delivered(items[index][0], result.partition, result.offset)
             if failed and time.monotonic() > deadline:
                 raise AssertionError(f"{len(failed)} records could not be published to {topic}")
-            pending = failed
+            pending = sorted(failed)
         return [delivered[i] for i in range(len(items))]
 
 
