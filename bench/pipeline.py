@@ -1,17 +1,21 @@
 """The pipeline row of ``make bench``: submissions per second from the inbound topic to
 committed rows in reporting's read model, through the four services running as separate
-processes, with each service's peak memory."""
+processes, with each service's peak memory and the CPU one submission costs in each process
+(the services, the broker, Postgres, the load generator) and in whatever else ran."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from bench.cpu import CpuMeter, broker_pids, postgres_pids
 from bench.harness import service_stack, submission, submission_key
 from shared.migrations import SERVICES
 from shared.topics import Topic
@@ -22,6 +26,18 @@ class PipelineResult:
     per_second: float
     events_per_second: float  # records applied by all four services together
     peak_rss_mb: dict[str, float]
+    # CPU milliseconds per submission by process group; "other" is what the machine spent
+    # beside them (other work on a shared machine), so the groups add up to its busy time.
+    cpu_ms: dict[str, float]
+    machine_busy: float  # busy share of all cores while the row ran, 0..1
+    events_per_commit: float  # records applied by the services per transaction they committed
+
+    @property
+    def cpu_ceiling(self) -> float:
+        """Submissions per second the cores allow at this CPU cost per submission, were the
+        pipeline's processes alone on the machine and every core busy."""
+        own = sum(v for k, v in self.cpu_ms.items() if k != "other")
+        return (os.cpu_count() or 1) * 1000 / own if own else 0.0
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -32,6 +48,18 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+async def _commits(conn: asyncpg.Connection, database: str) -> int:
+    await conn.execute("SELECT pg_stat_clear_snapshot()")
+    value: int = await conn.fetchval(
+        "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", database
+    )
+    return value
+
+
+def _just(pid: int) -> Callable[[], list[int]]:
+    return lambda: [pid]
+
+
 async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -> PipelineResult:
     async with service_stack(bootstrap, server_url) as stack:
         conn = await asyncpg.connect(stack.url)
@@ -39,6 +67,18 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
             topic = stack.topics(Topic.SUBMISSIONS)
+            me = os.getpid()
+            database = await conn.fetchval("SELECT current_database()")
+            commits_before = await _commits(conn, database)
+            meter = CpuMeter(
+                {
+                    **{s: _just(p.pid) for s, p in stack.processes.items()},
+                    "broker": lambda: broker_pids(bootstrap),
+                    "postgres": lambda: postgres_pids(database),
+                    "load generator": _just(me),
+                }
+            )
+            meter.start()
             started = time.perf_counter()
             futures = []
             for i in range(submissions):
@@ -47,7 +87,9 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
                 futures.append(await producer.send(topic, value, key=submission_key(message)))
             await asyncio.gather(*futures)
             await producer.stop()
+            polls = 0
             while True:
+                polls += 1
                 done = await conn.fetchval(
                     "SELECT count(*) FROM reporting.projects"
                     " WHERE revision IS NOT NULL AND rank IS NOT NULL AND plan_status IS NOT NULL"
@@ -56,10 +98,25 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
                     break
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - started
+            use = meter.stop()
+            cpu = dict(use.seconds)
+            cpu["other"] = max(0.0, use.machine_busy * use.elapsed_cores_seconds - use.total)
+            cpu_ms = {k: v * 1000 / submissions for k, v in cpu.items()}
             applied = 0
             for s in SERVICES:
                 applied += await conn.fetchval(f"SELECT count(*) FROM {s}.inbox")
             peaks = {s: _peak_rss_mb(p.pid) for s, p in stack.processes.items()}
-            return PipelineResult(submissions / elapsed, applied / elapsed, peaks)
+            # The services' commits: the statistics arrive within a second of each commit;
+            # the polls above and the counting queries are this connection's own.
+            await asyncio.sleep(1.5)
+            commits = await _commits(conn, database) - commits_before - polls - len(SERVICES) - 1
+            return PipelineResult(
+                submissions / elapsed,
+                applied / elapsed,
+                peaks,
+                cpu_ms,
+                use.machine_busy,
+                applied / max(1, commits),
+            )
         finally:
             await conn.close()

@@ -226,6 +226,12 @@ async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
         summarise("pipeline / broker baseline", "ratio", results["pipeline_ratio"], ">= 0.10"),
         summarise("events applied / single-row commits", "ratio", results["amortisation"], ">= 3"),
         summarise(
+            "events applied per service transaction",
+            "events",
+            results["events_per_commit"],
+            "reference",
+        ),
+        summarise(
             "scoring 100k projects (domain only)",
             "s",
             results["scoring"],
@@ -241,7 +247,38 @@ async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
         for name, values in sorted(results.items())
         if name.startswith("rss_")
     ]
+    rows += cpu_rows(results)
     return rows
+
+
+def cpu_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """Where the pipeline's CPU goes, per submission, and the ceiling that puts on it."""
+    groups = sorted(
+        (n for n in results if n.startswith("cpu_") and n not in CPU_DERIVED),
+        key=lambda n: -statistics.median(results[n]),
+    )
+    return [
+        *(
+            summarise(f"pipeline CPU per submission: {n[4:]}", "ms", results[n], "reference")
+            for n in groups
+        ),
+        summarise("pipeline CPU per submission: all", "ms", results["cpu_total"], "reference"),
+        summarise(
+            "machine busy during the pipeline", "share", results["machine_busy"], "reference"
+        ),
+        summarise(
+            "pipeline ceiling: cores / own CPU per submission",
+            "subs/s",
+            results["cpu_ceiling"],
+            "reference",
+        ),
+        summarise(
+            "pipeline ceiling / broker baseline", "ratio", results["cpu_ceiling_ratio"], "reference"
+        ),
+    ]
+
+
+CPU_DERIVED = {"cpu_total", "cpu_ceiling", "cpu_ceiling_ratio"}
 
 
 def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -330,8 +367,15 @@ async def rounds(
         record("pipeline", result.per_second)
         record("pipeline_ratio", result.per_second / broker)
         record("amortisation", result.events_per_second / commits)
+        record("events_per_commit", result.events_per_commit)
         for service, mb in result.peak_rss_mb.items():
             record(f"rss_{service}", mb)
+        for group, ms in result.cpu_ms.items():
+            record(f"cpu_{group}", ms)
+        record("cpu_total", sum(result.cpu_ms.values()))
+        record("machine_busy", result.machine_busy)
+        record("cpu_ceiling", result.cpu_ceiling)
+        record("cpu_ceiling_ratio", result.cpu_ceiling / broker)
         await new_row_round(bootstrap, url, record, sizes, result.per_second / 2, index)
 
 
