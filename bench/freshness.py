@@ -25,10 +25,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.harness import paced, percentile, service_stack, submission, submission_key
+from shared.settings import ServiceSettings
 from shared.topics import Topic
 
 LINGER_MS = 5  # what the services' producers use
-BATCH_TIMEOUT_MS = 20  # what the services' consumers wait for a batch
+# What the services' consumers wait for a batch, and let the broker hold an empty fetch.
+BATCH_TIMEOUT_MS = ServiceSettings.model_fields["batch_timeout_ms"].default
+FETCH_MAX_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
 POLL_SECONDS = 0.010
 
 
@@ -56,7 +59,8 @@ def _latency(seconds: list[float]) -> Latency:
 
 async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
     """One raw hop: an aiokafka producer (the services' linger) to a consumer (``getmany`` with
-    the services' batch timeout) on assigned partitions, at ``rate`` messages per second."""
+    the services' batch timeout and fetch wait) on assigned partitions, at ``rate`` messages
+    per second."""
     topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
@@ -65,7 +69,9 @@ async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=FETCH_MAX_WAIT_MS
+    )
     await producer.start()
     await consumer.start()
     try:

@@ -30,6 +30,7 @@ from faststream.message import StreamMessage
 
 BATCH = 500
 BATCH_TIMEOUT_MS = 20
+FETCH_MAX_WAIT_MS = 20
 LINGER_MS = 5
 MAX_BATCH_BYTES = 1024 * 1024  # a whole consumed batch fits in one produce batch
 PARTITIONS = 6
@@ -115,6 +116,7 @@ async def faststream_relay(bootstrap: str, source: str, messages: int) -> float:
         batch=True,
         max_records=BATCH,
         batch_timeout_ms=BATCH_TIMEOUT_MS,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK,
         decoder=raw_bodies,
@@ -142,6 +144,7 @@ async def aiokafka_relay(bootstrap: str, source: str, messages: int) -> float:
         group_id=target,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS, max_batch_size=MAX_BATCH_BYTES

@@ -178,6 +178,7 @@ def subscribe(
         batch=True,
         max_records=settings.max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         parser=_tolerant_parser,

@@ -60,6 +60,11 @@ class ServiceSettings(BaseSettings):
     # Batch consumption: up to max_records per transaction, waiting at most batch_timeout_ms.
     max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=0)
+    # How long the broker may hold a fetch that has no data yet (Kafka's fetch.max.wait.ms,
+    # 500 ms by default). A broker that answers a held fetch only when this runs out, rather
+    # than when data arrives, adds up to this to every hop; a short wait bounds that at the
+    # price of more empty fetches while idle (docs/operations.md).
+    fetch_max_wait_ms: int = Field(default=20, ge=0)
     # Transient failures are retried with capped exponential backoff for this long, then the
     # batch is handed back to Kafka (offsets rewound) and consumption resumes later.
     retry_max_seconds: float = 120.0
