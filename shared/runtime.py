@@ -296,6 +296,10 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_seconds: float = 25.0)
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=int(graceful_seconds),
+        # Longer than the idle timeout of the proxies and clients in front (ingress-nginx and
+        # httpx keep idle connections 60 s and 5 s): with uvicorn's 5 s, a client reusing an
+        # idle connection at the moment the server closes it gets a reset, not a response.
+        timeout_keep_alive=75,
         lifespan="on",
     )
     uvicorn.Server(config).run()
