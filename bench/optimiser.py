@@ -43,9 +43,9 @@ PROVE_TARGET_SECONDS = 5.0
 RATIO_TARGET = 0.95
 
 
-def _model(projects: int, resources: int) -> tuple[Model, dict[str, int | None]]:
+def instance_model(projects: int, resources: int) -> tuple[Model, dict[str, int | None]]:
     """The seeded instance's model and the greedy plan's starts, built exactly as
-    ``bench.run.optimiser_ratio`` builds them, so the figures are about the same problem."""
+    ``bench.run`` solves them, so the figures are about the same problem."""
     instance = portfolio(projects, resources)
     greedy = plan(instance.projects, instance.resources, instance.horizon)
     model = build(
@@ -72,7 +72,7 @@ def prove_small(
     from ortools.sat.python import cp_model  # noqa: F401 - warmed, not used here
 
     imported = time.perf_counter() - began
-    model, starts = _model(projects, resources)
+    model, starts = instance_model(projects, resources)
     began = time.perf_counter()
     result = solve(model, starts, time_limit=budget, workers=workers)
     seconds = time.perf_counter() - began
@@ -101,7 +101,7 @@ def bound_gap(
     from ortools.math_opt.python import mathopt  # heavy; only the study needs it
     from ortools.math_opt.solvers import highs_pb2
 
-    model, starts = _model(projects, resources)
+    model, starts = instance_model(projects, resources)
     lp, lp_values = lp_relaxation(model)
     warm = {"greedy": starts, **heuristics(model, lp_values)}
     hint_starts = max(warm.values(), key=lambda s: objective_of(model, s))
