@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_json
+
 from services.scoring.domain.commands import check_model
 from services.scoring.domain.inputs import ScoringInputs
 from services.scoring.domain.ranking import Override, RankEntry, adjusted, rank
 from services.scoring.domain.scoring import (
+    Part,
     Scored,
     depends_on_month,
     depends_on_whole_portfolio,
@@ -21,9 +24,9 @@ from services.scoring.domain.scoring import (
 )
 from services.scoring.repository import PortfolioState, RankingRow, ScoringUnitOfWork
 from shared.admission import admit, newest, refuse
-from shared.cloudevents import event_message
+from shared.cloudevents import event_message, headers
 from shared.consumer_record import Record
-from shared.contracts.events import Contribution, ProjectChanged, ProjectScored
+from shared.contracts.events import ProjectChanged, ProjectScored
 from shared.contracts.scoring import (
     DEFAULT_MODEL,
     DEFAULT_NAME,
@@ -220,42 +223,47 @@ class ScoringHandler:
             full = "rescore"
         inputs = await repo.inputs(portfolio, None if full else work.revised)
         scores: dict[str, Scored] = score_all(inputs, model, as_of=as_of)
-        await repo.save_scores(scores)
+        # Read before the new scores are written: the ranking takes them from ``scores``, so
+        # scores, ranks and what was published are written in one statement below.
         rows = await repo.ranking(portfolio)
         overrides = await repo.overrides(portfolio)
-        final = {r.key: adjusted(r.score, overrides.get(r.key)) for r in rows}
+        final = {
+            r.key: adjusted(
+                scores[r.key].score if r.key in scores else r.score, overrides.get(r.key)
+            )
+            for r in rows
+        }
         ranks = rank(
             (RankEntry(r.key, r.mandatory, final[r.key]) for r in rows if r.ranked), overrides
         )
-        shown = {key: _override_json(o) for key, o in overrides.items()}
+        infos = {key: _info(o) for key, o in overrides.items()}
+        shown = {key: info.model_dump_json() for key, info in infos.items() if info is not None}
         moved = [r for r in rows if _moved(r, final[r.key], ranks.get(r.key), shown.get(r.key))]
         version = state.ranking_version + (1 if moved else 0)
         await repo.save_portfolio(
             portfolio, PortfolioState(version, state.model_version, state.model, as_of)
         )
+        stored = await repo.explanations(r.key for r in moved if r.key not in scores)
+        await repo.save_results(
+            {key: (s.score, to_json(s.explanation).decode()) for key, s in scores.items()},
+            [(r.key, ranks.get(r.key), final[r.key], shown.get(r.key)) for r in moved],
+        )
         if not moved:
             return []
-        stored = await repo.explanations(r.key for r in moved if r.key not in scores)
-        await repo.publish_ranks(
-            (r.key, ranks.get(r.key), final[r.key], shown.get(r.key)) for r in moved
-        )
+        topic = self._topics(Topic.SCORES)
         messages = []
         for r in moved:
             override = overrides.get(r.key)
-            explanation = (
-                [p.contract() for p in scores[r.key].explanation]
-                if r.key in scores
-                else stored[r.key]
-            )
+            explanation = list(scores[r.key].explanation if r.key in scores else stored[r.key])
             if override is not None and override.kind == "adjust" and override.delta is not None:
                 explanation.append(
-                    Contribution(
-                        criterion="adjustment",
-                        raw=override.delta,
-                        normalised=1.0,
-                        weight=1.0,
-                        contribution=override.delta,
-                    )
+                    {
+                        "criterion": "adjustment",
+                        "raw": float(override.delta),
+                        "normalised": 1.0,
+                        "weight": 1.0,
+                        "contribution": float(override.delta),
+                    }
                 )
             if r.key in work.revised:
                 cause = "project_revision"
@@ -265,7 +273,7 @@ class ScoringHandler:
                 cause = "override"
             else:
                 cause = "portfolio_change"
-            event = ProjectScored(
+            value = scored_json(
                 project_key=r.key,
                 portfolio=portfolio,
                 project_revision=r.revision,
@@ -277,19 +285,61 @@ class ScoringHandler:
                 mandatory=r.mandatory,
                 explanation=explanation,
                 cause=cause,
-                override=_info(override),
+                override=infos.get(r.key),
             )
             messages.append(
-                event_message(
-                    topic=self._topics(Topic.SCORES),
-                    key=r.key,
-                    event=event,
-                    event_id=f"scoring:{r.key}:{version}",
-                    source="pmo/scoring",
-                    time=now,
+                OutboxMessage(
+                    topic=topic,
+                    key=r.key.encode(),
+                    value=value,
+                    headers=headers(
+                        event_id=f"scoring:{r.key}:{version}",
+                        event_type=ProjectScored.TYPE,
+                        source="pmo/scoring",
+                        time=now,
+                        subject=r.key,
+                    ),
                 )
             )
         return messages
+
+
+def scored_json(
+    *,
+    project_key: str,
+    portfolio: str,
+    project_revision: int,
+    ranking_version: int,
+    model: str,
+    model_version: int,
+    score: float,
+    rank: int | None,
+    mandatory: bool,
+    explanation: Sequence[Part],
+    cause: str,
+    override: OverrideInfo | None,
+) -> bytes:
+    """The JSON of ``ProjectScored`` with these fields, byte for byte what
+    ``ProjectScored(...).model_dump_json()`` gives, without validating a model per project:
+    every value is already of its contract type (the scoring rules make them), so validation
+    would only spend the time of a 100,000-project rescore. Fields in the contract's order;
+    the serialiser is pydantic's own, so floats are written as the contract writes them."""
+    return to_json(
+        {
+            "project_key": project_key,
+            "portfolio": portfolio,
+            "project_revision": project_revision,
+            "ranking_version": ranking_version,
+            "model": model,
+            "model_version": model_version,
+            "score": float(score),
+            "rank": rank,
+            "mandatory": mandatory,
+            "explanation": explanation,
+            "cause": cause,
+            "override": override,
+        }
+    )
 
 
 def _override(command: Pin | Adjust | ClearOverride) -> Override | None:
@@ -310,12 +360,6 @@ def _info(override: Override | None) -> OverrideInfo | None:
         rank=override.rank,
         delta=override.delta,
     )
-
-
-def _override_json(override: Override) -> str:
-    info = _info(override)
-    assert info is not None
-    return info.model_dump_json()
 
 
 def _moved(row: RankingRow, score: float, new_rank: int | None, override: str | None) -> bool:

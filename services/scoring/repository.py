@@ -6,13 +6,13 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from asyncpg.pool import PoolConnectionProxy
 
 from services.scoring.domain.inputs import ScoringInputs, Wsjf
 from services.scoring.domain.ranking import Override
-from services.scoring.domain.scoring import Scored
+from services.scoring.domain.scoring import Part
 from shared.contracts.events import Contribution
 from shared.contracts.scoring import ModelEnvelope, ScoringAudit
 from shared.uow import PostgresUnitOfWork
@@ -128,26 +128,44 @@ class ScoringRepository:
             )
         return [_inputs(r) for r in rows]
 
-    async def save_scores(self, scores: dict[str, Scored]) -> None:
-        """Bulk update through a staging table: one COPY and one UPDATE, whatever the count."""
-        if not scores:
+    async def save_results(
+        self,
+        scores: dict[str, tuple[float, str]],
+        published: Sequence[tuple[str, int | None, float, str | None]],
+    ) -> None:
+        """Write new (score, explanation JSON) by key, and record (key, rank, score, override
+        JSON) as the ranking now published: one COPY into a staging table and one UPDATE,
+        whatever the count, so a rescore rewrites each row once, not once per kind of change."""
+        if not scores and not published:
             return
         await self._conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS score_stage (project_key text, score double precision,"
-            " explanation jsonb) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS result_stage (project_key text,"
+            " score double precision, explanation text, published boolean, rank int,"
+            " published_score double precision, published_override text) ON COMMIT DELETE ROWS"
         )
-        await self._conn.copy_records_to_table(
-            "score_stage",
-            records=[
-                (key, s.score, json.dumps([p._asdict() for p in s.explanation]))
-                for key, s in scores.items()
-            ],
-        )
+        ranks = {key: (rank, score, override) for key, rank, score, override in published}
+        records: list[tuple[Any, ...]] = [
+            (key, score, explanation, key in ranks, *ranks.get(key, (None, None, None)))
+            for key, (score, explanation) in scores.items()
+        ]
+        records += [
+            (key, None, None, True, rank, score, override)
+            for key, (rank, score, override) in ranks.items()
+            if key not in scores
+        ]
+        await self._conn.copy_records_to_table("result_stage", records=records)
         await self._conn.execute(
-            "UPDATE projects p SET score = s.score, explanation = s.explanation"
-            " FROM score_stage s WHERE p.project_key = s.project_key"
+            "UPDATE projects p SET score = coalesce(s.score, p.score),"
+            " explanation = coalesce(s.explanation::jsonb, p.explanation),"
+            " rank = CASE WHEN s.published THEN s.rank ELSE p.rank END,"
+            " published_rank = CASE WHEN s.published THEN s.rank ELSE p.published_rank END,"
+            " published_score = CASE WHEN s.published THEN s.published_score"
+            " ELSE p.published_score END,"
+            " published_override = CASE WHEN s.published THEN s.published_override::jsonb"
+            " ELSE p.published_override END"
+            " FROM result_stage s WHERE p.project_key = s.project_key"
         )
-        await self._conn.execute("TRUNCATE score_stage")
+        await self._conn.execute("TRUNCATE result_stage")
 
     async def ranking(self, portfolio: str) -> list[RankingRow]:
         rows = await self._conn.fetch(
@@ -170,25 +188,18 @@ class ScoringRepository:
             for r in rows
         ]
 
-    async def explanations(self, keys: Iterable[str]) -> dict[str, list[Contribution]]:
+    async def explanations(self, keys: Iterable[str]) -> dict[str, list[Part]]:
         rows = await self._conn.fetch(
             "SELECT project_key, explanation FROM projects WHERE project_key = ANY($1::text[])",
             list(keys),
         )
         return {
-            r["project_key"]: [Contribution.model_validate(c) for c in json.loads(r["explanation"])]
+            r["project_key"]: [
+                cast(Part, Contribution.model_validate(c).model_dump())
+                for c in json.loads(r["explanation"])
+            ]
             for r in rows
         }
-
-    async def publish_ranks(
-        self, rows: Iterable[tuple[str, int | None, float, str | None]]
-    ) -> None:
-        """Record (key, rank, score, override JSON) as the ranking now published."""
-        await self._conn.executemany(
-            "UPDATE projects SET rank = $2, published_rank = $2, published_score = $3,"
-            " published_override = $4::jsonb WHERE project_key = $1",
-            list(rows),
-        )
 
     async def portfolio(self, portfolio: str) -> PortfolioState:
         row = await self._conn.fetchrow(

@@ -53,11 +53,13 @@ def test_hand_checked_default_weighted_score() -> None:
     result = score_all([p], DEFAULT_MODEL, as_of=AS_OF)[p.key]
     expected = 100 * (0.4 * 0.6 + 0.4 * math.log10(5) / math.log10(11) + 0.2 * 0.75)
     assert math.isclose(result.score, expected, abs_tol=1e-5)
-    by_name = {c.criterion: c for c in result.explanation}
-    assert by_name["strategic_fit"].raw == 3
-    assert by_name["value_for_money"].raw == 4
-    assert by_name["risk"].normalised == 0.75
-    assert math.isclose(sum(c.contribution for c in result.explanation), result.score, abs_tol=1e-4)
+    by_name = {c["criterion"]: c for c in result.explanation}
+    assert by_name["strategic_fit"]["raw"] == 3
+    assert by_name["value_for_money"]["raw"] == 4
+    assert by_name["risk"]["normalised"] == 0.75
+    assert math.isclose(
+        sum(c["contribution"] for c in result.explanation), result.score, abs_tol=1e-4
+    )
 
 
 def test_objective_weights_weigh_strategic_fit() -> None:
@@ -139,7 +141,7 @@ def test_wsjf_job_size_from_demand_when_not_given() -> None:
     p = ScoringInputs("r/j/X", False, True, {}, None, None, None, None, Wsjf(10, 5, 3, None), 12.0)
     result = score_all([p], WsjfModel(job_size_unit=6), as_of=AS_OF)[p.key]
     assert result.score == 9.0  # 18 / (12 person-months / 6)
-    assert {c.criterion: c.raw for c in result.explanation}["job_size"] == 2.0
+    assert {c["criterion"]: c["raw"] for c in result.explanation}["job_size"] == 2.0
 
 
 TEXTBOOK = [[1, 3, 5], [1 / 3, 1, 3], [1 / 5, 1 / 3, 1]]
@@ -196,7 +198,7 @@ def test_a_consistent_ahp_model_scores_with_its_derived_weights() -> None:
     assert check_model(envelope) == []
     assert isinstance(envelope.model, AhpModel)
     result = score_all([inputs()], envelope.model, as_of=AS_OF)["retail/jira/P-1"]
-    weights = {c.criterion: round(c.weight, 3) for c in result.explanation}
+    weights = {c["criterion"]: round(c["weight"], 3) for c in result.explanation}
     assert weights == {"strategic_fit": 0.637, "value_for_money": 0.258, "risk": 0.105}
 
 
