@@ -35,6 +35,7 @@ from services.capacity.domain.optimiser import (
     lp_relaxation,
     objective_of,
     solve,
+    starts_of,
 )
 from services.capacity.domain.planner import plan
 from services.capacity.domain.synthetic import portfolio
@@ -51,11 +52,7 @@ def instance_model(projects: int, resources: int) -> tuple[Model, dict[str, int 
     model = build(
         instance.projects, instance.resources, instance.horizon, instance.priorities, greedy
     )
-    starts = {
-        k: greedy.placements[k].start if greedy.placements[k].status == "planned" else None
-        for k in model.by_project
-    }
-    return model, starts
+    return model, starts_of(model, greedy)
 
 
 def prove_small(

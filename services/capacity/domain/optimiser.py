@@ -391,8 +391,13 @@ def optimise(
 ) -> tuple[Plan, Result]:
     greedy = plan(projects, resources, horizon)
     model = build(projects, resources, horizon, priorities, greedy)
-    greedy_starts = {
+    return greedy, solve(model, starts_of(model, greedy), time_limit=time_limit)
+
+
+def starts_of(model: Model, greedy: Plan) -> dict[str, int | None]:
+    """The start month of each of the model's projects in ``greedy`` (None when not planned):
+    the warm start the optimiser improves on."""
+    return {
         key: greedy.placements[key].start if greedy.placements[key].status == "planned" else None
         for key in model.by_project
     }
-    return greedy, solve(model, greedy_starts, time_limit=time_limit)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.capacity.domain.optimiser import build, objective_of, optimise, solve
+from services.capacity.domain.optimiser import build, objective_of, optimise, solve, starts_of
 from services.capacity.domain.planner import Demand, Horizon, PlanProject, Resource, plan
 from services.capacity.domain.synthetic import portfolio
 from shared.contracts.inbound import Stage
@@ -153,10 +153,7 @@ def test_the_result_is_never_worse_than_the_greedy_plan_even_when_time_runs_out(
     model = build(
         instance.projects, instance.resources, instance.horizon, instance.priorities, greedy
     )
-    starts = {
-        k: greedy.placements[k].start if greedy.placements[k].status == "planned" else None
-        for k in model.by_project
-    }
+    starts = starts_of(model, greedy)
     result = solve(model, starts, time_limit=0.5)
     assert result.objective + 1e-9 >= objective_of(model, starts)
     assert 0 <= result.gap <= 1
