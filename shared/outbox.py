@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import zlib
@@ -21,8 +20,11 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.producer.message_accumulator import BatchBuilder
 from asyncpg.pool import PoolConnectionProxy
+from pydantic_core import from_json, to_json
 
+from shared.broker import portfolio_partitioner
 from shared.db import usable
 from shared.errors import is_transient
 from shared.tracing import context_headers
@@ -52,31 +54,78 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
         "outbox",
         columns=("topic", "key", "value", "headers"),
         records=[
-            (m.topic, m.key, m.value, json.dumps({**m.headers, **trace} if trace else m.headers))
+            (
+                m.topic,
+                m.key,
+                m.value,
+                to_json({**m.headers, **trace} if trace else m.headers).decode(),
+            )
             for m in messages
         ],
     )
 
 
-# The publisher returns once the record is handed to the producer; the awaitable it returns
-# completes when the broker has acknowledged it.
-Publish = Callable[[OutboxMessage], Awaitable[Awaitable[Any]]]
+# A publisher hands a batch of rows to the broker in their order and returns once the broker has
+# acknowledged every one of them; it raises if any was not.
+Publish = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
 
 
 def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> Publish:
     """Publish outbox rows through ``producer``: the row's topic (after ``topic_prefix``), key,
-    value and headers, as they were written."""
+    value and headers, as they were written, partitioned by ``portfolio_partitioner``.
 
-    async def publish(message: OutboxMessage) -> Awaitable[Any]:
-        sent: Awaitable[Any] = await producer.send(
-            topic_prefix + message.topic,
-            message.value,
-            key=message.key,
-            headers=[(k, v.encode()) for k, v in message.headers.items()],
-        )
-        return sent
+    Rows are appended to one record batch per partition (``create_batch``/``send_batch``), so
+    the producer's per-record work is the batch encoder's: a record handed over one at a time
+    through ``send`` cost about 17 µs here, appended to a batch about 6 µs (docs/performance.md).
+    A partition's batches are queued in row order and the producer keeps one request per
+    partition in flight, so each partition receives its rows in the order they were written."""
+
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
+        open_batches: dict[tuple[str, int], BatchBuilder] = {}
+        partitions: dict[str, tuple[list[int], list[int]]] = {}
+        # Keys of one portfolio share a partition: computed once per (topic, portfolio).
+        chosen: dict[tuple[str, bytes | None], int] = {}
+        sent: list[asyncio.Future[Any]] = []
+        for m in messages:
+            topic = topic_prefix + m.topic
+            portfolio = m.key.split(b"/", 1)[0] if m.key else None
+            partition = chosen.get((topic, portfolio), -1)
+            if partition < 0:
+                if topic not in partitions:
+                    every = sorted(await producer.partitions_for(topic))
+                    available = producer.client.cluster.available_partitions_for_topic(topic)
+                    partitions[topic] = (every, sorted(available or every))
+                partition = chosen[(topic, portfolio)] = portfolio_partitioner(
+                    m.key, *partitions[topic]
+                )
+            headers = [(k, v.encode()) for k, v in m.headers.items()]
+            batch = open_batches.get((topic, partition))
+            if batch is not None and batch.append(
+                key=m.key, value=m.value, timestamp=None, headers=headers
+            ):
+                continue
+            if batch is not None:  # full: queue it, start the partition's next one
+                sent.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            if not batch.append(key=m.key, value=m.value, timestamp=None, headers=headers):
+                # Larger than a batch: sent alone, where the producer's size limit applies.
+                open_batches.pop((topic, partition), None)
+                sent.append(
+                    await producer.send(
+                        topic, m.value, key=m.key, partition=partition, headers=headers
+                    )
+                )
+                continue
+            open_batches[(topic, partition)] = batch
+        for (topic, partition), batch in open_batches.items():
+            sent.append(await producer.send_batch(batch, topic, partition=partition))
+        await asyncio.gather(*sent)
 
     return publish
+
+
+def _messages(rows: Sequence[asyncpg.Record]) -> list[OutboxMessage]:
+    return [OutboxMessage(r["topic"], r["key"], r["value"], from_json(r["headers"])) for r in rows]
 
 
 @dataclass(slots=True)
@@ -97,6 +146,7 @@ class OutboxRelay:
         publish: Publish,
         *,
         batch_size: int = 2000,
+        batches_per_pass: int = 10,
         poll_interval: float = 1.0,
         retention_seconds: float = 3600.0,
     ) -> None:
@@ -104,6 +154,7 @@ class OutboxRelay:
         self._schema = schema
         self._publish = publish
         self._batch_size = batch_size
+        self._batches_per_pass = batches_per_pass
         self._poll_interval = poll_interval
         self._retention_seconds = retention_seconds
         self._lock_key = zlib.crc32(f"pmo.outbox.{schema}".encode()) - 2**31
@@ -118,31 +169,57 @@ class OutboxRelay:
         self._wake.set()
 
     async def relay_once(self) -> int:
-        """Publish up to one batch of unsent rows; returns how many were published."""
+        """Publish unsent rows, up to ``batches_per_pass`` batches in one transaction; returns how
+        many were published.
+
+        The batches are pipelined: while the broker acknowledges one batch, the next is read,
+        and while Postgres marks one batch sent, the next is encoded for the producer. A batch
+        is marked sent only once the broker has acknowledged all of it; a failure rolls the
+        whole pass back, and its rows are published again (consumers deduplicate)."""
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
                 return 0
-            rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox"
-                " WHERE sent_at IS NULL ORDER BY id LIMIT $1",
-                self._batch_size,
-            )
+            rows = await self._unsent(conn, after=0)
             if not rows:
                 return 0
-            pending = [
-                await self._publish(
-                    OutboxMessage(r["topic"], r["key"], r["value"], json.loads(r["headers"]))
-                )
-                for r in rows
-            ]
-            await asyncio.gather(*pending)
-            await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                [r["id"] for r in rows],
-            )
-        self.stats.published += len(rows)
-        self.stats.batches += 1
-        return len(rows)
+            published = 0
+            acks: asyncio.Future[None] = asyncio.ensure_future(self._publish(_messages(rows)))
+            following: asyncio.Future[None] | None = None
+            try:
+                while True:
+                    more = (
+                        len(rows) == self._batch_size
+                        and published + len(rows) < self._batch_size * self._batches_per_pass
+                    )
+                    after = rows[-1]["id"]
+                    upcoming = await self._unsent(conn, after=after) if more else []
+                    await acks
+                    if upcoming:
+                        following = asyncio.ensure_future(self._publish(_messages(upcoming)))
+                    await conn.execute(
+                        "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+                        [r["id"] for r in rows],
+                    )
+                    published += len(rows)
+                    self.stats.batches += 1
+                    if following is None:
+                        break
+                    rows, acks, following = upcoming, following, None
+            finally:
+                for pending in (acks, following):
+                    if pending is not None and not pending.done():
+                        pending.cancel()
+                        await asyncio.wait([pending])
+        self.stats.published += published
+        return published
+
+    async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
+        return await conn.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox"
+            " WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
+            after,
+            self._batch_size,
+        )
 
     async def purge(self) -> int:
         """Delete rows sent longer ago than the retention; they are kept for inspection."""
@@ -188,7 +265,7 @@ class OutboxRelay:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                if published < self._batch_size:
+                if published % self._batch_size or not published:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
                     self._wake.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -32,13 +32,14 @@ async def test_rows_are_published_in_order_and_marked_and_survive_a_failed_publi
     published: list[OutboxMessage] = []
     fail_once = True
 
-    async def publish(message: OutboxMessage) -> Awaitable[object]:
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
         nonlocal fail_once
-        if fail_once and len(published) == 3:
+        if fail_once:
             fail_once = False
+            await send(messages[:3])
             raise ConnectionError("broker went away")  # mid-batch: nothing gets marked
-        published.append(message)
-        return await send(message)
+        published.extend(messages)
+        await send(messages)
 
     producer = make_producer(kafka, client_id="outbox-test")
     send = producer_publish(producer)
@@ -60,25 +61,88 @@ async def test_rows_are_published_in_order_and_marked_and_survive_a_failed_publi
     finally:
         await producer.stop()
         await pool.close()
+    assert [m.value for m in published] == [f"{i}".encode() for i in range(10)]
 
+    seen = [value for _, value in await consume(kafka, topic, 13)]
+    # The first three were published before the failure and again after it (at-least-once);
+    # one key, so one partition, so the order of each pass is the order of the outbox.
+    assert seen == [b"0", b"1", b"2"] + [f"{i}".encode() for i in range(10)]
+
+
+async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_back_whole(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    """Batches of 3, two per pass: a pass publishes and marks 6 rows in one transaction; a
+    failure in its second batch leaves the first unmarked too. Two portfolios (their own
+    partitions, or one shared) and a record larger than the producer's batch all arrive, each
+    portfolio's records in outbox order."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t"
+    )
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
+    producer = make_producer(kafka, client_id="outbox-test")
+    send = producer_publish(producer)
+    calls: list[int] = []
+    fail_on_call = 2
+
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
+        calls.append(len(messages))
+        if len(calls) == fail_on_call:
+            raise ConnectionError("broker went away")
+        await send(messages)
+
+    large = b"x" * (300 * 1024)  # above max_batch_size (256 KiB), below the request limit
+    values = [large if i == 4 else f"{i}".encode() for i in range(11)]
+    messages = [
+        OutboxMessage(topic, f"{'retail' if i % 2 else 'energy'}/jira/P{i}".encode(), v, {})
+        for i, v in enumerate(values)
+    ]
+    await producer.start()
+    try:
+        relay = OutboxRelay(pool, "scoring", publish, batch_size=3, batches_per_pass=2)
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, messages)
+        with pytest.raises(ConnectionError):
+            await relay.relay_once()
+        assert (await relay.backlog())[0] == 11  # the first batch was acknowledged, not marked
+        assert [await relay.relay_once() for _ in range(4)] == [6, 5, 0, 0]
+        assert calls == [3, 3, 3, 3, 3, 2]
+    finally:
+        await producer.stop()
+        await pool.close()
+
+    received = await consume(kafka, topic, 14)
+    for portfolio in (b"retail", b"energy"):
+        mine = [v for k, v in received if k.startswith(portfolio)]
+        expected = [v for m, v in zip(messages, values, strict=True) if m.key.startswith(portfolio)]
+        # The failed pass's first batch (rows 0-2) went out before the failure.
+        first = [
+            v for m, v in zip(messages[:3], values[:3], strict=True) if m.key.startswith(portfolio)
+        ]
+        assert mine == first + expected
+
+
+async def consume(kafka: KafkaSettings, topic: str, count: int) -> list[tuple[bytes, bytes]]:
+    """The first ``count`` (key, value) records of ``topic``, partition by partition."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=kafka.bootstrap_servers,
         auto_offset_reset="earliest",
         group_id=f"probe-{uuid.uuid4().hex[:6]}",
+        fetch_max_bytes=4 * 1024 * 1024,
+        max_partition_fetch_bytes=2 * 1024 * 1024,
     )
     await consumer.start()
-    seen: list[bytes] = []
+    seen: list[tuple[bytes, bytes]] = []
     try:
 
         async def all_arrived() -> bool:
             for batch in (await consumer.getmany(timeout_ms=200)).values():
-                seen.extend(r.value for r in batch)
-            return len(seen) >= 13
+                seen.extend((r.key or b"", r.value or b"") for r in batch)
+            return len(seen) >= count
 
-        await eventually(all_arrived, what="13 records (3 republished)")
+        await eventually(all_arrived, what=f"{count} records")
     finally:
         await consumer.stop()
-    # The first three were published before the failure and again after it (at-least-once);
-    # one key, so one partition, so the order of each pass is the order of the outbox.
-    assert seen == [b"0", b"1", b"2"] + [f"{i}".encode() for i in range(10)]
+    return seen
