@@ -301,6 +301,10 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_seconds: float = 25.0)
         # idle connection at the moment the server closes it gets a reset, not a response.
         timeout_keep_alive=75,
         lifespan="on",
+        # libuv's event loop and the C HTTP parser: the consumers, the relay (asyncpg,
+        # aiokafka) and the API all run on this loop (docs/dependencies.md).
+        loop="uvloop",
+        http="httptools",
     )
     uvicorn.Server(config).run()
 
