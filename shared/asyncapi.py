@@ -19,6 +19,7 @@ from shared.contracts.events import (
     ProjectChanged,
     ProjectPlanned,
     ProjectScored,
+    RankingChanged,
 )
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
 from shared.contracts.scoring import ScoringAudit, ScoringCommandMessage
@@ -90,8 +91,22 @@ CHANNELS = (
         "{portfolio}/{source}/{external_id}",
         ("scoring",),
         ("capacity", "reporting"),
-        "A project's score, its explanation and its rank in the portfolio.",
+        "A project's score, its explanation and its rank in the portfolio, when its score, "
+        "explanation or override changes.",
         ProjectScored.TYPE,
+    ),
+    Channel(
+        Topic.SCORES,
+        "RankingChanged",
+        RankingChanged,
+        "{portfolio}",
+        ("scoring",),
+        ("capacity", "reporting"),
+        "Rank moves of projects whose score did not change (those a new or rescored project "
+        f"pushed up or down), up to {RankingChanged.MAX_RANKS:,} per event. Keyed by "
+        "portfolio: same partition, and "
+        "so the same order, as the portfolio's ProjectScored events.",
+        RankingChanged.TYPE,
     ),
     Channel(
         Topic.SCORING_AUDIT,
@@ -244,32 +259,45 @@ def asyncapi_document() -> dict[str, Any]:
         if headers is not None:
             message["headers"] = headers
         messages[channel.message] = message
-        channels[channel_id] = {
-            "address": channel.topic.value,
-            "description": channel.summary,
-            "messages": {channel.message: {"$ref": f"#/components/messages/{channel.message}"}},
-            "bindings": {
-                "kafka": {
-                    "partitions": spec.partitions,
-                    "topicConfiguration": {
-                        "cleanup.policy": [spec.config.get("cleanup.policy", "delete")],
-                        "retention.ms": int(spec.config.get("retention.ms", "-1")),
+        ref = {"$ref": f"#/components/messages/{channel.message}"}
+        if channel_id in channels:  # another event type on a topic already described
+            channels[channel_id]["messages"][channel.message] = ref
+            channels[channel_id]["description"] += " " + channel.summary
+        else:
+            channels[channel_id] = {
+                "address": channel.topic.value,
+                "description": channel.summary,
+                "messages": {channel.message: ref},
+                "bindings": {
+                    "kafka": {
+                        "partitions": spec.partitions,
+                        "topicConfiguration": {
+                            "cleanup.policy": [spec.config.get("cleanup.policy", "delete")],
+                            "retention.ms": int(spec.config.get("retention.ms", "-1")),
+                        },
+                    }
+                },
+            }
+        for action, verb, parties in (
+            ("send", "sends", channel.writers),
+            ("receive", "receives", channel.readers),
+        ):
+            for party in parties:
+                operation = operations.setdefault(
+                    f"{party}_{verb}_{channel_id}",
+                    {
+                        "action": action,
+                        "channel": {"$ref": f"#/channels/{channel_id}"},
+                        "messages": [],
+                        "summary": f"{party} {'publishes' if action == 'send' else 'consumes'}",
                     },
-                }
-            },
-        }
-        for writer in channel.writers:
-            operations[f"{writer}_sends_{channel_id}"] = {
-                "action": "send",
-                "channel": {"$ref": f"#/channels/{channel_id}"},
-                "summary": f"{writer} publishes {channel.message}",
-            }
-        for reader in channel.readers:
-            operations[f"{reader}_receives_{channel_id}"] = {
-                "action": "receive",
-                "channel": {"$ref": f"#/channels/{channel_id}"},
-                "summary": f"{reader} consumes {channel.message}",
-            }
+                )
+                operation["messages"].append(
+                    {"$ref": f"#/channels/{channel_id}/messages/{channel.message}"}
+                )
+                operation["summary"] += (
+                    " and " if operation["messages"][1:] else " "
+                ) + channel.message
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -29,6 +29,23 @@ def decode_event(record: Record, model: type[E]) -> tuple[str, E] | list[Reason]
         return validation_reasons(exc)
 
 
+def decode_typed(record: Record, *models: type[E]) -> tuple[str, E] | list[Reason]:
+    """``(ce_id, event)`` from a record of a topic that carries several event types, the model
+    chosen by the ``ce_type`` header among ``models`` (each with its ``TYPE``)."""
+    event_type = record.header("ce_type")
+    for model in models:
+        if event_type == getattr(model, "TYPE", None):
+            return decode_event(record, model)
+    known = ", ".join(str(getattr(m, "TYPE", m.__name__)) for m in models)
+    return [
+        Reason(
+            "unknown_event_type",
+            f"ce_type {event_type!r} is not one of {known}",
+            "<headers>.ce_type",
+        )
+    ]
+
+
 def decode_json(
     record: Record, contract: type[Any] | TypeAdapter[Any], *, max_bytes: int
 ) -> Any | list[Reason]:

@@ -57,10 +57,16 @@ from shared.contracts.capacity import (
     WhatIf,
 )
 from shared.contracts.common import month_from_index, month_index
-from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored, ProjectState
+from shared.contracts.events import (
+    ProjectChanged,
+    ProjectPlanned,
+    ProjectScored,
+    ProjectState,
+    RankingChanged,
+)
 from shared.contracts.inbound import ResourceUpdate
 from shared.errors import Reason, is_transient
-from shared.events_io import decode_event, decode_json
+from shared.events_io import decode_event, decode_json, decode_typed
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
@@ -101,7 +107,7 @@ class _Decoders:
         if topic == Topic.CAPACITY_COMMANDS:
             return decode_request(record)
         if topic == Topic.SCORES:
-            return decode_event(record, ProjectScored)
+            return decode_typed(record, ProjectScored, RankingChanged)
         return decode_event(record, ProjectChanged)
 
 
@@ -168,8 +174,9 @@ class CapacityHandler:
             items = [item for _, item in batch.items]
             projects = [e for e in items if isinstance(e, ProjectChanged)]
             scores = [e for e in items if isinstance(e, ProjectScored)]
+            rankings = [e for e in items if isinstance(e, RankingChanged)]
             resources = [e for e in items if isinstance(e, ResourceUpdate)]
-            changed = sorted({e.portfolio for e in projects + scores + resources})
+            changed = sorted({e.portfolio for e in projects + scores + rankings + resources})
             await uow.lock(*changed)
             repo = uow.plans
             await repo.save_projects(
@@ -186,6 +193,15 @@ class CapacityHandler:
                     lambda e: e.project_key,
                     lambda e: e.ranking_version,
                     await repo.ranking_versions({e.project_key for e in scores}),
+                )
+            )
+            # After the scores: a move only replaces a rank of an older version (SQL guard).
+            await repo.move_ranks(
+                newest(
+                    [(e.ranking_version, m) for e in rankings for m in e.ranks],
+                    lambda move: move[1].project_key,
+                    lambda move: move[0],
+                    {},
                 )
             )
             await repo.save_resources(

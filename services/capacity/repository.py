@@ -11,7 +11,13 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.capacity.domain.planner import Resource
 from shared.contracts.common import month_index
-from shared.contracts.events import Deferral, ProjectChanged, ProjectScored, ProjectState
+from shared.contracts.events import (
+    Deferral,
+    ProjectChanged,
+    ProjectScored,
+    ProjectState,
+    RankChange,
+)
 from shared.contracts.inbound import ResourceUpdate
 from shared.uow import PostgresUnitOfWork
 
@@ -75,6 +81,20 @@ class CapacityRepository:
             " ranking_version = excluded.ranking_version, rank = excluded.rank,"
             " score = excluded.score",
             [(e.project_key, e.portfolio, e.ranking_version, e.rank, e.score) for e in events],
+        )
+
+    async def move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
+        """Ranks that moved, each ``(ranking_version, move)``; a rank of a newer version (from
+        a ``ProjectScored`` of this batch or before) is kept."""
+        if not moves:
+            return
+        await self._conn.execute(
+            "UPDATE ranks r SET rank = m.rank, ranking_version = m.version"
+            " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS m(project_key, rank, version)"
+            " WHERE r.project_key = m.project_key AND r.ranking_version < m.version",
+            [m.project_key for _, m in moves],
+            [m.rank for _, m in moves],
+            [v for v, _ in moves],
         )
 
     async def save_resources(self, updates: Sequence[ResourceUpdate]) -> None:

@@ -64,7 +64,9 @@ class Contribution(Event):
 
 
 class ProjectScored(Event):
-    """A project's score and rank in its portfolio (``pmo.scoring.scores.v1``).
+    """A project's score and rank in its portfolio (``pmo.scoring.scores.v1``), published when
+    its score, explanation or override changes; moves of its rank alone come as
+    ``RankingChanged``.
 
     ``ranking_version`` increases with every re-ranking of the portfolio; a consumer keeps the
     highest it has seen. ``rank`` is None for projects that are not ranked (done, cancelled,
@@ -84,6 +86,33 @@ class ProjectScored(Event):
     explanation: list[Contribution]
     cause: Literal["project_revision", "model_change", "override", "rescore", "portfolio_change"]
     override: OverrideInfo | None = None
+
+
+class RankChange(Event):
+    """One project's new rank; None when it left the ranking."""
+
+    project_key: str
+    rank: int | None
+
+
+class RankingChanged(Event):
+    """Projects whose rank moved while their score, explanation and override did not
+    (``pmo.scoring.scores.v1``, keyed by portfolio, so it shares the partition of the
+    portfolio's ``ProjectScored`` events and arrives in order with them).
+
+    A new project, or one whose score changed, moves the ranks of every project between its
+    old and new place; those moves travel here, a few bytes each, instead of as a
+    ``ProjectScored`` per moved project. A consumer applies each entry as it would the rank of
+    a ``ProjectScored`` of the same ``ranking_version``: only over an older version. A large
+    move is split over several events of the same version (at most ``MAX_RANKS`` entries each);
+    each is complete on its own."""
+
+    TYPE: ClassVar[str] = "pmo.scoring.ranking.changed.v1"
+    MAX_RANKS: ClassVar[int] = 5000
+
+    portfolio: str
+    ranking_version: int
+    ranks: list[RankChange]
 
 
 class Deferral(Event):

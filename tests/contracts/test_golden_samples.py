@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored
+from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored, RankingChanged
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -18,6 +18,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "project_changed.v1": ProjectChanged,
     "project_scored.v1": ProjectScored,
     "project_planned.v1": ProjectPlanned,
+    "ranking_changed.v1": RankingChanged,
 }
 
 

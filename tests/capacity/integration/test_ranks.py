@@ -1,0 +1,124 @@
+"""Ranks reach capacity two ways: with a project's score (``ProjectScored``) and as moves of
+ranks alone (``RankingChanged``). On real Postgres: moves apply only over older versions, in
+any order within a batch, and a move never touches a score."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.capacity.handlers import CapacityHandler
+from services.capacity.repository import CapacityUnitOfWork
+from shared.cloudevents import event_message
+from shared.consumer_record import Record
+from shared.contracts.events import ProjectScored, RankChange, RankingChanged
+from shared.db import create_pool
+from shared.migrations import migrate, service_component
+from shared.settings import DatabaseSettings
+from shared.topics import Topic, TopicNames
+from tests.conftest import service_url
+
+pytestmark = pytest.mark.integration
+
+TOPICS = TopicNames("ranks.")
+NOW = datetime(2027, 1, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+    await migrate(database.url, [service_component("capacity")])
+    the_pool = await create_pool(
+        service_url(database, "capacity"), schema="capacity", application_name="test", max_size=4
+    )
+    try:
+        await the_pool.execute("DELETE FROM ranks WHERE portfolio = 'ranked'")
+        yield the_pool
+    finally:
+        await the_pool.close()
+
+
+def record(event: ProjectScored | RankingChanged, event_id: str, offset: int) -> Record:
+    key = event.project_key if isinstance(event, ProjectScored) else event.portfolio
+    message = event_message(
+        topic=TOPICS(Topic.SCORES), key=key, event=event, event_id=event_id, source="t", time=NOW
+    )
+    return Record(
+        topic=message.topic,
+        partition=0,
+        offset=offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((k, v.encode()) for k, v in message.headers.items()),
+        timestamp_ms=0,
+    )
+
+
+def scored(project: str, version: int, rank: int, score: float) -> ProjectScored:
+    return ProjectScored(
+        project_key=f"ranked/jira/{project}",
+        portfolio="ranked",
+        project_revision=1,
+        ranking_version=version,
+        model="weighted-default",
+        model_version=1,
+        score=score,
+        rank=rank,
+        mandatory=False,
+        explanation=[],
+        cause="project_revision",
+    )
+
+
+def moved(version: int, **ranks: int | None) -> RankingChanged:
+    return RankingChanged(
+        portfolio="ranked",
+        ranking_version=version,
+        ranks=[RankChange(project_key=f"ranked/jira/{p}", rank=r) for p, r in ranks.items()],
+    )
+
+
+async def ranks(pool: asyncpg.Pool[Any]) -> dict[str, tuple[int | None, float, int]]:
+    rows = await pool.fetch(
+        "SELECT project_key, rank, score, ranking_version FROM ranks WHERE portfolio = 'ranked'"
+    )
+    return {
+        r["project_key"].split("/")[-1]: (r["rank"], r["score"], r["ranking_version"]) for r in rows
+    }
+
+
+async def test_moves_apply_over_older_versions_only_and_keep_scores(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    handler = CapacityHandler(
+        uow=lambda: CapacityUnitOfWork(pool), topics=TOPICS, clock=lambda: NOW, plan_start="2027-01"
+    )
+    await handler.handle(
+        [
+            record(scored("A", 1, 1, 90.0), "s:A:1", 0),
+            record(scored("B", 2, 2, 80.0), "s:B:2", 1),
+            record(scored("C", 2, 3, 70.0), "s:C:2", 2),
+        ]
+    )
+    # One batch: C rescored at version 4 to the top, then (as scoring publishes them) the moves
+    # it caused at 4; then a stale move of version 3 arriving after them; and D unknown here.
+    await handler.handle(
+        [
+            record(scored("C", 4, 1, 99.0), "s:C:4", 3),
+            record(moved(4, A=2, B=3, D=7), "r:4", 4),
+            record(moved(3, A=5, C=9), "r:3", 5),
+        ]
+    )
+    assert await ranks(pool) == {
+        "A": (2, 90.0, 4),  # moved, score kept
+        "B": (3, 80.0, 4),
+        "C": (1, 99.0, 4),  # its own score event; the stale move of version 3 did not apply
+    }
+    # Leaving the ranking is a move to no rank; a redelivered batch changes nothing.
+    await handler.handle([record(moved(5, B=None), "r:5", 6)])
+    await handler.handle([record(moved(4, A=2, B=3, D=7), "r:4", 4)])
+    assert (await ranks(pool))["B"] == (None, 80.0, 5)
+    assert (await ranks(pool))["A"] == (2, 90.0, 4)
