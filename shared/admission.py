@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from shared import metrics
 from shared.consumer_record import Record
+from shared.contracts.events import RankChange, RankingChanged
 from shared.deadletter import dead_letter, dead_letter_id
 from shared.errors import Reason
 from shared.outbox import OutboxMessage
@@ -88,3 +89,14 @@ def newest(
         if version(item) > floor:
             latest[k] = item
     return list(latest.values())
+
+
+def rank_moves(events: Sequence[RankingChanged]) -> list[tuple[int, RankChange]]:
+    """Each moved project's newest ``(ranking_version, move)`` among ``events``; whether it is
+    newer than what is stored is left to the writing statement's version guard."""
+    return newest(
+        [(e.ranking_version, move) for e in events for move in e.ranks],
+        lambda m: m[1].project_key,
+        lambda m: m[0],
+        {},
+    )

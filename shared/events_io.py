@@ -29,12 +29,17 @@ def decode_event(record: Record, model: type[E]) -> tuple[str, E] | list[Reason]
         return validation_reasons(exc)
 
 
-def decode_typed(record: Record, *models: type[E]) -> tuple[str, E] | list[Reason]:
+def decode_typed(
+    record: Record, default: type[E], *others: type[E]
+) -> tuple[str, E] | list[Reason]:
     """``(ce_id, event)`` from a record of a topic that carries several event types, the model
-    chosen by the ``ce_type`` header among ``models`` (each with its ``TYPE``)."""
+    chosen by the ``ce_type`` header among ``default`` and ``others`` (each with its ``TYPE``).
+    A record without ``ce_type`` is read as ``default``, the type the topic carried first, as
+    its producers wrote it before the topic carried more than one."""
     event_type = record.header("ce_type")
+    models = (default, *others)
     for model in models:
-        if event_type == getattr(model, "TYPE", None):
+        if event_type is None or event_type == getattr(model, "TYPE", None):
             return decode_event(record, model)
     known = ", ".join(str(getattr(m, "TYPE", m.__name__)) for m in models)
     return [

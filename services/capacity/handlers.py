@@ -39,7 +39,7 @@ from services.capacity.domain.scenarios import (
 )
 from services.capacity.repository import CapacityUnitOfWork, PortfolioInputs, StoredPlacement
 from shared import metrics
-from shared.admission import admit, newest, refuse
+from shared.admission import admit, newest, rank_moves, refuse
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import (
@@ -196,14 +196,7 @@ class CapacityHandler:
                 )
             )
             # After the scores: a move only replaces a rank of an older version (SQL guard).
-            await repo.move_ranks(
-                newest(
-                    [(e.ranking_version, m) for e in rankings for m in e.ranks],
-                    lambda move: move[1].project_key,
-                    lambda move: move[0],
-                    {},
-                )
-            )
+            await repo.move_ranks(rank_moves(rankings))
             await repo.save_resources(
                 newest(
                     resources,

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.reporting.domain import DeadLetterRow, dead_letter_row
 from services.reporting.repository import ReportingUnitOfWork
-from shared.admission import admit
+from shared.admission import admit, rank_moves
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
@@ -21,10 +21,11 @@ from shared.contracts.events import (
     ProjectChanged,
     ProjectPlanned,
     ProjectScored,
+    RankingChanged,
 )
 from shared.contracts.scoring import ScoringAudit
 from shared.errors import Reason
-from shared.events_io import decode_event
+from shared.events_io import decode_event, decode_typed
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
@@ -40,7 +41,7 @@ class _Decoder:
         if topic == Topic.DEAD_LETTERS:
             return dead_letter_row(record)
         if topic == Topic.SCORES:
-            return decode_event(record, ProjectScored)
+            return decode_typed(record, ProjectScored, RankingChanged)
         if topic == Topic.PLANS:
             return decode_event(record, ProjectPlanned)
         if topic == Topic.SCORING_AUDIT:
@@ -78,6 +79,9 @@ class ReportingHandler:
             model = uow.read_model
             await model.apply_projects([e for e in events if isinstance(e, ProjectChanged)])
             await model.apply_scores([e for e in events if isinstance(e, ProjectScored)])
+            # After the scores: a move only replaces a rank of an older version (SQL guard).
+            moves = rank_moves([e for e in events if isinstance(e, RankingChanged)])
+            await model.move_ranks(moves)
             await model.apply_plans([e for e in events if isinstance(e, ProjectPlanned)])
             await model.add_dead_letters([e for e in events if isinstance(e, DeadLetterRow)])
             await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
@@ -89,6 +93,7 @@ class ReportingHandler:
                     for e in events
                     if isinstance(e, ProjectChanged | ProjectScored | ProjectPlanned)
                 }
+                | {m.project_key for _, m in moves}
             )
             rows = await model.denormalised(touched) if touched else []
             await uow.emit([*batch.dead_letters, *(self._record(r, now) for r in rows)])

@@ -18,6 +18,7 @@ from shared.contracts.events import (
     ProjectChanged,
     ProjectPlanned,
     ProjectScored,
+    RankChange,
 )
 from shared.contracts.scoring import ScoringAudit
 from shared.uow import PostgresUnitOfWork
@@ -93,6 +94,20 @@ class ReadModelWriter:
                 )
                 for e in events
             ],
+        )
+
+    async def move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
+        """Ranks that moved, each ``(ranking_version, move)``, applied over older versions
+        only; a project whose score has not arrived yet is left to its ``ProjectScored``."""
+        if not moves:
+            return
+        await self._conn.execute(
+            "UPDATE projects p SET rank = m.rank, ranking_version = m.version, updated_at = now()"
+            " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS m(project_key, rank, version)"
+            " WHERE p.project_key = m.project_key AND p.ranking_version < m.version",
+            [m.project_key for _, m in moves],
+            [m.rank for _, m in moves],
+            [v for v, _ in moves],
         )
 
     async def apply_plans(self, events: Sequence[ProjectPlanned]) -> None:

@@ -25,14 +25,29 @@ def test_the_model_is_chosen_by_ce_type() -> None:
     assert decoded == ("e-1", MOVE)
 
 
-def test_an_unknown_or_missing_type_is_refused_with_a_reason() -> None:
-    for event_type in ("pmo.scoring.something.v9", None):
-        decoded = decode_typed(
-            record(event_type, MOVE.model_dump_json().encode()), ProjectScored, RankingChanged
-        )
-        assert isinstance(decoded, list)
-        assert [(r.code, r.path) for r in decoded] == [("unknown_event_type", "<headers>.ce_type")]
-        assert RankingChanged.TYPE in decoded[0].message
+def test_an_unknown_type_is_refused_with_a_reason() -> None:
+    decoded = decode_typed(
+        record("pmo.scoring.something.v9", MOVE.model_dump_json().encode()),
+        ProjectScored,
+        RankingChanged,
+    )
+    assert isinstance(decoded, list)
+    assert [(r.code, r.path) for r in decoded] == [("unknown_event_type", "<headers>.ce_type")]
+    assert RankingChanged.TYPE in decoded[0].message
+
+
+def test_without_a_type_the_topics_first_type_is_read() -> None:
+    """Producers of the topic's first type need not send ``ce_type``: such a record is read as
+    that type, and refused by it when it is another."""
+    assert decode_typed(record(None, MOVE.model_dump_json().encode()), RankingChanged) == (
+        "e-1",
+        MOVE,
+    )
+    refused = decode_typed(
+        record(None, MOVE.model_dump_json().encode()), ProjectScored, RankingChanged
+    )
+    assert isinstance(refused, list)
+    assert "project_key" in {r.path for r in refused}
 
 
 def test_a_known_type_with_a_wrong_body_is_refused_by_its_model() -> None:

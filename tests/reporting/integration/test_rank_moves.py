@@ -1,0 +1,153 @@
+"""Rank moves (``RankingChanged``) in the read model on real Postgres: applied over older
+versions only, scores and explanations kept, and each moved project republished to the
+warehouse topic with its new rank."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.reporting.handlers import ReportingHandler
+from services.reporting.repository import ReportingUnitOfWork
+from shared.cloudevents import event_message
+from shared.consumer_record import Record
+from shared.contracts.events import (
+    Contribution,
+    ProjectChanged,
+    ProjectScored,
+    ProjectState,
+    RankChange,
+    RankingChanged,
+)
+from shared.db import create_pool
+from shared.migrations import migrate, service_component
+from shared.settings import DatabaseSettings
+from shared.topics import Topic, TopicNames
+from tests.conftest import service_url
+
+pytestmark = pytest.mark.integration
+
+NAMES = TopicNames("moves.")
+NOW = datetime(2026, 11, 25, tzinfo=UTC)
+PORTFOLIO = "moves"
+
+
+def record(topic: Topic, event: Any, event_id: str, offset: int) -> Record:
+    key = getattr(event, "project_key", PORTFOLIO)
+    message = event_message(
+        topic=NAMES(topic), key=key, event=event, event_id=event_id, source="t", time=NOW
+    )
+    return Record(
+        message.topic,
+        0,
+        offset,
+        message.key,
+        message.value,
+        tuple((k, v.encode()) for k, v in message.headers.items()),
+        0,
+    )
+
+
+def key(p: str) -> str:
+    return f"{PORTFOLIO}/jira/{p}"
+
+
+def changed(p: str) -> ProjectChanged:
+    state = ProjectState(name=p, portfolio=PORTFOLIO, source="jira", external_id=p)
+    return ProjectChanged(
+        project_key=key(p),
+        portfolio=PORTFOLIO,
+        revision=1,
+        submission_id=f"sub-{p}",
+        occurred_at=NOW,
+        project=state,
+    )
+
+
+def scored(p: str, version: int, rank: int, score: float) -> ProjectScored:
+    return ProjectScored(
+        project_key=key(p),
+        portfolio=PORTFOLIO,
+        project_revision=1,
+        ranking_version=version,
+        model="weighted-default",
+        model_version=1,
+        score=score,
+        rank=rank,
+        mandatory=False,
+        explanation=[
+            Contribution(criterion="risk", raw=2, normalised=0.5, weight=1, contribution=score)
+        ],
+        cause="project_revision",
+    )
+
+
+def moved(version: int, **ranks: int | None) -> RankingChanged:
+    return RankingChanged(
+        portfolio=PORTFOLIO,
+        ranking_version=version,
+        ranks=[RankChange(project_key=key(p), rank=r) for p, r in ranks.items()],
+    )
+
+
+async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
+    database: DatabaseSettings,
+) -> None:
+    await migrate(database.url, [service_component("reporting")])
+    pool = await create_pool(
+        service_url(database, "reporting"), schema="reporting", application_name="t"
+    )
+    try:
+        await pool.execute("DELETE FROM projects WHERE portfolio = $1", PORTFOLIO)
+        handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+        await handler.handle(
+            [
+                record(Topic.PROJECTS, changed("A"), "p:A", 0),
+                record(Topic.PROJECTS, changed("B"), "p:B", 1),
+                record(Topic.PROJECTS, changed("C"), "p:C", 2),
+                record(Topic.SCORES, scored("A", 1, 1, 90.0), "s:A:1", 3),
+                record(Topic.SCORES, scored("B", 1, 2, 80.0), "s:B:1", 4),
+                record(Topic.SCORES, scored("C", 1, 3, 70.0), "s:C:1", 5),
+            ]
+        )
+        before = await pool.fetchval("SELECT max(id) FROM outbox")
+        # C rescored to the top at version 2 with the moves it caused, then a stale move of an
+        # older version arriving late; the move of an unknown project changes nothing.
+        await handler.handle(
+            [
+                record(Topic.SCORES, scored("C", 2, 1, 99.0), "s:C:2", 6),
+                record(Topic.SCORES, moved(2, A=2, B=3, Z=4), "r:2", 7),
+                record(Topic.SCORES, moved(1, A=7, C=8), "r:1", 8),
+            ]
+        )
+        rows = {
+            r["project_key"]: (r["rank"], r["score"], r["ranking_version"], r["explanation"])
+            for r in await pool.fetch(
+                "SELECT project_key, rank, score, ranking_version, explanation::text"
+                " FROM projects WHERE portfolio = $1",
+                PORTFOLIO,
+            )
+        }
+        assert {k: v[:3] for k, v in rows.items()} == {
+            key("A"): (2, 90.0, 2),
+            key("B"): (3, 80.0, 2),
+            key("C"): (1, 99.0, 2),
+        }
+        assert json.loads(rows[key("A")][3])[0]["contribution"] == 90.0
+
+        published = await pool.fetch(
+            "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2",
+            before,
+            NAMES(Topic.PORTFOLIO_PROJECTS),
+        )
+        latest = {bytes(r["key"]).decode(): json.loads(r["value"]) for r in published}
+        assert {k: (v["rank"], v["score"]) for k, v in latest.items()} == {
+            key("A"): (2, 90.0),
+            key("B"): (3, 80.0),
+            key("C"): (1, 99.0),
+        }
+    finally:
+        await pool.close()
