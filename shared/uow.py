@@ -37,6 +37,8 @@ class UnitOfWork(Protocol):
 
     async def lock(self, *names: str) -> None: ...
 
+    async def try_lock(self, name: str) -> bool: ...
+
 
 class PostgresUnitOfWork:
     """Base for each service's unit of work; subclasses bind their repositories in ``_bind``."""
@@ -100,3 +102,11 @@ class PostgresUnitOfWork:
         """Serialise work on these names (e.g. portfolios) across replicas until commit."""
         for name in sorted(set(names)):
             await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
+
+    async def try_lock(self, name: str) -> bool:
+        """Take ``name``'s lock until commit if nobody holds it; False, at once, if somebody
+        does."""
+        taken: bool = await self.conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", name
+        )
+        return taken

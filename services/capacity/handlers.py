@@ -4,9 +4,12 @@ Events (projects, ranks, resources): applied, and each portfolio they touch is m
 for a replan, in the batch's transaction. The replanner (a task beside the consumer) replans
 each due portfolio in a transaction of its own, publishing every placement that moved and the
 portfolio's summary (utilisation, conflicts, skill gaps) when it changed. Consumption never
-waits for planning, and however many batches touch a portfolio while it is being replanned,
-they cost one more replan: under load replans coalesce, when idle a change is planned at once.
-The request is durable, so a crash between the batch and its replan loses nothing.
+waits for planning: a batch takes no portfolio lock (its writes are guarded by versions), and
+the replanner reads the count of requests before its inputs and clears the request at the end
+only if no batch asked since; one replica replans a portfolio at a time (a try-lock). However
+many batches touch a portfolio while it is being replanned, they cost one more replan: under
+load replans coalesce, when idle a change is planned at once. The request is durable, so a
+crash between the batch and its replan loses nothing.
 
 Requests (what-if, optimise): computed before that transaction against the plan as it stands,
 so a long optimisation holds no locks; the result is published inside the transaction that
@@ -176,8 +179,9 @@ class CapacityHandler:
             scores = [e for e in items if isinstance(e, ProjectScored)]
             rankings = [e for e in items if isinstance(e, RankingChanged)]
             resources = [e for e in items if isinstance(e, ResourceUpdate)]
+            # No portfolio lock: every write is guarded by its version, and the replan request
+            # is counted, so a batch never waits for a replan in progress (docstring above).
             changed = sorted({e.portfolio for e in projects + scores + rankings + resources})
-            await uow.lock(*changed)
             repo = uow.plans
             await repo.save_projects(
                 newest(
@@ -247,15 +251,20 @@ class CapacityHandler:
     async def _replan_one(self, portfolio: str) -> int:
         now = self._clock()
         async with self._uow() as uow:
-            await uow.lock(portfolio)
-            waited = await uow.plans.take_replan(portfolio)
-            if waited is None:  # another replica replanned it first
+            if not await uow.try_lock(portfolio):  # another replica is replanning it
+                return 0
+            requests = await uow.plans.replan_request(portfolio)
+            if requests is None:  # another replica replanned it first
                 return 0
             started = time.perf_counter()
             inputs = await uow.plans.inputs(portfolio)
             await uow.emit(await self._replan(uow, portfolio, inputs, now))
+            # A batch that committed after ``requests`` was read may be missing from the
+            # inputs: its request keeps the portfolio due, and it is replanned again.
+            waited = await uow.plans.finish_replan(portfolio, requests)
         metrics.REPLANS.labels(SERVICE).observe(time.perf_counter() - started)
-        metrics.REPLAN_WAIT.labels(SERVICE).observe(waited)
+        if waited is not None:
+            metrics.REPLAN_WAIT.labels(SERVICE).observe(waited)
         return 1
 
     async def run_replanner(self, poll_seconds: float = 1.0) -> None:

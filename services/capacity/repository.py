@@ -209,13 +209,16 @@ class CapacityRepository:
         )
 
     async def request_replan(self, portfolios: Sequence[str]) -> None:
-        """Mark ``portfolios`` as due for a replan (keeping the earliest request time)."""
+        """Mark ``portfolios`` as due for a replan: the earliest request time is kept (what the
+        wait metric measures), and every request counts, so a replan that began before it
+        does not clear it."""
         if portfolios:
             await self._conn.execute(
-                "INSERT INTO portfolios (portfolio, replan_requested_at)"
-                " SELECT p, now() FROM unnest($1::text[]) AS p"
+                "INSERT INTO portfolios (portfolio, replan_requested_at, replan_requests)"
+                " SELECT p, now(), 1 FROM unnest($1::text[]) AS p"
                 " ON CONFLICT (portfolio) DO UPDATE SET replan_requested_at ="
-                " coalesce(portfolios.replan_requested_at, excluded.replan_requested_at)",
+                " coalesce(portfolios.replan_requested_at, excluded.replan_requested_at),"
+                " replan_requests = portfolios.replan_requests + 1",
                 list(portfolios),
             )
 
@@ -228,16 +231,27 @@ class CapacityRepository:
         )
         return [r["portfolio"] for r in rows]
 
-    async def take_replan(self, portfolio: str) -> float | None:
-        """Clear ``portfolio``'s replan request (in the caller's transaction, under the
-        portfolio lock); returns how long it waited in seconds, or None if none was due."""
+    async def replan_request(self, portfolio: str) -> int | None:
+        """The count of ``portfolio``'s replan requests so far, if one is due (read without a
+        lock: batches go on requesting while the replan runs)."""
+        count: int | None = await self._conn.fetchval(
+            "SELECT replan_requests FROM portfolios"
+            " WHERE portfolio = $1 AND replan_requested_at IS NOT NULL",
+            portfolio,
+        )
+        return count
+
+    async def finish_replan(self, portfolio: str, requests: int) -> float | None:
+        """Clear ``portfolio``'s replan request if no request came after the ``requests``th
+        (read before the replan read its inputs); returns how long it waited in seconds, or
+        None when a later request keeps it due."""
         waited: float | None = await self._conn.fetchval(
             "UPDATE portfolios SET replan_requested_at = NULL"
-            " FROM (SELECT replan_requested_at AS at FROM portfolios"
-            "       WHERE portfolio = $1 FOR UPDATE) AS due"
-            " WHERE portfolio = $1 AND due.at IS NOT NULL"
+            " FROM (SELECT replan_requested_at AS at FROM portfolios WHERE portfolio = $1) AS due"
+            " WHERE portfolio = $1 AND replan_requests = $2 AND replan_requested_at IS NOT NULL"
             " RETURNING extract(epoch FROM clock_timestamp() - due.at)::float8",
             portfolio,
+            requests,
         )
         return waited
 

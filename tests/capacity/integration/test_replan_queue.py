@@ -17,7 +17,7 @@ from services.capacity.repository import CapacityUnitOfWork
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings
-from shared.topics import TopicNames
+from tests.capacity.integration.test_ranks import TOPICS, record, scored
 from tests.conftest import service_url
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
 def handler(pool: asyncpg.Pool[Any]) -> CapacityHandler:
     return CapacityHandler(
         uow=lambda: CapacityUnitOfWork(pool),
-        topics=TopicNames("q."),
+        topics=TOPICS,
         clock=lambda: datetime(2027, 1, 5, tzinfo=UTC),
         horizon_months=12,
         plan_start="2027-01",
@@ -84,3 +84,25 @@ async def test_requests_coalesce_survive_a_restart_and_are_taken_once(
     await request(pool, "retail")
     assert await due(pool) == ["retail"]
     assert await b.replan_due() == 1
+
+
+async def test_a_batch_never_waits_for_a_replan_and_a_request_during_one_keeps_it_due(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    await request(pool, "ranked")
+    async with CapacityUnitOfWork(pool) as replanning:  # a replan in progress, as the handler
+        assert await replanning.try_lock("ranked")
+        requests = await replanning.plans.replan_request("ranked")
+        assert requests is not None
+        # Meanwhile a batch of the portfolio is applied without waiting for the replan's
+        # transaction (a lock wait would hang here until it commits), and another replica
+        # skips the portfolio.
+        batch = [record(scored("A", 1, 1, 50.0), "s:A:1", 0)]
+        await asyncio.wait_for(handler(pool).handle(batch), 10)
+        assert await handler(pool).replan_due() == 0
+        # The replan's inputs may miss that batch: it does not clear the request.
+        assert await replanning.plans.finish_replan("ranked", requests) is None
+    assert await due(pool) == ["ranked"]
+    # The next replan sees every request and clears it.
+    assert await handler(pool).replan_due() == 1
+    assert await due(pool) == []
