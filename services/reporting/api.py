@@ -1,14 +1,22 @@
 """Reporting's HTTP API (``/api/v1``): the portfolio, ranking with explanations, capacity,
 conflicts, skill gaps, deferred projects, funnel, programs and scoring audit — each as JSON or
 CSV, paginated with a capped page size, and ``as_of`` any past instant. What-if scenarios are
-requested here too (admin scope) and answered by the capacity service."""
+requested here too (admin scope) and answered by the capacity service.
 
+The project lists are rendered once per change of their portfolio and answered from memory
+while one indexed read says nothing has changed since (``PageCache``), with an entity tag for
+conditional requests."""
+
+import asyncio
 import csv
+import hashlib
 import inspect
 import io
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -226,7 +234,7 @@ class ScenarioStatus(BaseModel):
     result: dict[str, Any] | None = None
 
 
-def _csv(rows: list[dict[str, Any]]) -> Response:
+def _csv_text(rows: list[dict[str, Any]]) -> str:
     """Flat rows as CSV; nested values as JSON text."""
     out = io.StringIO()
     columns: list[str] = []
@@ -238,7 +246,142 @@ def _csv(rows: list[dict[str, Any]]) -> Response:
         writer.writerow(
             {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
         )
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+    return out.getvalue()
+
+
+CSV = "text/csv; charset=utf-8"
+JSON = "application/json"
+# Rendered project pages kept per process (about 100 KB for a default page of 100).
+PAGE_CACHE_BYTES = 64 * 2**20
+_ETAG = {
+    "ETag": {
+        "description": "The page's entity tag, for If-None-Match",
+        "schema": {"type": "string"},
+    }
+}
+# The project lists answer conditional requests: 304 while the page a client holds is current.
+VALIDATED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "headers": _ETAG},
+    304: {"description": "Not modified: the page If-None-Match names is current", "headers": _ETAG},
+}
+
+
+def _csv(rows: list[dict[str, Any]]) -> Response:
+    return Response(_csv_text(rows), media_type=CSV)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A response body as sent, with its entity tag."""
+
+    body: bytes
+    media_type: str
+    etag: str
+
+    @classmethod
+    def of(cls, body: bytes, media_type: str) -> "Rendered":
+        return cls(body, media_type, f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"')
+
+
+class PageCache:
+    """Rendered pages, each kept with the validator it was read under (see
+    ``ReadModelQueries.projects_version``): a page is sent again only while the validator
+    read for the request still equals it, so a change committed by any process is seen by
+    the next request. Concurrent misses of one page and validator render it once. Least
+    recently used pages go first once the bodies pass ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._size = 0
+        self._pages: OrderedDict[Hashable, tuple[str, Rendered]] = OrderedDict()
+        self._rendering: dict[tuple[Hashable, str], asyncio.Task[Rendered]] = {}
+
+    async def get(
+        self, key: Hashable, version: str, render: Callable[[], Awaitable[Rendered]]
+    ) -> Rendered:
+        found = self._pages.get(key)
+        if found is not None and found[0] == version:
+            self._pages.move_to_end(key)
+            return found[1]
+        task = self._rendering.get((key, version))
+        if task is None:
+            task = asyncio.ensure_future(render())
+            task.add_done_callback(_consume)
+            self._rendering[key, version] = task
+            task.add_done_callback(lambda done: self._rendered(key, version, done))
+        # A client that goes away does not cancel the rendering the others wait for.
+        return await asyncio.shield(task)
+
+    def _rendered(self, key: Hashable, version: str, task: asyncio.Task[Rendered]) -> None:
+        del self._rendering[key, version]
+        if task.cancelled() or task.exception() is not None:
+            return  # the requests waiting on it get the exception; nothing is kept
+        page = task.result()
+        previous = self._pages.pop(key, None)
+        if previous is not None:
+            self._size -= len(previous[1].body)
+        if len(page.body) > self._budget:
+            return
+        self._pages[key] = (version, page)
+        self._size += len(page.body)
+        while self._size > self._budget:
+            _, (_, evicted) = self._pages.popitem(last=False)
+            self._size -= len(evicted.body)
+
+
+class SharedReads:
+    """One read at a time per key, shared by the requests that arrive while it has not begun.
+
+    A read answers only requests that arrived before it began, so each still sees every change
+    committed before it arrived; under load most requests share a read instead of each making
+    its own round trip to the database."""
+
+    def __init__(self, read: Callable[[str], Awaitable[str]]) -> None:
+        self._read = read
+        self._waiting: dict[str, asyncio.Task[str]] = {}  # not begun: new requests join it
+        self._reading: dict[str, asyncio.Task[str]] = {}  # begun: new requests wait for the next
+
+    async def get(self, key: str) -> str:
+        task = self._waiting.get(key)
+        if task is None or task.done():  # done before it began: cancelled with the loop
+            task = asyncio.ensure_future(self._next(key, self._reading.get(key)))
+            task.add_done_callback(_consume)
+            self._waiting[key] = task
+        return await asyncio.shield(task)
+
+    async def _next(self, key: str, before: asyncio.Task[str] | None) -> str:
+        if before is not None:
+            await asyncio.wait([before])
+        me = self._waiting.pop(key)
+        self._reading[key] = me
+        try:
+            return await self._read(key)
+        finally:
+            if self._reading.get(key) is me:
+                del self._reading[key]
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    """Its outcome is its waiters'; when they have all gone, it is dropped without a warning."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _matches(request: Request, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = {t.strip().removeprefix("W/") for t in header.split(",")}
+    return "*" in tags or etag in tags
+
+
+def _send(request: Request, page: Rendered) -> Response:
+    # no-cache: a client may keep the page but asks again, and gets a 304 while it is current.
+    headers = {"ETag": page.etag, "Cache-Control": "private, no-cache", "Vary": "Accept"}
+    if _matches(request, page.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(page.body, media_type=page.media_type, headers=headers)
 
 
 def _wants_csv(request: Request, fmt: Format | None) -> bool:
@@ -285,7 +428,9 @@ def api_router(
             )
         return found
 
-    def principal(
+    # Dependencies are coroutines: FastAPI runs a plain function in a worker thread, a thread
+    # hop per dependency per request.
+    async def principal(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
         return authenticate(credentials)
@@ -323,7 +468,7 @@ def api_router(
 
             return authenticated
 
-    def reader(portfolio: str, who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def reader(portfolio: str, who: Annotated[Principal, Depends(principal)]) -> Principal:
         if READ not in who.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the read scope")
         if not who.can_see(portfolio):
@@ -331,7 +476,7 @@ def api_router(
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such portfolio")
         return who
 
-    def admin(portfolio: str, who: Annotated[Principal, Depends(reader)]) -> Principal:
+    async def admin(portfolio: str, who: Annotated[Principal, Depends(reader)]) -> Principal:
         if ADMIN not in who.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the admin scope")
         return who
@@ -359,6 +504,9 @@ def api_router(
         rows = await queries().portfolios()
         return [PortfolioSummary.model_validate(r) for r in rows if who.can_see(r["portfolio"])]
 
+    pages = PageCache(PAGE_CACHE_BYTES)
+    versions = SharedReads(lambda portfolio: queries().projects_version(portfolio))
+
     async def _projects(
         request: Request,
         portfolio: str,
@@ -367,22 +515,36 @@ def api_router(
         as_of: datetime | None,
         fmt: Format | None,
         filters: ProjectFilter,
-    ) -> ProjectPage | Response:
-        total, items = await queries().projects(
-            portfolio, limit=capped(limit), offset=offset, as_of=as_of, filters=filters
-        )
-        if _wants_csv(request, fmt):
-            return _csv(items)
-        return ProjectPage(
-            portfolio=portfolio,
-            as_of=as_of,
-            total=total,
-            limit=capped(limit),
-            offset=offset,
-            items=[ProjectView.model_validate(i) for i in items],
-        )
+    ) -> Response:
+        """A page of projects as JSON or CSV, rendered once per change of the portfolio."""
+        csv_wanted = _wants_csv(request, fmt)
+        size = capped(limit)
 
-    @router.get("/portfolios/{portfolio}/projects", response_model=ProjectPage)
+        async def render() -> Rendered:
+            total, items = await queries().projects(
+                portfolio, limit=size, offset=offset, as_of=as_of, filters=filters
+            )
+            if csv_wanted:
+                return Rendered.of(_csv_text(items).encode(), CSV)
+            page = ProjectPage(
+                portfolio=portfolio,
+                as_of=as_of,
+                total=total,
+                limit=size,
+                offset=offset,
+                items=[ProjectView.model_validate(i) for i in items],
+            )
+            return Rendered.of(page.model_dump_json().encode(), JSON)
+
+        if as_of is not None:
+            # The history has no validator: it is read each time.
+            return _send(request, await render())
+        # The validator first, then the rows (see projects_version).
+        version = await versions.get(portfolio)
+        key = (portfolio, filters, size, offset, csv_wanted)
+        return _send(request, await pages.get(key, version, render))
+
+    @router.get("/portfolios/{portfolio}/projects", response_model=ProjectPage, responses=VALIDATED)
     async def list_projects(
         request: Request,
         portfolio: str,
@@ -396,7 +558,7 @@ def api_router(
         plan_status: str | None = None,
         mandatory: bool | None = None,
         include_withdrawn: bool = False,
-    ) -> ProjectPage | Response:
+    ) -> Response:
         """The portfolio's projects in rank order: stage, score and explanation, plan."""
         filters = ProjectFilter(
             stage=stage,
@@ -407,7 +569,7 @@ def api_router(
         )
         return await _projects(request, portfolio, limit, offset, as_of, fmt, filters)
 
-    @router.get("/portfolios/{portfolio}/ranking", response_model=ProjectPage)
+    @router.get("/portfolios/{portfolio}/ranking", response_model=ProjectPage, responses=VALIDATED)
     async def ranking(
         request: Request,
         portfolio: str,
@@ -416,12 +578,12 @@ def api_router(
         offset: Offset = 0,
         as_of: AsOf = None,
         fmt: Fmt = None,
-    ) -> ProjectPage | Response:
+    ) -> Response:
         """Ranked projects only, rank 1 first, each with its explanation and any override."""
         filters = ProjectFilter(ranked_only=True)
         return await _projects(request, portfolio, limit, offset, as_of, fmt, filters)
 
-    @router.get("/portfolios/{portfolio}/deferred", response_model=ProjectPage)
+    @router.get("/portfolios/{portfolio}/deferred", response_model=ProjectPage, responses=VALIDATED)
     async def deferred(
         request: Request,
         portfolio: str,
@@ -430,7 +592,7 @@ def api_router(
         offset: Offset = 0,
         as_of: AsOf = None,
         fmt: Fmt = None,
-    ) -> ProjectPage | Response:
+    ) -> Response:
         """Projects the plan could not place, each with the reason."""
         filters = ProjectFilter(plan_status="deferred")
         return await _projects(request, portfolio, limit, offset, as_of, fmt, filters)

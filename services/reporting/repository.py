@@ -313,15 +313,29 @@ class ReadModelQueries:
         filters: ProjectFilter = ProjectFilter(),
     ) -> tuple[int, list[dict[str, Any]]]:
         source, args = self._project_source(portfolio, as_of, filters)
+        # The total is counted on its own: count(*) OVER () over the page query kept every
+        # matching row, JSON columns and all, to count them (29 ms and a temporary file for
+        # 10,000 projects, against 6 ms). The LEFT JOIN keeps the total when the page is empty.
         rows = await self._pool.fetch(
-            f"SELECT count(*) OVER () AS total, {PROJECT_COLUMNS} {source}"
-            " ORDER BY rank NULLS LAST, project_key"
-            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
+            f"SELECT t.total, p.* FROM (SELECT count(*) AS total {source}) t LEFT JOIN LATERAL"
+            f" (SELECT {PROJECT_COLUMNS} {source} ORDER BY rank NULLS LAST, project_key"
+            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}) p ON true",
             *args,
             limit,
             offset,
         )
-        return (rows[0]["total"] if rows else 0), [_decoded(r) for r in rows]
+        return rows[0]["total"], [_decoded(r) for r in rows if r["project_key"] is not None]
+
+    async def projects_version(self, portfolio: str) -> str:
+        """A validator of ``portfolio``'s project rows: it changes when a transaction that
+        changed any of them commits, whichever process wrote it (migration 0004). Read it
+        before the rows it validates: a change committed in between then only makes the
+        validator look older than the rows, never newer."""
+        version: str = await self._pool.fetchval(
+            "SELECT coalesce(sum(changes), 0)::text FROM project_changes WHERE portfolio = $1",
+            portfolio,
+        )
+        return version
 
     async def project(self, key: str, as_of: datetime | None = None) -> dict[str, Any] | None:
         portfolio = key.split("/", 1)[0]

@@ -68,6 +68,17 @@ class Function:
     schema: str
     name: str
     returns_trigger: bool
+    arguments: tuple[str, ...] = ()
+
+    @property
+    def signature(self) -> str:
+        return f'"{self.schema}"."{self.name}"({", ".join(self.arguments)})'
+
+    @property
+    def call(self) -> str:
+        """The function called with a NULL of each argument's type."""
+        nulls = ", ".join(f"NULL::{t}" for t in self.arguments)
+        return f'"{self.schema}"."{self.name}"({nulls})'
 
 
 async def relations(conn: asyncpg.Connection[Any], schema: str) -> list[Relation]:
@@ -85,11 +96,13 @@ async def relations(conn: asyncpg.Connection[Any], schema: str) -> list[Relation
 
 async def functions(conn: asyncpg.Connection[Any], schema: str) -> list[Function]:
     rows = await conn.fetch(
-        "SELECT p.proname, p.prorettype = 'trigger'::regtype AS trig FROM pg_proc p"
-        " JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 ORDER BY 1",
+        "SELECT p.proname, p.prorettype = 'trigger'::regtype AS trig,"
+        " array(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t) AS args"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1"
+        " ORDER BY 1",
         schema,
     )
-    return [Function(schema, r["proname"], r["trig"]) for r in rows]
+    return [Function(schema, r["proname"], r["trig"], tuple(r["args"])) for r in rows]
 
 
 def writes(rel: Relation) -> list[str]:
@@ -234,7 +247,7 @@ async def test_no_service_role_reaches_another_service_schema(
                 if other == service:
                     continue
                 statements = [s for rel in catalog[other] for s in [read(rel), *writes(rel)]]
-                statements += [f'SELECT "{f.schema}"."{f.name}"()' for f in routines[other]]
+                statements += [f"SELECT {f.call}" for f in routines[other]]
                 statements += creates(schema)
                 total.add(await attempt(conn, statements))
                 # The catalog agrees, object by object (not only because USAGE is missing).
@@ -304,7 +317,7 @@ async def test_bi_role_reads_the_views_and_nothing_else(
             continue
         rels = await relations(admin, schema)
         statements += [s for r in rels for s in [read(r), *writes(r)]]
-        statements += [f'SELECT "{f.schema}"."{f.name}"()' for f in await functions(admin, schema)]
+        statements += [f"SELECT {f.call}" for f in await functions(admin, schema)]
         statements += creates(schema)
     statements.append("CREATE TABLE public.intruder (id int)")
     bi = await connect_as(database, BI_ROLE)
@@ -345,7 +358,7 @@ async def test_bi_role_reads_the_views_and_nothing_else(
         if await admin.fetchval(
             "SELECT has_function_privilege($1, $2, 'EXECUTE')",
             BI_ROLE,
-            f'"{f.schema}"."{f.name}"()',
+            f.signature,
         )
     ]
     assert all(f.returns_trigger for f in callable_), callable_

@@ -49,6 +49,10 @@ class FakeQueries:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, int]] = []
         self.submitted: list[dict[str, Any]] = []
+        self.version = 1
+
+    async def projects_version(self, portfolio: str) -> str:
+        return str(self.version)
 
     async def projects(
         self, portfolio: str, *, limit: int, offset: int, **_: Any
