@@ -20,11 +20,13 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.harness import paced, percentile, service_stack, submission, submission_key
+from bench.pipeline import published_per_submission
 from shared.settings import ServiceSettings
 from shared.topics import Topic
 
@@ -51,6 +53,7 @@ class Freshness:
     poll_rtt_ms: float  # mean round trip of that poll
     check_rtt_ms: float  # mean round trip of one project's check
     api_requests_per_second: float  # what the observer itself asks of the API
+    published: dict[str, float]  # records each service published per submission
 
 
 def _latency(seconds: list[float]) -> Latency:
@@ -197,6 +200,11 @@ async def freshness(
                 missing = sum(len(v) for v in observer.pending.values())
                 raise RuntimeError(f"{missing} of {count} submissions never visible") from None
             elapsed = time.perf_counter() - started
+            conn = await asyncpg.connect(stack.url)
+            try:
+                published = await published_per_submission(conn, count)
+            finally:
+                await conn.close()
             return Freshness(
                 latency=_latency(observer.taken),
                 offered_per_second=rate,
@@ -205,6 +213,7 @@ async def freshness(
                 poll_rtt_ms=observer.poll_time / observer.polls * 1000,
                 check_rtt_ms=observer.check_time / max(1, observer.checks) * 1000,
                 api_requests_per_second=(observer.polls + observer.checks) / elapsed,
+                published=published,
             )
         finally:
             await api.aclose()

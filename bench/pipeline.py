@@ -31,6 +31,9 @@ class PipelineResult:
     cpu_ms: dict[str, float]
     machine_busy: float  # busy share of all cores while the row ran, 0..1
     events_per_commit: float  # records applied by the services per transaction they committed
+    # Records each service published per submission (its outbox rows): the fan-out that
+    # every consuming service then pays for.
+    published: dict[str, float]
 
     @property
     def cpu_ceiling(self) -> float:
@@ -54,6 +57,15 @@ async def _commits(conn: asyncpg.Connection, database: str) -> int:
         "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", database
     )
     return value
+
+
+async def published_per_submission(conn: asyncpg.Connection, submissions: int) -> dict[str, float]:
+    """Outbox rows each service wrote (sent rows are kept), per submission."""
+    out = {}
+    for s in SERVICES:
+        rows = await conn.fetchval(f"SELECT count(*) FROM {s}.outbox")
+        out[s] = rows / submissions
+    return out
 
 
 def _just(pid: int) -> Callable[[], list[int]]:
@@ -106,6 +118,7 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             for s in SERVICES:
                 applied += await conn.fetchval(f"SELECT count(*) FROM {s}.inbox")
             peaks = {s: _peak_rss_mb(p.pid) for s, p in stack.processes.items()}
+            published = await published_per_submission(conn, submissions)
             # The services' commits: the statistics arrive within a second of each commit;
             # the polls above and the counting queries are this connection's own.
             await asyncio.sleep(1.5)
@@ -117,6 +130,7 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
                 cpu_ms,
                 use.machine_busy,
                 applied / max(1, commits),
+                published,
             )
         finally:
             await conn.close()

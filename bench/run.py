@@ -237,6 +237,22 @@ async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
             results["events_per_commit"],
             "reference",
         ),
+        summarise(
+            "pipeline: records published per submission, all services",
+            "records",
+            results["published"],
+            "reference",
+        ),
+        *(
+            summarise(
+                f"pipeline: records published per submission, {name[10:]}",
+                "records",
+                values,
+                "reference",
+            )
+            for name, values in sorted(results.items())
+            if name.startswith("published_")
+        ),
         judged(
             f"full rescore {sizes.rescore_projects:,}: scored, committed, published",
             "s",
@@ -349,6 +365,24 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
         summarise(
             "freshness: offered rate (pipeline / 2)", "subs/s", results["fresh_rate"], "reference"
         ),
+        summarise(
+            "freshness: records published per submission, all services",
+            "records",
+            results["fresh_published"],
+            "reference",
+        ),
+        summarise(
+            "freshness: records published per submission, scoring",
+            "records",
+            results["fresh_published_scoring"],
+            "reference",
+        ),
+        summarise(
+            "freshness: records published per submission, reporting",
+            "records",
+            results["fresh_published_reporting"],
+            "reference",
+        ),
         summarise("freshness: observer poll period", "ms", results["fresh_poll_ms"], "reference"),
         summarise(
             "freshness: observer request round trip",
@@ -419,6 +453,9 @@ async def rounds(
         record("pipeline_ratio", result.per_second / broker)
         record("amortisation", result.events_per_second / commits)
         record("events_per_commit", result.events_per_commit)
+        for service, per in result.published.items():
+            record(f"published_{service}", per)
+        record("published", sum(result.published.values()))
         for service, mb in result.peak_rss_mb.items():
             record(f"rss_{service}", mb)
         for group, ms in result.cpu_ms.items():
@@ -454,6 +491,9 @@ async def new_row_round(
     record("fresh_hop_p50", fresh.latency.p50_ms / raw.p50_ms)
     record("fresh_hop_p99", fresh.latency.p99_ms / raw.p99_ms)
     record("fresh_rate", fresh.offered_per_second)
+    record("fresh_published", sum(fresh.published.values()))
+    record("fresh_published_scoring", fresh.published["scoring"])
+    record("fresh_published_reporting", fresh.published["reporting"])
     record("fresh_poll_ms", fresh.poll_period_ms)
     record("fresh_rtt_ms", (fresh.poll_rtt_ms + fresh.check_rtt_ms) / 2)
     fs, ak = await framework_overhead(
