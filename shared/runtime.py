@@ -20,8 +20,10 @@ import asyncpg
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics, tracing
 from shared.broker import make_broker, make_producer
@@ -249,21 +251,7 @@ class ServiceRuntime:
         else:
             app.router.lifespan_context = lifespan
 
-        @app.middleware("http")
-        async def correlate(request: Request, call_next: Any) -> Any:
-            """Requests carry their X-Request-ID (or get one) into the logs and back."""
-            request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-            logs.correlation_id.set(request_id)
-            path = request.url.path
-            probe = path.startswith(("/health/", "/metrics"))
-            with (
-                contextlib.nullcontext()
-                if probe
-                else runtime.tracing.request(request.method, path, request.headers)
-            ):
-                response = await call_next(request)
-            response.headers["X-Request-ID"] = request_id
-            return response
+        app.add_middleware(_Correlate, runtime=runtime)
 
         @app.get("/health/live", include_in_schema=False)
         async def live(response: Response) -> dict[str, Any]:
@@ -285,6 +273,37 @@ class ServiceRuntime:
             return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
         return app
+
+
+class _Correlate:
+    """Requests carry their X-Request-ID (or get one) into the logs and back, each in a span
+    of its own when tracing is on (not the probes). A plain ASGI middleware: Starlette's
+    ``BaseHTTPMiddleware`` runs every request through an extra task and stream."""
+
+    def __init__(self, app: ASGIApp, runtime: ServiceRuntime) -> None:
+        self._app = app
+        self._runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        logs.correlation_id.set(request_id)
+        path: str = scope["path"]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            await send(message)
+
+        with (
+            contextlib.nullcontext()
+            if path.startswith(("/health/", "/metrics"))
+            else self._runtime.tracing.request(scope["method"], path, headers)
+        ):
+            await self._app(scope, receive, send_with_id)
 
 
 def serve(app: FastAPI, host: str, port: int, *, graceful_seconds: float = 25.0) -> None:
