@@ -8,21 +8,21 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
+import numpy as np
 from pydantic_core import to_json
 
 from services.scoring.domain.commands import check_model
-from services.scoring.domain.inputs import ScoringInputs
-from services.scoring.domain.ranking import Override, RankEntry, adjusted, rank
+from services.scoring.domain.inputs import InputColumns, ScoringInputs
+from services.scoring.domain.ranking import Override, adjusted, rank_rows
 from services.scoring.domain.scoring import (
-    Part,
-    Scored,
     depends_on_month,
     depends_on_whole_portfolio,
-    score_all,
+    float_texts,
+    score_columns,
 )
-from services.scoring.repository import PortfolioState, RankingRow, ScoringUnitOfWork
+from services.scoring.repository import PortfolioState, ScoringUnitOfWork
 from shared.admission import admit, newest, refuse
 from shared.cloudevents import event_message, headers
 from shared.consumer_record import Record
@@ -221,87 +221,166 @@ class ScoringHandler:
             full = "portfolio_change"
         if full is None and depends_on_month(model) and state.as_of_month != as_of:
             full = "rescore"
-        inputs = await repo.inputs(portfolio, None if full else work.revised)
-        scores: dict[str, Scored] = score_all(inputs, model, as_of=as_of)
-        # Read before the new scores are written: the ranking takes them from ``scores``, so
-        # scores, ranks and what was published are written in one statement below.
-        rows = await repo.ranking(portfolio)
+        # The ranking needs every project's score, rank and published state; a full rescore
+        # also their inputs, read in the same query. Rows are in key order.
+        rows = await repo.rows(portfolio, inputs=full is not None)
+        keys = rows.keys
+        if rows.inputs is not None:
+            scored = score_columns(rows.inputs, model, as_of=as_of)
+            at = np.arange(len(keys))
+        else:
+            inputs = InputColumns.of(await repo.inputs(work.revised))
+            scored = score_columns(inputs, model, as_of=as_of)
+            at = np.array([rows.position(key) for key in scored.keys], dtype=np.intp)
+        scores = rows.score.copy()
+        scores[at] = scored.scores
         overrides = await repo.overrides(portfolio)
-        final = {
-            r.key: adjusted(
-                scores[r.key].score if r.key in scores else r.score, overrides.get(r.key)
-            )
-            for r in rows
-        }
-        ranks = rank(
-            (RankEntry(r.key, r.mandatory, final[r.key]) for r in rows if r.ranked), overrides
-        )
+        final = scores.copy()
+        for key, o in overrides.items():
+            if (i := rows.position(key)) is not None:
+                final[i] = adjusted(float(scores[i]), o)
+        ranks = rank_rows(keys, rows.mandatory, final, rows.ranked, overrides)
         infos = {key: _info(o) for key, o in overrides.items()}
         shown = {key: info.model_dump_json() for key, info in infos.items() if info is not None}
-        moved = [r for r in rows if _moved(r, final[r.key], ranks.get(r.key), shown.get(r.key))]
+        moved_mask = (rows.published_score != final) | (rows.published_rank != ranks)
+        for key in rows.published_override.keys() | shown.keys():
+            i = rows.position(key)
+            if i is not None and not _same_override(
+                rows.published_override.get(key), shown.get(key)
+            ):
+                moved_mask[i] = True
+        moved = np.flatnonzero(moved_mask).tolist()
         version = state.ranking_version + (1 if moved else 0)
         await repo.save_portfolio(
             portfolio, PortfolioState(version, state.model_version, state.model, as_of)
         )
-        stored = await repo.explanations(r.key for r in moved if r.key not in scores)
+        rescored = np.zeros(len(keys), dtype=np.bool_)
+        rescored[at] = True
+        explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
+        stored = await repo.explanations(keys[i] for i in moved if not rescored[i])
+        moved_keys = [keys[i] for i in moved]
+        moved_ranks = [r or None for r in ranks[moved].tolist()]
+        moved_scores = final[moved].tolist()
         await repo.save_results(
-            {key: (s.score, to_json(s.explanation).decode()) for key, s in scores.items()},
-            [(r.key, ranks.get(r.key), final[r.key], shown.get(r.key)) for r in moved],
+            (scored.keys, scored.scores.tolist(), scored.explanations),
+            (moved_keys, moved_ranks, moved_scores, [shown.get(k) for k in moved_keys]),
         )
         if not moved:
             return []
-        topic = self._topics(Topic.SCORES)
-        messages = []
-        for r in moved:
-            override = overrides.get(r.key)
-            explanation = list(scores[r.key].explanation if r.key in scores else stored[r.key])
+        explanations = []
+        causes = []
+        for i, key in zip(moved, moved_keys, strict=True):
+            explanation = explanation_of[i] if rescored[i] else stored[key]
+            override = overrides.get(key)
             if override is not None and override.kind == "adjust" and override.delta is not None:
-                explanation.append(
-                    {
-                        "criterion": "adjustment",
-                        "raw": float(override.delta),
-                        "normalised": 1.0,
-                        "weight": 1.0,
-                        "contribution": float(override.delta),
-                    }
-                )
-            if r.key in work.revised:
-                cause = "project_revision"
+                explanation = _with_adjustment(explanation, override.delta)
+            explanations.append(explanation)
+            if key in work.revised:
+                causes.append("project_revision")
             elif full in ("model_change", "rescore"):
-                cause = full
-            elif r.key in work.overridden:
-                cause = "override"
+                causes.append(full)
+            elif key in work.overridden:
+                causes.append("override")
             else:
-                cause = "portfolio_change"
-            value = scored_json(
-                project_key=r.key,
-                portfolio=portfolio,
-                project_revision=r.revision,
-                ranking_version=version,
-                model=name,
-                model_version=state.model_version,
-                score=final[r.key],
-                rank=ranks.get(r.key),
-                mandatory=r.mandatory,
-                explanation=explanation,
-                cause=cause,
-                override=infos.get(r.key),
+                causes.append("portfolio_change")
+        values = scored_jsons(
+            portfolio=portfolio,
+            ranking_version=version,
+            model=name,
+            model_version=state.model_version,
+            keys=moved_keys,
+            revisions=rows.revision[moved].tolist(),
+            scores=moved_scores,
+            ranks=moved_ranks,
+            mandatory=rows.mandatory[moved].tolist(),
+            explanations=explanations,
+            causes=causes,
+            overrides=[None if (t := shown.get(key)) is None else t.encode() for key in moved_keys],
+        )
+        topic = self._topics(Topic.SCORES)
+        # The headers differ by event id and subject only.
+        common = headers(
+            event_id="",
+            event_type=ProjectScored.TYPE,
+            source="pmo/scoring",
+            time=now,
+            subject="",
+        )
+        return [
+            OutboxMessage(
+                topic=topic,
+                key=key.encode(),
+                value=value,
+                headers={**common, "ce_id": f"scoring:{key}:{version}", "ce_subject": key},
             )
-            messages.append(
-                OutboxMessage(
-                    topic=topic,
-                    key=r.key.encode(),
-                    value=value,
-                    headers=headers(
-                        event_id=f"scoring:{r.key}:{version}",
-                        event_type=ProjectScored.TYPE,
-                        source="pmo/scoring",
-                        time=now,
-                        subject=r.key,
-                    ),
-                )
-            )
-        return messages
+            for key, value in zip(moved_keys, values, strict=True)
+        ]
+
+
+def _percent_safe(text: bytes) -> bytes:
+    return text.replace(b"%", b"%%")
+
+
+_CAUSES = {
+    cause: to_json(cause) for cause in get_args(ProjectScored.model_fields["cause"].annotation)
+}
+
+
+def scored_jsons(
+    *,
+    portfolio: str,
+    ranking_version: int,
+    model: str,
+    model_version: int,
+    keys: Sequence[str],
+    revisions: Sequence[int],
+    scores: Sequence[float],
+    ranks: Sequence[int | None],
+    mandatory: Sequence[bool],
+    explanations: Sequence[bytes],
+    causes: Sequence[str],
+    overrides: Sequence[bytes | None],
+) -> list[bytes]:
+    """The JSON of ``ProjectScored`` for each of these projects of one ranking version, byte
+    for byte what ``ProjectScored(...).model_dump_json()`` gives, without validating a model
+    per project: every value is already of its contract type (the scoring rules make them, and
+    explanations and overrides come as their contract JSON), so validation would only spend
+    the time of a 100,000-project rescore. Fields are in the contract's order; strings and
+    numbers are written by pydantic's serialiser, as the contract writes them."""
+    template = (
+        b'{"project_key":%s,"portfolio":'
+        + _percent_safe(to_json(portfolio))
+        + b',"project_revision":%d,"ranking_version":%d,"model":'
+        + _percent_safe(to_json(model))
+        + b',"model_version":%d,"score":%s,"rank":%s,"mandatory":%s,"explanation":%s,'
+        + b'"cause":%s,"override":%s}'
+    )
+    return [
+        template
+        % (
+            to_json(key),
+            revision,
+            ranking_version,
+            model_version,
+            score,
+            b"null" if rank is None else b"%d" % rank,
+            b"true" if is_mandatory else b"false",
+            explanation,
+            _CAUSES[cause],
+            b"null" if override is None else override,
+        )
+        for key, revision, score, rank, is_mandatory, explanation, cause, override in zip(
+            keys,
+            revisions,
+            float_texts(scores),
+            ranks,
+            mandatory,
+            explanations,
+            causes,
+            overrides,
+            strict=True,
+        )
+    ]
 
 
 def scored_json(
@@ -315,31 +394,41 @@ def scored_json(
     score: float,
     rank: int | None,
     mandatory: bool,
-    explanation: Sequence[Part],
+    explanation: bytes,
     cause: str,
     override: OverrideInfo | None,
 ) -> bytes:
-    """The JSON of ``ProjectScored`` with these fields, byte for byte what
-    ``ProjectScored(...).model_dump_json()`` gives, without validating a model per project:
-    every value is already of its contract type (the scoring rules make them), so validation
-    would only spend the time of a 100,000-project rescore. Fields in the contract's order;
-    the serialiser is pydantic's own, so floats are written as the contract writes them."""
-    return to_json(
+    """``scored_jsons`` of one project."""
+    return scored_jsons(
+        portfolio=portfolio,
+        ranking_version=ranking_version,
+        model=model,
+        model_version=model_version,
+        keys=[project_key],
+        revisions=[project_revision],
+        scores=[score],
+        ranks=[rank],
+        mandatory=[mandatory],
+        explanations=[explanation],
+        causes=[cause],
+        overrides=[None if override is None else override.model_dump_json().encode()],
+    )[0]
+
+
+def _with_adjustment(explanation: bytes, delta: float) -> bytes:
+    """The explanation with the analyst's adjustment as its last line, so the contributions
+    still add up to the score."""
+    line = to_json(
         {
-            "project_key": project_key,
-            "portfolio": portfolio,
-            "project_revision": project_revision,
-            "ranking_version": ranking_version,
-            "model": model,
-            "model_version": model_version,
-            "score": float(score),
-            "rank": rank,
-            "mandatory": mandatory,
-            "explanation": explanation,
-            "cause": cause,
-            "override": override,
-        }
+            "criterion": "adjustment",
+            "raw": float(delta),
+            "normalised": 1.0,
+            "weight": 1.0,
+            "contribution": float(delta),
+        },
+        inf_nan_mode="null",
     )
+    return explanation[:-1] + (b"," if explanation != b"[]" else b"") + line + b"]"
 
 
 def _override(command: Pin | Adjust | ClearOverride) -> Override | None:
@@ -362,12 +451,8 @@ def _info(override: Override | None) -> OverrideInfo | None:
     )
 
 
-def _moved(row: RankingRow, score: float, new_rank: int | None, override: str | None) -> bool:
-    published = row.published_override
-    same_override = (published is None and override is None) or (
-        published is not None
-        and override is not None
-        and OverrideInfo.model_validate_json(published)
-        == OverrideInfo.model_validate_json(override)
-    )
-    return row.published_score != score or row.published_rank != new_rank or not same_override
+def _same_override(published: str | None, shown: str | None) -> bool:
+    """Whether the override published (as stored) is the one shown now."""
+    if published is None or shown is None:
+        return published is None and shown is None
+    return OverrideInfo.model_validate_json(published) == OverrideInfo.model_validate_json(shown)

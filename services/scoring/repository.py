@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from itertools import pairwise
+from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from asyncpg.pool import PoolConnectionProxy
+from pydantic_core import to_json
 
-from services.scoring.domain.inputs import ScoringInputs, Wsjf
+from services.scoring.domain.inputs import InputColumns, ScoringInputs, Wsjf
 from services.scoring.domain.ranking import Override
-from services.scoring.domain.scoring import Part
 from shared.contracts.events import Contribution
 from shared.contracts.scoring import ModelEnvelope, ScoringAudit
 from shared.uow import PostgresUnitOfWork
@@ -27,15 +31,25 @@ class PortfolioState:
 
 
 @dataclass(frozen=True, slots=True)
-class RankingRow:
-    key: str
-    revision: int
-    mandatory: bool
-    ranked: bool
-    score: float
-    published_score: float | None
-    published_rank: int | None
-    published_override: str | None
+class PortfolioRows:
+    """A portfolio's projects as the ranking sees them, one array per column, rows in
+    ascending order of key (Python's order: by code point). Unknown numbers are NaN, no rank
+    is 0. ``inputs`` are the projects' scoring inputs in the same rows, when asked for."""
+
+    keys: list[str]
+    revision: npt.NDArray[np.int64]
+    mandatory: npt.NDArray[np.bool_]
+    ranked: npt.NDArray[np.bool_]
+    score: npt.NDArray[np.float64]
+    published_score: npt.NDArray[np.float64]
+    published_rank: npt.NDArray[np.int64]
+    published_override: dict[str, str]  # key -> OverrideInfo JSON, of the few that have one
+    inputs: InputColumns | None
+
+    def position(self, key: str) -> int | None:
+        """The row of the project keyed ``key``, if it is one of them."""
+        i = bisect_left(self.keys, key)
+        return i if i < len(self.keys) and self.keys[i] == key else None
 
 
 def _inputs(r: Any) -> ScoringInputs:
@@ -58,6 +72,58 @@ _INPUT_COLUMNS = (
     "project_key, mandatory, ranked, strategic_fit, value, cost, risk, deadline, wsjf, effort"
 )
 
+# One row of arrays, one per column: asyncpg decodes an array in one call, where a row per
+# project costs a Python record each (a 100,000-project portfolio is read on every rescore).
+# The aggregates of one query all take its rows in one order; Python sorts them by key.
+_ROWS = (
+    "SELECT array_agg(project_key) AS keys, array_agg(revision) AS revision,"
+    " array_agg(mandatory) AS mandatory, array_agg(ranked) AS ranked,"
+    " array_agg(score) AS score, array_agg(published_score) AS published_score,"
+    " array_agg(published_rank) AS published_rank,"
+    " array_agg(project_key) FILTER (WHERE published_override IS NOT NULL) AS overridden,"
+    " array_agg(published_override::text) FILTER (WHERE published_override IS NOT NULL)"
+    " AS published_override{inputs}"
+    " FROM projects WHERE portfolio = $1"
+)
+_ROW_INPUTS = (
+    ", json_agg(strategic_fit) AS strategic_fit, array_agg(value) AS value,"
+    " array_agg(cost) AS cost, array_agg(risk) AS risk, array_agg(deadline) AS deadline,"
+    " array_agg(wsjf[1]) AS wsjf1, array_agg(wsjf[2]) AS wsjf2, array_agg(wsjf[3]) AS wsjf3,"
+    " array_agg(wsjf[4]) AS wsjf4, array_agg(effort) AS effort"
+)
+
+
+# What a staged result row changes: score and explanation, the published ranking, or both.
+_SCORED, _PUBLISHED, _BOTH = 1, 2, 3
+_SET_SCORE = "score = s.score, explanation = convert_from(s.explanation, 'UTF8')::json"
+_SET_PUBLISHED = (
+    "published_rank = s.rank, published_score = s.published_score,"
+    " published_override = s.published_override::json"
+)
+_APPLY = {
+    kind: f"UPDATE projects p SET {sets} FROM result_stage s"
+    f" WHERE p.project_key = s.project_key AND s.kind = {kind}"
+    for kind, sets in (
+        (_SCORED, _SET_SCORE),
+        (_PUBLISHED, _SET_PUBLISHED),
+        (_BOTH, f"{_SET_SCORE}, {_SET_PUBLISHED}"),
+    )
+}
+
+
+def _floats(values: list[float | None] | None) -> npt.NDArray[np.float64]:
+    """A float column, NULL as NaN."""
+    return np.array(values or [], dtype=np.float64)
+
+
+def _legacy_explanation(text: str) -> bytes:
+    """An explanation stored before they were stored as written (jsonb reorders keys and
+    rewrites numbers) in the contract's JSON."""
+    return to_json(
+        [Contribution.model_validate(c).model_dump() for c in json.loads(text)],
+        inf_nan_mode="null",
+    )
+
 
 class ScoringRepository:
     def __init__(self, conn: PoolConnectionProxy[Any]) -> None:
@@ -78,14 +144,14 @@ class ScoringRepository:
             return
         await self._conn.executemany(
             "INSERT INTO projects (project_key, portfolio, revision, withdrawn, mandatory, ranked,"
-            " state, score, explanation, strategic_fit, value, cost, risk, deadline, wsjf, effort)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 0, '[]', $8::jsonb, $9, $10, $11, $12,"
-            " $13, $14) ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
+            " score, explanation, strategic_fit, value, cost, risk, deadline, wsjf, effort)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 0, '[]', $7::jsonb, $8, $9, $10, $11, $12, $13)"
+            " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
             " withdrawn = excluded.withdrawn, mandatory = excluded.mandatory,"
-            " ranked = excluded.ranked, state = excluded.state,"
-            " strategic_fit = excluded.strategic_fit, value = excluded.value,"
-            " cost = excluded.cost, risk = excluded.risk, deadline = excluded.deadline,"
-            " wsjf = excluded.wsjf, effort = excluded.effort, updated_at = now()",
+            " ranked = excluded.ranked, strategic_fit = excluded.strategic_fit,"
+            " value = excluded.value, cost = excluded.cost, risk = excluded.risk,"
+            " deadline = excluded.deadline, wsjf = excluded.wsjf, effort = excluded.effort,"
+            " updated_at = now()",
             [
                 (
                     key,
@@ -94,7 +160,6 @@ class ScoringRepository:
                     withdrawn,
                     i.mandatory,
                     i.ranked,
-                    state,
                     json.dumps(i.strategic_fit),
                     i.value,
                     i.cost,
@@ -110,94 +175,146 @@ class ScoringRepository:
                     else None,
                     i.effort,
                 )
-                for key, portfolio, revision, withdrawn, state, i in rows
+                for key, portfolio, revision, withdrawn, _, i in rows
             ],
         )
+        await self._conn.executemany(
+            "INSERT INTO project_states (project_key, state) VALUES ($1, $2::jsonb)"
+            " ON CONFLICT (project_key) DO UPDATE SET state = excluded.state",
+            [(key, state) for key, _, _, _, state, _ in rows],
+        )
 
-    async def inputs(
-        self, portfolio: str, keys: Iterable[str] | None = None
-    ) -> list[ScoringInputs]:
-        if keys is None:
-            rows = await self._conn.fetch(
-                f"SELECT {_INPUT_COLUMNS} FROM projects WHERE portfolio = $1", portfolio
-            )
-        else:
-            rows = await self._conn.fetch(
-                f"SELECT {_INPUT_COLUMNS} FROM projects WHERE project_key = ANY($1::text[])",
-                list(keys),
-            )
+    async def inputs(self, keys: Iterable[str]) -> list[ScoringInputs]:
+        """The scoring inputs of the projects keyed in ``keys``."""
+        rows = await self._conn.fetch(
+            f"SELECT {_INPUT_COLUMNS} FROM projects WHERE project_key = ANY($1::text[])",
+            list(keys),
+        )
         return [_inputs(r) for r in rows]
+
+    async def rows(self, portfolio: str, *, inputs: bool) -> PortfolioRows:
+        """The portfolio's projects with their scores and published ranking, and with their
+        scoring inputs if ``inputs``."""
+        r = await self._conn.fetchrow(_ROWS.format(inputs=_ROW_INPUTS if inputs else ""), portfolio)
+        assert r is not None
+        keys: list[str] = r["keys"] or []
+        columns: dict[str, Any] = {
+            "revision": np.array(r["revision"] or [], dtype=np.int64),
+            "mandatory": np.array(r["mandatory"] or [], dtype=np.bool_),
+            "ranked": np.array(r["ranked"] or [], dtype=np.bool_),
+            "score": _floats(r["score"]),
+            "published_score": _floats(r["published_score"]),
+            "published_rank": np.array(
+                [0 if v is None else v for v in r["published_rank"] or []], dtype=np.int64
+            ),
+        }
+        if inputs:
+            columns |= {
+                "strategic_fit": json.loads(r["strategic_fit"] or "[]"),
+                **{c: _floats(r[c]) for c in ("value", "cost", "risk", "deadline", "effort")},
+                "wsjf": np.stack([_floats(r[f"wsjf{k}"]) for k in range(1, 5)], axis=1)
+                if keys
+                else np.zeros((0, 4)),
+            }
+        overrides = dict(zip(r["overridden"] or [], r["published_override"] or [], strict=True))
+        if any(a >= b for a, b in pairwise(keys)):
+            # Rows in key order (Python's: by code point), which ranking breaks ties by. Rows
+            # mostly come in the order they were loaded, nearly sorted already.
+            order = sorted(range(len(keys)), key=keys.__getitem__)
+            keys = [keys[i] for i in order]
+            columns = {
+                k: [v[i] for i in order] if isinstance(v, list) else v[order]
+                for k, v in columns.items()
+            }
+        return PortfolioRows(
+            keys=keys,
+            revision=columns["revision"],
+            mandatory=columns["mandatory"],
+            ranked=columns["ranked"],
+            score=columns["score"],
+            published_score=columns["published_score"],
+            published_rank=columns["published_rank"],
+            published_override=overrides,
+            inputs=InputColumns(
+                keys=keys,
+                mandatory=columns["mandatory"],
+                ranked=columns["ranked"],
+                strategic_fit=columns["strategic_fit"],
+                value=columns["value"],
+                cost=columns["cost"],
+                risk=columns["risk"],
+                deadline=columns["deadline"],
+                wsjf=columns["wsjf"],
+                effort=columns["effort"],
+            )
+            if inputs
+            else None,
+        )
 
     async def save_results(
         self,
-        scores: dict[str, tuple[float, str]],
-        published: Sequence[tuple[str, int | None, float, str | None]],
+        scored: tuple[Sequence[str], Sequence[float], Sequence[bytes]],
+        published: tuple[
+            Sequence[str], Sequence[int | None], Sequence[float], Sequence[str | None]
+        ],
     ) -> None:
-        """Write new (score, explanation JSON) by key, and record (key, rank, score, override
-        JSON) as the ranking now published: one COPY into a staging table and one UPDATE,
-        whatever the count, so a rescore rewrites each row once, not once per kind of change."""
-        if not scores and not published:
+        """Write new (keys, scores, explanation JSON), and record (keys, ranks, scores,
+        override JSON) as the ranking now published.
+
+        The rows go into a staging table with one COPY, and each row of ``projects`` is
+        rewritten once, by one UPDATE per kind of change (new score and published; new score
+        only; published only). Each UPDATE sets its columns outright: an UPDATE that chose
+        between new and old values would carry every old value, the explanation included,
+        through its join (a rescore of 100,000 projects took about 30 % longer so)."""
+        keys, scores, explanations = scored
+        shown_keys, ranks, shown_scores, overrides = published
+        if not keys and not shown_keys:
             return
         await self._conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS result_stage (project_key text,"
-            " score double precision, explanation text, published boolean, rank int,"
+            "CREATE TEMP TABLE IF NOT EXISTS result_stage (project_key text, kind int,"
+            " score double precision, explanation bytea, rank int,"
             " published_score double precision, published_override text) ON COMMIT DELETE ROWS"
         )
-        ranks = {key: (rank, score, override) for key, rank, score, override in published}
+        shown = {
+            key: (rank, score, override)
+            for key, rank, score, override in zip(
+                shown_keys, ranks, shown_scores, overrides, strict=True
+            )
+        }
+        unpublished = (None, None, None)
         records: list[tuple[Any, ...]] = [
-            (key, score, explanation, key in ranks, *ranks.get(key, (None, None, None)))
-            for key, (score, explanation) in scores.items()
+            (
+                key,
+                _BOTH if key in shown else _SCORED,
+                score,
+                explanation,
+                *shown.get(key, unpublished),
+            )
+            for key, score, explanation in zip(keys, scores, explanations, strict=True)
         ]
+        rescored = set(keys)
         records += [
-            (key, None, None, True, rank, score, override)
-            for key, (rank, score, override) in ranks.items()
-            if key not in scores
+            (key, _PUBLISHED, None, None, *values)
+            for key, values in shown.items()
+            if key not in rescored
         ]
+        kinds = {record[1] for record in records}
         await self._conn.copy_records_to_table("result_stage", records=records)
-        await self._conn.execute(
-            "UPDATE projects p SET score = coalesce(s.score, p.score),"
-            " explanation = coalesce(s.explanation::jsonb, p.explanation),"
-            " rank = CASE WHEN s.published THEN s.rank ELSE p.rank END,"
-            " published_rank = CASE WHEN s.published THEN s.rank ELSE p.published_rank END,"
-            " published_score = CASE WHEN s.published THEN s.published_score"
-            " ELSE p.published_score END,"
-            " published_override = CASE WHEN s.published THEN s.published_override::jsonb"
-            " ELSE p.published_override END"
-            " FROM result_stage s WHERE p.project_key = s.project_key"
-        )
+        for kind in sorted(kinds):
+            await self._conn.execute(_APPLY[kind])
         await self._conn.execute("TRUNCATE result_stage")
 
-    async def ranking(self, portfolio: str) -> list[RankingRow]:
+    async def explanations(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """The stored explanations of these projects, as the contract's JSON."""
         rows = await self._conn.fetch(
-            "SELECT project_key, revision, mandatory, ranked, score, published_score,"
-            " published_rank, published_override::text AS published_override"
-            " FROM projects WHERE portfolio = $1",
-            portfolio,
-        )
-        return [
-            RankingRow(
-                key=r["project_key"],
-                revision=r["revision"],
-                mandatory=r["mandatory"],
-                ranked=r["ranked"],
-                score=r["score"],
-                published_score=r["published_score"],
-                published_rank=r["published_rank"],
-                published_override=r["published_override"],
-            )
-            for r in rows
-        ]
-
-    async def explanations(self, keys: Iterable[str]) -> dict[str, list[Part]]:
-        rows = await self._conn.fetch(
-            "SELECT project_key, explanation FROM projects WHERE project_key = ANY($1::text[])",
+            "SELECT project_key, explanation::text AS explanation FROM projects"
+            " WHERE project_key = ANY($1::text[])",
             list(keys),
         )
         return {
-            r["project_key"]: [
-                cast(Part, Contribution.model_validate(c).model_dump())
-                for c in json.loads(r["explanation"])
-            ]
+            r["project_key"]: r["explanation"].encode()
+            if r["explanation"].startswith(('[{"criterion":', "[]"))
+            else _legacy_explanation(r["explanation"])
             for r in rows
         }
 

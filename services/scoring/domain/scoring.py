@@ -1,15 +1,34 @@
 """Scores with their explanations, for each method. Pure: ``as_of`` (the month urgency is
-measured from) comes in as an argument."""
+measured from) comes in as an argument.
+
+A portfolio is scored a criterion at a time, on numpy columns (``InputColumns``), and each
+project's explanation comes out as the JSON of the event contract's ``list[Contribution]``:
+that is what is stored with the score and put into the event, and a rescore makes 100,000 of
+them. Every number is still the one the rules give when applied to one project at a time in
+Python floats (tests/scoring/unit/test_fast_paths.py holds that reference), to the last bit:
+
+- numpy's ``+ - * /`` are the same IEEE operations as Python's, applied in the same order;
+- ``min``/``max`` are written as the comparisons Python's builtins make (``np.where``), so
+  signed zeros come out as they do there;
+- logarithms are ``math.log10`` (numpy's own may differ in the last place on some CPUs);
+- rounding is Python's ``round(x, 6)`` (``round6``);
+- numbers are written by pydantic's serialiser, as the contract writes them."""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import ParamSpec, TypedDict, TypeVar, cast
+
+import numpy as np
+import numpy.typing as npt
+from pydantic_core import from_json, to_json
 
 from services.scoring.domain.ahp import priorities
-from services.scoring.domain.inputs import ScoringInputs
+from services.scoring.domain.inputs import InputColumns, ScoringInputs
 from shared.contracts.scoring import (
     AhpModel,
     Criterion,
@@ -18,6 +37,10 @@ from shared.contracts.scoring import (
     WeightedModel,
     WsjfModel,
 )
+
+Floats = npt.NDArray[np.float64]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Lower raw values are better for these; portfolio normalisation inverts them.
 LOWER_IS_BETTER = frozenset({"cost", "risk", "urgency"})
@@ -36,8 +59,7 @@ MISSING: dict[str, float] = {
 
 class Part(TypedDict):
     """One criterion's share of a score: the event contract's ``Contribution`` in its JSON
-    form (its fields in its order, floats as floats), so the same object is stored with the
-    score and serialised into the event; a portfolio rescore builds hundreds of thousands."""
+    form (its fields in its order, floats as floats)."""
 
     criterion: str
     raw: float | None
@@ -48,219 +70,294 @@ class Part(TypedDict):
 
 @dataclass(frozen=True, slots=True)
 class Scored:
+    """One project's score and its explanation, as the contract's JSON."""
+
     score: float
-    explanation: tuple[Part, ...]
+    explanation_json: bytes
+
+    @property
+    def explanation(self) -> tuple[Part, ...]:
+        return tuple(cast(list[Part], from_json(self.explanation_json)))
 
 
-def _log_scale(x: float, saturation: float) -> float:
-    return min(1.0, math.log10(1 + max(x, 0.0)) / math.log10(1 + saturation))
+@dataclass(frozen=True, slots=True)
+class ScoredColumns:
+    """Scores of ``keys``, row by row, each with its explanation as the contract's JSON."""
+
+    keys: list[str]
+    scores: Floats
+    explanations: list[bytes]
 
 
-def _fit(fit: Mapping[str, float], objectives: Mapping[str, float]) -> float | None:
-    if not fit:
-        return None
-    weights = {o: objectives.get(o, 1.0) for o in fit}
-    total = sum(weights.values())
-    if total == 0:
-        return None
-    return sum(fit[o] * w for o, w in weights.items()) / total
+def _as_python_floats(function: Callable[P, R]) -> Callable[P, R]:
+    """Runs ``function`` with numpy overflowing to infinity (and making NaN of infinities)
+    without a word, as Python's float arithmetic does."""
+
+    @functools.wraps(function)
+    def quiet(*args: P.args, **kwargs: P.kwargs) -> R:
+        with np.errstate(over="ignore", invalid="ignore"):
+            return function(*args, **kwargs)
+
+    return quiet
 
 
-def _ratio(value: float | None, cost: float | None) -> float | None:
-    if value is None or cost is None:
-        return None
-    return value / cost if cost > 0 else None
+_HALF_WAY_SLACK = 2.0**-52
+_EXACT_INTEGERS = 2.0**52
 
 
-def raw_values(
-    projects: Sequence[ScoringInputs],
+@_as_python_floats
+def round6(x: Floats) -> Floats:
+    """``round(v, 6)`` of each element, bit for bit.
+
+    Python rounds the exact decimal value of ``v`` to 6 places (half to even) and returns the
+    double nearest the result, which is ``n / 1e6`` for that integer ``n`` (one correctly
+    rounded division). ``v * 1e6`` is off the exact product by at most ``|v * 1e6| * 2**-53``,
+    so where it lies further than that from a half-way point its nearest integer is ``n``;
+    the few elements that do not (ties, near-ties, huge or non-finite values) are rounded by
+    Python itself."""
+    scaled = x * 1e6
+    nearest = np.rint(scaled)
+    magnitude = np.abs(scaled)
+    sure = (np.abs(scaled - nearest) < 0.5 - magnitude * _HALF_WAY_SLACK) & (
+        magnitude < _EXACT_INTEGERS
+    )
+    out: Floats = nearest / 1e6
+    if not sure.all():
+        doubtful = np.flatnonzero(~sure)
+        out[doubtful] = [round(v, 6) for v in x[doubtful].tolist()]
+    return out
+
+
+def float_texts(values: Floats | Sequence[float]) -> list[bytes]:
+    """Each number as the contract's JSON writes it (NaN and infinities as ``null``)."""
+    if len(values) == 0:
+        return []
+    listed = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    return to_json(listed, inf_nan_mode="null")[1:-1].split(b",")
+
+
+def _min1(q: Floats) -> Floats:
+    """``min(1.0, q)``, element by element."""
+    return np.where(q < 1.0, q, 1.0)
+
+
+def _log_scale(x: Floats, saturation: float) -> Floats:
+    """``min(1, log10(1 + max(x, 0)) / log10(1 + saturation))``."""
+    shifted = 1 + np.where(x < 0.0, 0.0, x)
+    logs = np.fromiter(map(math.log10, shifted.tolist()), np.float64, count=len(x))
+    return _min1(logs / math.log10(1 + saturation))
+
+
+def _fits(fits: Sequence[Mapping[str, float]], objectives: Mapping[str, float]) -> Floats:
+    """Each project's mean objective score, weighted by ``objectives`` (unlisted objectives
+    weigh 1); NaN where it has none or their weights sum to 0. Projects are taken in groups
+    naming the same objectives in the same order (a portfolio has few such groups), and each
+    sum is added up in that order, as ``sum`` over the project's mapping would."""
+    fitted = np.full(len(fits), math.nan)
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for row, fit in enumerate(fits):
+        groups[tuple(fit)].append(row)
+    for names, rows in groups.items():
+        weights = [objectives.get(o, 1.0) for o in names]
+        total = sum(weights)
+        if not names or total == 0:
+            continue
+        scores = np.array([list(fits[row].values()) for row in rows], dtype=np.float64)
+        weighted = np.zeros(len(rows))
+        for j, weight in enumerate(weights):
+            weighted = weighted + scores[:, j] * weight
+        fitted[rows] = weighted / total
+    return fitted
+
+
+@_as_python_floats
+def raw_column(
+    projects: InputColumns,
     criterion: Criterion,
     objectives: Mapping[str, float],
     as_of: int,
-) -> list[float | None]:
-    """Each project's input for ``criterion`` in its own unit, or None if unknown. Computed a
-    criterion at a time over the whole portfolio: one comprehension per criterion instead of a
-    dispatch per project and criterion, which is what a rescore of 100,000 projects spends."""
+) -> Floats:
+    """Each project's input for ``criterion`` in its own unit; NaN where it is unknown."""
     if criterion == "strategic_fit":
-        return [_fit(p.strategic_fit, objectives) for p in projects]
+        return _fits(projects.strategic_fit, objectives)
     if criterion == "value":
-        return [None if p.value is None else float(p.value) for p in projects]
+        return projects.value
     if criterion == "cost":
-        return [None if p.cost is None else float(p.cost) for p in projects]
+        return projects.cost
     if criterion == "value_for_money":
-        return [_ratio(p.value, p.cost) for p in projects]
+        priced = projects.cost > 0
+        return np.where(priced, projects.value / np.where(priced, projects.cost, 1.0), math.nan)
     if criterion == "risk":
-        return [None if p.risk is None else float(p.risk) for p in projects]
+        return projects.risk
     if criterion == "urgency":
-        return [None if p.deadline is None else float(p.deadline - as_of) for p in projects]
-    return [1.0 if p.mandatory else 0.0 for p in projects]
+        return projects.deadline - float(as_of)
+    return np.where(projects.mandatory, 1.0, 0.0)
 
 
-def raw_value(
-    p: ScoringInputs, criterion: Criterion, objectives: Mapping[str, float], as_of: int
-) -> float | None:
-    """The project's input for ``criterion`` in its own unit, or None if unknown."""
-    return raw_values([p], criterion, objectives, as_of)[0]
-
-
-def absolute_values(
-    criterion: Criterion, raws: Sequence[float | None], scales: Scales
-) -> list[float]:
+@_as_python_floats
+def absolute_column(criterion: Criterion, raw: Floats, scales: Scales) -> Floats:
     """Normalisation on fixed scales (documented in docs/scoring.md), of a whole column."""
-    missing = 0.0 if criterion == "value_for_money" else MISSING[criterion]
     if criterion == "strategic_fit":
-        return [missing if r is None else min(1.0, r / 5.0) for r in raws]
-    if criterion == "value":
-        return [missing if r is None else _log_scale(r, scales.value) for r in raws]
-    if criterion == "cost":
-        return [missing if r is None else 1.0 - _log_scale(r, scales.cost) for r in raws]
-    if criterion == "value_for_money":
-        return [missing if r is None else _log_scale(r, scales.value_for_money) for r in raws]
-    if criterion == "risk":
-        return [missing if r is None else (5.0 - r) / 4.0 for r in raws]
-    if criterion == "urgency":
-        months = scales.urgency_months
-        return [missing if r is None else min(1.0, max(0.0, 1.0 - r / months)) for r in raws]
-    return [missing if r is None else r for r in raws]
-
-
-def absolute(criterion: Criterion, raw: float | None, scales: Scales) -> float:
-    """Normalisation on fixed scales (documented in docs/scoring.md)."""
-    return absolute_values(criterion, [raw], scales)[0]
+        normalised = _min1(raw / 5.0)
+    elif criterion == "value":
+        normalised = _log_scale(raw, scales.value)
+    elif criterion == "cost":
+        normalised = 1.0 - _log_scale(raw, scales.cost)
+    elif criterion == "value_for_money":
+        normalised = _log_scale(raw, scales.value_for_money)
+    elif criterion == "risk":
+        normalised = (5.0 - raw) / 4.0
+    elif criterion == "urgency":
+        left = 1.0 - raw / float(scales.urgency_months)
+        normalised = _min1(np.where(left > 0.0, left, 0.0))
+    else:
+        normalised = raw
+    return np.where(np.isnan(raw), MISSING[criterion], normalised)
 
 
 Bounds = dict[str, tuple[float, float]]
 
 
+@_as_python_floats
 def portfolio_bounds(
-    projects: Sequence[ScoringInputs],
+    projects: InputColumns,
     criteria: Sequence[Criterion],
     objectives: Mapping[str, float],
     as_of: int,
 ) -> Bounds:
+    """Each criterion's lowest and highest known raw value over the ranked projects."""
     bounds: Bounds = {}
-    ranked = [p for p in projects if p.ranked]
     for criterion in criteria:
-        values = [v for v in raw_values(ranked, criterion, objectives, as_of) if v is not None]
+        raw = raw_column(projects, criterion, objectives, as_of)
+        values = raw[projects.ranked & ~np.isnan(raw)].tolist()
         if values:
             bounds[criterion] = (min(values), max(values))
     return bounds
 
 
-def relative_values(
-    criterion: Criterion, raws: Sequence[float | None], bounds: Bounds
-) -> list[float]:
+@_as_python_floats
+def relative_column(criterion: Criterion, raw: Floats, bounds: Bounds) -> Floats:
     """Min-max normalisation over the portfolio, of a whole column; equal values all normalise
     to 0.5."""
     missing = MISSING[criterion]
     if criterion not in bounds:
-        return [missing] * len(raws)
+        return np.full(len(raw), missing)
     low, high = bounds[criterion]
     if high == low:
-        return [missing if r is None else 0.5 for r in raws]
-    span = high - low
-    if criterion in LOWER_IS_BETTER:
-        return [missing if r is None else 1.0 - (r - low) / span for r in raws]
-    return [missing if r is None else (r - low) / span for r in raws]
+        normalised = np.full(len(raw), 0.5)
+    else:
+        share = (raw - low) / (high - low)
+        normalised = 1.0 - share if criterion in LOWER_IS_BETTER else share
+    return np.where(np.isnan(raw), missing, normalised)
 
 
-def relative(criterion: Criterion, raw: float | None, bounds: Bounds) -> float:
-    """Min-max normalisation over the portfolio; equal values all normalise to 0.5."""
-    return relative_values(criterion, [raw], bounds)[0]
+def _percent_safe(text: bytes) -> bytes:
+    return text.replace(b"%", b"%%")
 
 
+@_as_python_floats
 def weighted_sums(
-    projects: Sequence[ScoringInputs],
+    projects: InputColumns,
     weights: Mapping[Criterion, float],
     *,
     objectives: Mapping[str, float],
     scales: Scales,
     as_of: int,
     bounds: Bounds | None,
-) -> list[Scored]:
-    """The weighted score of each project, in order, a criterion at a time. Each project's sum
-    adds its criteria's shares in the order of ``weights``, as a project-by-project sum would,
-    so the scores are the same to the last bit."""
-    totals = [0.0] * len(projects)
-    columns: list[list[Part]] = []
+) -> ScoredColumns:
+    """The weighted score of each project. Each project's sum adds its criteria's shares in
+    the order of ``weights``, as a project-by-project sum would."""
+    total = np.zeros(len(projects))
+    texts: list[list[bytes]] = []
+    template = b"["
     for criterion, weight in weights.items():
-        raws = raw_values(projects, criterion, objectives, as_of)
-        norms = (
-            relative_values(criterion, raws, bounds)
+        raw = raw_column(projects, criterion, objectives, as_of)
+        normalised = (
+            relative_column(criterion, raw, bounds)
             if bounds is not None
-            else absolute_values(criterion, raws, scales)
+            else absolute_column(criterion, raw, scales)
         )
-        shown_weight = round(weight, 6)
-        shares = [100.0 * weight * n for n in norms]
-        totals = [t + s for t, s in zip(totals, shares, strict=True)]
-        columns.append(
-            [
-                {
-                    "criterion": criterion,
-                    "raw": None if r is None else round(r, 6),
-                    "normalised": round(n, 6),
-                    "weight": shown_weight,
-                    "contribution": round(s, 6),
-                }
-                for r, n, s in zip(raws, norms, shares, strict=True)
-            ]
+        share = 100.0 * weight * normalised
+        total = total + share
+        texts += [
+            float_texts(round6(raw)),
+            float_texts(round6(normalised)),
+            float_texts(round6(share)),
+        ]
+        template += (
+            (b"," if len(template) > 1 else b"")
+            + b'{"criterion":'
+            + _percent_safe(to_json(criterion))
+            + b',"raw":%s,"normalised":%s,"weight":'
+            + float_texts([round(weight, 6)])[0]
+            + b',"contribution":%s}'
         )
-    explanations: list[tuple[Part, ...]] = (
-        list(zip(*columns, strict=True)) if columns else [()] * len(projects)
+    template += b"]"
+    explanations = (
+        [template % row for row in zip(*texts, strict=True)] if texts else [b"[]"] * len(projects)
     )
-    return [
-        Scored(round(total, 6), explanation)
-        for total, explanation in zip(totals, explanations, strict=True)
-    ]
+    return ScoredColumns(projects.keys, round6(total), explanations)
 
 
-def weighted_sum(
-    p: ScoringInputs,
-    weights: Mapping[Criterion, float],
-    *,
-    objectives: Mapping[str, float],
-    scales: Scales,
-    as_of: int,
-    bounds: Bounds | None,
-) -> Scored:
-    return weighted_sums(
-        [p], weights, objectives=objectives, scales=scales, as_of=as_of, bounds=bounds
-    )[0]
+_NO_WSJF = b'[{"criterion":"wsjf","raw":null,"normalised":0.0,"weight":1.0,"contribution":0.0}]'
+_WSJF = (
+    b'[{"criterion":"business_value","raw":%s,"normalised":%s,"weight":1.0,"contribution":%s},'
+    b'{"criterion":"time_criticality","raw":%s,"normalised":%s,"weight":1.0,"contribution":%s},'
+    b'{"criterion":"risk_reduction","raw":%s,"normalised":%s,"weight":1.0,"contribution":%s},'
+    b'{"criterion":"job_size","raw":%s,"normalised":1.0,"weight":0.0,"contribution":0.0}]'
+)
 
 
-def _part(
-    criterion: str, raw: float | None, normalised: float, weight: float, contribution: float
-) -> Part:
-    """A ``Part`` whose numbers are floats whatever numbers came in, as the contract has them."""
-    return {
-        "criterion": criterion,
-        "raw": None if raw is None else float(raw),
-        "normalised": float(normalised),
-        "weight": float(weight),
-        "contribution": float(contribution),
-    }
-
-
-def wsjf(p: ScoringInputs, model: WsjfModel) -> Scored:
-    if p.wsjf is None:
-        return Scored(0.0, (_part("wsjf", None, 0.0, 1.0, 0.0),))
-    job_size = p.wsjf.job_size or max(1.0, p.effort / model.job_size_unit)
-    parts = {
-        "business_value": p.wsjf.business_value,
-        "time_criticality": p.wsjf.time_criticality,
-        "risk_reduction": p.wsjf.risk_reduction,
-    }
-    explanation = [
-        _part(name, value, round(value / job_size, 6), 1.0, round(value / job_size, 6))
-        for name, value in parts.items()
-    ]
-    explanation.append(_part("job_size", round(job_size, 6), 1.0, 0.0, 0.0))
-    return Scored(round(sum(parts.values()) / job_size, 6), tuple(explanation))
+@_as_python_floats
+def wsjf(projects: InputColumns, model: WsjfModel) -> ScoredColumns:
+    """Cost of delay over job size; a job size not given is the demand in person-months over
+    ``job_size_unit``, at least 1. Projects without WSJF inputs score 0."""
+    inputs = projects.wsjf
+    given = ~np.isnan(inputs[:, 0])
+    from_demand = projects.effort / model.job_size_unit
+    from_demand = np.where(from_demand > 1.0, from_demand, 1.0)
+    stated = inputs[:, 3]
+    job_size = np.where(np.isnan(stated) | (stated == 0), from_demand, stated)
+    rows = np.flatnonzero(given)
+    inputs, job_size = inputs[rows], job_size[rows]
+    scores = np.zeros(len(projects))
+    scores[rows] = round6((0.0 + inputs[:, 0] + inputs[:, 1] + inputs[:, 2]) / job_size)
+    texts: list[list[bytes]] = []
+    for k in range(3):
+        share = float_texts(round6(inputs[:, k] / job_size))
+        texts += [float_texts(inputs[:, k]), share, share]
+    texts.append(float_texts(round6(job_size)))
+    explanations = [_NO_WSJF] * len(projects)
+    for row, values in zip(rows.tolist(), zip(*texts, strict=True), strict=True):
+        explanations[row] = _WSJF % values
+    return ScoredColumns(projects.keys, scores, explanations)
 
 
 def ahp_weights(model: AhpModel) -> dict[Criterion, float]:
     result = priorities(model.matrix())
     return dict(zip(model.criteria, result.weights, strict=True))
+
+
+@_as_python_floats
+def score_columns(projects: InputColumns, model: ScoringModel, *, as_of: int) -> ScoredColumns:
+    """Scores of every project in ``projects`` (of one portfolio). With portfolio
+    normalisation every project's score depends on all the others, so pass them all."""
+    if isinstance(model, WsjfModel):
+        return wsjf(projects, model)
+    weights = model.normalised_weights() if isinstance(model, WeightedModel) else ahp_weights(model)
+    bounds = (
+        portfolio_bounds(projects, list(weights), model.objectives, as_of)
+        if model.normalisation == "portfolio"
+        else None
+    )
+    return weighted_sums(
+        projects,
+        weights,
+        objectives=model.objectives,
+        scales=model.scales,
+        as_of=as_of,
+        bounds=bounds,
+    )
 
 
 def score_all(
@@ -270,26 +367,16 @@ def score_all(
     as_of: int,
     only: set[str] | None = None,
 ) -> dict[str, Scored]:
-    """Scores of ``projects`` (of one portfolio), or of those keyed in ``only``. With portfolio
-    normalisation every project's score depends on all the others, so pass them all."""
-    wanted = [p for p in projects if only is None or p.key in only]
-    if isinstance(model, WsjfModel):
-        return {p.key: wsjf(p, model) for p in wanted}
-    weights = model.normalised_weights() if isinstance(model, WeightedModel) else ahp_weights(model)
-    bounds = (
-        portfolio_bounds(projects, list(weights), model.objectives, as_of)
-        if model.normalisation == "portfolio"
-        else None
-    )
-    scored = weighted_sums(
-        wanted,
-        weights,
-        objectives=model.objectives,
-        scales=model.scales,
-        as_of=as_of,
-        bounds=bounds,
-    )
-    return {p.key: s for p, s in zip(wanted, scored, strict=True)}
+    """Scores of ``projects`` (of one portfolio) by key, or of those keyed in ``only``; the
+    bounds of portfolio normalisation are taken over all of ``projects``."""
+    scored = score_columns(InputColumns.of(projects), model, as_of=as_of)
+    return {
+        key: Scored(score, explanation)
+        for key, score, explanation in zip(
+            scored.keys, scored.scores.tolist(), scored.explanations, strict=True
+        )
+        if only is None or key in only
+    }
 
 
 def depends_on_whole_portfolio(model: ScoringModel) -> bool:

@@ -1,0 +1,233 @@
+"""The handler on real Postgres, batch after batch: what it has published, taken as a consumer
+takes it (the latest event per project), always equals a from-scratch scoring and ranking of
+the portfolio as it stands, whether the batch rescored the whole portfolio or only the projects
+it revised, and every event is the contract's own serialisation."""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from services.scoring.domain.inputs import ScoringInputs
+from services.scoring.domain.ranking import Override, RankEntry, adjusted, rank
+from services.scoring.domain.scoring import score_all
+from services.scoring.handlers import ScoringHandler
+from services.scoring.repository import ScoringUnitOfWork
+from shared.consumer_record import Record
+from shared.contracts.events import ProjectChanged, ProjectScored, ProjectState
+from shared.contracts.scoring import DEFAULT_MODEL, ModelEnvelope
+from shared.db import create_pool
+from shared.migrations import migrate, service_component
+from shared.settings import DatabaseSettings
+from shared.topics import Topic, TopicNames
+from tests.conftest import service_url
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2027, 3, 10, tzinfo=UTC)
+AS_OF = 2027 * 12 + 2
+NAMES = TopicNames("")
+MODELS: list[dict[str, Any]] = [
+    {"method": "weighted", "weights": {"strategic_fit": 2, "value_for_money": 1, "risk": 1}},
+    {
+        "method": "weighted",
+        "weights": {"value": 1, "cost": 1, "urgency": 2},
+        "normalisation": "portfolio",
+    },
+    {"method": "wsjf"},
+]
+
+
+def _project(rnd: random.Random, external_id: str) -> dict[str, Any]:
+    project: dict[str, Any] = {
+        "name": external_id,
+        "portfolio": "p",
+        "source": "s",
+        "external_id": external_id,
+        "stage": rnd.choice(["idea", "proposal", "approved", "done"]),
+        "mandatory": rnd.random() < 0.1,
+        "strategic_fit": {o: rnd.randint(0, 5) for o in rnd.sample(["a", "bb", "c"], 2)},
+        "risk": rnd.randint(1, 5),
+        "demand": [{"role": "dev", "fte": 1.0, "start_month": 0, "months": rnd.randint(1, 9)}],
+    }
+    if rnd.random() < 0.8:
+        project["value"] = rnd.choice([0.0, 1e5, 3e6, round(rnd.uniform(1, 1e7), 2)])
+        project["cost"] = rnd.choice([1e5, 2e6, round(rnd.uniform(1, 1e7), 2)])
+    if rnd.random() < 0.6:
+        project["deadline"] = f"2027-{rnd.randint(1, 12):02d}"
+    if rnd.random() < 0.5:
+        project["wsjf"] = {
+            "business_value": rnd.randint(1, 20),
+            "time_criticality": rnd.randint(1, 20),
+            "risk_reduction": rnd.randint(1, 20),
+            "job_size": rnd.randint(1, 13),
+        }
+    return project
+
+
+def _record(topic: Topic, key: str, value: Any, event_id: str, offset: int) -> Record:
+    return Record(
+        topic=NAMES(topic),
+        partition=0,
+        offset=offset,
+        key=key.encode(),
+        value=json.dumps(value).encode(),
+        headers=(("ce_id", event_id.encode()),),
+        timestamp_ms=0,
+    )
+
+
+class Portfolio:
+    """What the test knows of the portfolio, and the records that make it so."""
+
+    def __init__(self, rnd: random.Random) -> None:
+        self.rnd = rnd
+        self.states: dict[str, ProjectState] = {}
+        self.revisions: dict[str, int] = {}
+        self.overrides: dict[str, Override] = {}
+        self.model: dict[str, Any] | None = None
+        self.offset = 0
+
+    def _next(self) -> int:
+        self.offset += 1
+        return self.offset
+
+    def revise(self, external_id: str) -> Record:
+        key = f"p/s/{external_id}"
+        self.revisions[key] = self.revisions.get(key, 0) + 1
+        state = ProjectState.model_validate(_project(self.rnd, external_id))
+        self.states[key] = state
+        event = ProjectChanged(
+            project_key=key,
+            portfolio="p",
+            revision=self.revisions[key],
+            submission_id=str(uuid.uuid4()),
+            occurred_at=NOW,
+            project=state,
+        )
+        return _record(
+            Topic.PROJECTS,
+            key,
+            event.model_dump(mode="json"),
+            f"intake:{key}:{self.revisions[key]}",
+            self._next(),
+        )
+
+    def command(self, action: str, **fields: Any) -> Record:
+        body = {
+            "command_id": str(uuid.uuid4()),
+            "portfolio": "p",
+            "author": "analyst@test",
+            "issued_at": NOW.isoformat(),
+            "action": action,
+            **fields,
+        }
+        if action == "pin":
+            self.overrides[fields["project_key"]] = Override(
+                "pin", fields["justification"], "analyst@test", rank=fields["rank"]
+            )
+        elif action == "adjust":
+            self.overrides[fields["project_key"]] = Override(
+                "adjust", fields["justification"], "analyst@test", delta=fields["delta"]
+            )
+        elif action == "clear_override":
+            self.overrides.pop(fields["project_key"], None)
+        elif action == "set_model":
+            self.model = fields["model"]["model"]
+        return _record(Topic.SCORING_COMMANDS, "p", body, body["command_id"], self._next())
+
+    def expected(self) -> dict[str, tuple[float, int | None, list[dict[str, Any]]]]:
+        """(score, rank, explanation) of every project, scored and ranked from scratch."""
+        model = (
+            ModelEnvelope.model_validate({"name": "m", "model": self.model}).model
+            if self.model
+            else DEFAULT_MODEL
+        )
+        inputs = [ScoringInputs.of(k, s, withdrawn=False) for k, s in self.states.items()]
+        scored = score_all(inputs, model, as_of=AS_OF)
+        final = {k: adjusted(s.score, self.overrides.get(k)) for k, s in scored.items()}
+        ranks = rank(
+            (RankEntry(p.key, p.mandatory, final[p.key]) for p in inputs if p.ranked),
+            self.overrides,
+        )
+        result = {}
+        for key, s in scored.items():
+            explanation = [dict(c) for c in s.explanation]
+            override = self.overrides.get(key)
+            if override is not None and override.kind == "adjust":
+                explanation.append(
+                    {
+                        "criterion": "adjustment",
+                        "raw": override.delta,
+                        "normalised": 1.0,
+                        "weight": 1.0,
+                        "contribution": override.delta,
+                    }
+                )
+            result[key] = (final[key], ranks.get(key), explanation)
+        return result
+
+
+async def test_published_ranking_always_equals_a_full_recompute(
+    database: DatabaseSettings,
+) -> None:
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t"
+    )
+    handler = ScoringHandler(lambda: ScoringUnitOfWork(pool), NAMES, lambda: NOW)
+    rnd = random.Random(5)
+    portfolio = Portfolio(rnd)
+    seen: dict[str, ProjectScored] = {}
+    last_id = 0
+    try:
+        for step in range(40):
+            batch = [
+                portfolio.revise(f"P{rnd.randrange(60):02d}") for _ in range(rnd.randint(1, 6))
+            ]
+            keys = sorted(portfolio.states)
+            if step % 4 == 3:
+                key = rnd.choice(keys)
+                action = rnd.choice(["pin", "adjust", "clear_override"])
+                fields: dict[str, Any] = {"project_key": key, "justification": "agreed at review"}
+                if action == "pin":
+                    fields["rank"] = rnd.randint(1, 30)
+                elif action == "adjust":
+                    fields["delta"] = rnd.choice([-7.5, 3.0, 12.25])
+                batch.append(portfolio.command(action, **fields))
+            if step == 30:
+                batch.append(portfolio.command("rescore"))
+            if step in (12, 24, 33):
+                model = MODELS[(step // 12) % len(MODELS)]
+                batch.append(
+                    portfolio.command("set_model", model={"name": f"m{step}", "model": model})
+                )
+            await handler.handle(batch)
+            async with pool.acquire() as conn:
+                refused = await conn.fetchval(
+                    "SELECT count(*) FROM outbox WHERE topic = $1", NAMES(Topic.DEAD_LETTERS)
+                )
+                assert refused == 0, "every command of the test is valid"
+                rows = await conn.fetch(
+                    "SELECT id, value FROM outbox WHERE id > $1 AND topic = $2 ORDER BY id",
+                    last_id,
+                    NAMES(Topic.SCORES),
+                )
+            for row in rows:
+                last_id = row["id"]
+                event = ProjectScored.model_validate_json(row["value"])
+                assert row["value"] == event.model_dump_json().encode()
+                seen[event.project_key] = event
+            expected = portfolio.expected()
+            shown = {
+                k: (e.score, e.rank, [c.model_dump() for c in e.explanation])
+                for k, e in seen.items()
+            }
+            assert shown == expected, f"after batch {step}"
+    finally:
+        await pool.close()
