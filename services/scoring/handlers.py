@@ -1,6 +1,7 @@
 """Scoring's use case: apply project changes and analysts' commands, rescore what they affect,
-re-rank each touched portfolio once, and publish every score or rank that moved and every
-audit entry — all in one transaction per batch."""
+re-rank each touched portfolio once, and publish every score that changed (ProjectScored),
+every rank that only moved (RankingChanged, a few bytes a project) and every audit entry — all
+in one transaction per batch."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from services.scoring.repository import PortfolioState, ScoringUnitOfWork
 from shared.admission import admit, newest, refuse
 from shared.cloudevents import event_message, headers
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectChanged, ProjectScored
+from shared.contracts.events import ProjectChanged, ProjectScored, RankChange, RankingChanged
 from shared.contracts.scoring import (
     DEFAULT_MODEL,
     DEFAULT_NAME,
@@ -242,13 +243,15 @@ class ScoringHandler:
         ranks = rank_rows(keys, rows.mandatory, final, rows.ranked, overrides)
         infos = {key: _info(o) for key, o in overrides.items()}
         shown = {key: info.model_dump_json() for key, info in infos.items() if info is not None}
-        moved_mask = (rows.published_score != final) | (rows.published_rank != ranks)
+        score_moved = rows.published_score != final
+        override_moved = np.zeros(len(keys), dtype=np.bool_)
         for key in rows.published_override.keys() | shown.keys():
             i = rows.position(key)
             if i is not None and not _same_override(
                 rows.published_override.get(key), shown.get(key)
             ):
-                moved_mask[i] = True
+                override_moved[i] = True
+        moved_mask = score_moved | override_moved | (rows.published_rank != ranks)
         moved = np.flatnonzero(moved_mask).tolist()
         version = state.ranking_version + (1 if moved else 0)
         await repo.save_portfolio(
@@ -257,7 +260,11 @@ class ScoringHandler:
         rescored = np.zeros(len(keys), dtype=np.bool_)
         rescored[at] = True
         explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
-        stored = await repo.explanations(keys[i] for i in moved if not rescored[i])
+        # A project rescored in this pass, or whose score or override changed, is published in
+        # full (ProjectScored); one that only moved in the ranking, as a rank (RankingChanged).
+        in_full = np.flatnonzero(moved_mask & (rescored | score_moved | override_moved)).tolist()
+        shifted = np.flatnonzero(moved_mask & ~(rescored | score_moved | override_moved))
+        stored = await repo.explanations(keys[i] for i in in_full if not rescored[i])
         moved_keys = [keys[i] for i in moved]
         moved_ranks = [r or None for r in ranks[moved].tolist()]
         moved_scores = final[moved].tolist()
@@ -267,9 +274,10 @@ class ScoringHandler:
         )
         if not moved:
             return []
+        full_keys = [keys[i] for i in in_full]
         explanations = []
         causes = []
-        for i, key in zip(moved, moved_keys, strict=True):
+        for i, key in zip(in_full, full_keys, strict=True):
             explanation = explanation_of[i] if rescored[i] else stored[key]
             override = overrides.get(key)
             if override is not None and override.kind == "adjust" and override.delta is not None:
@@ -283,19 +291,20 @@ class ScoringHandler:
                 causes.append("override")
             else:
                 causes.append("portfolio_change")
+        full_ranks = [r or None for r in ranks[in_full].tolist()]
         values = scored_jsons(
             portfolio=portfolio,
             ranking_version=version,
             model=name,
             model_version=state.model_version,
-            keys=moved_keys,
-            revisions=rows.revision[moved].tolist(),
-            scores=moved_scores,
-            ranks=moved_ranks,
-            mandatory=rows.mandatory[moved].tolist(),
+            keys=full_keys,
+            revisions=rows.revision[in_full].tolist(),
+            scores=final[in_full].tolist(),
+            ranks=full_ranks,
+            mandatory=rows.mandatory[in_full].tolist(),
             explanations=explanations,
             causes=causes,
-            overrides=[None if (t := shown.get(key)) is None else t.encode() for key in moved_keys],
+            overrides=[None if (t := shown.get(key)) is None else t.encode() for key in full_keys],
         )
         topic = self._topics(Topic.SCORES)
         # The headers differ by event id and subject only.
@@ -306,15 +315,58 @@ class ScoringHandler:
             time=now,
             subject="",
         )
-        return [
+        messages = [
             OutboxMessage(
                 topic=topic,
                 key=key.encode(),
                 value=value,
                 headers={**common, "ce_id": f"scoring:{key}:{version}", "ce_subject": key},
             )
-            for key, value in zip(moved_keys, values, strict=True)
+            for key, value in zip(full_keys, values, strict=True)
         ]
+        return messages + ranking_changed(
+            topic,
+            portfolio,
+            version,
+            [keys[i] for i in shifted.tolist()],
+            [r or None for r in ranks[shifted].tolist()],
+            now,
+        )
+
+
+def ranking_changed(
+    topic: str,
+    portfolio: str,
+    version: int,
+    keys: Sequence[str],
+    ranks: Sequence[int | None],
+    now: datetime,
+) -> list[OutboxMessage]:
+    """``RankingChanged`` events for projects that only moved in the ranking, at most
+    ``RankingChanged.MAX_RANKS`` a record, keyed by the portfolio (the partition of its
+    ``ProjectScored`` events, so consumers see both in the order they were written)."""
+    out = []
+    for part, start in enumerate(range(0, len(keys), RankingChanged.MAX_RANKS)):
+        end = start + RankingChanged.MAX_RANKS
+        event = RankingChanged(
+            portfolio=portfolio,
+            ranking_version=version,
+            ranks=[
+                RankChange(project_key=k, rank=r)
+                for k, r in zip(keys[start:end], ranks[start:end], strict=True)
+            ],
+        )
+        out.append(
+            event_message(
+                topic=topic,
+                key=portfolio,
+                event=event,
+                event_id=f"scoring-ranks:{portfolio}:{version}:{part}",
+                source="pmo/scoring",
+                time=now,
+            )
+        )
+    return out
 
 
 def _percent_safe(text: bytes) -> bytes:
