@@ -172,7 +172,8 @@ CHANNELS = (
         ("reporting",),
         ("warehouse sinks",),
         "One denormalised record per project (intake's state, scoring's score, rank and "
-        "explanation, capacity's placement), republished whenever any of it changes. "
+        "explanation, capacity's placement), republished when any of it changes, coalesced: "
+        "at most one record per project about every PMO_REPORTING_WAREHOUSE_INTERVAL_MS. "
         "Compacted: a sink keeps the latest per key. Withdrawn projects keep their last record "
         "with `withdrawn: true`.",
         PortfolioProject.TYPE,

@@ -9,9 +9,15 @@ from fastapi import FastAPI
 
 from services.reporting.api import create_api
 from services.reporting.dashboard import dashboard_router
-from services.reporting.handlers import SERVICE, ReportingHandler, ScenarioRequests
+from services.reporting.handlers import (
+    SERVICE,
+    ReportingHandler,
+    ScenarioRequests,
+    WarehouseFeed,
+)
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from services.reporting.settings import ReportingSettings
+from shared.consumer import BatchHandler
 from shared.runtime import ServiceRuntime, assemble, run
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
@@ -32,20 +38,21 @@ def build(
     kafka: KafkaSettings | None = None,
     database: DatabaseSettings | None = None,
 ) -> ServiceRuntime:
-    return assemble(
-        SERVICE,
-        settings or ReportingSettings(),
-        kafka,
-        database,
-        topics=TOPICS,
-        handler=lambda runtime: (
-            ReportingHandler(
-                uow=lambda: ReportingUnitOfWork(runtime.pool),
-                topics=runtime.topics,
-                clock=lambda: datetime.now(UTC),
-            ).handle
-        ),
-    )
+    settings = settings or ReportingSettings()
+    interval = settings.warehouse_interval_ms / 1000
+
+    def handler(runtime: ServiceRuntime) -> BatchHandler:
+        def uow() -> ReportingUnitOfWork:
+            return ReportingUnitOfWork(runtime.pool)
+
+        def now() -> datetime:
+            return datetime.now(UTC)
+
+        feed = WarehouseFeed(uow, runtime.topics, now, interval=interval)
+        runtime.background("warehouse", feed.run)
+        return ReportingHandler(uow=uow, topics=runtime.topics, clock=now).handle
+
+    return assemble(SERVICE, settings, kafka, database, topics=TOPICS, handler=handler)
 
 
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:

@@ -4,7 +4,9 @@ and out-of-order events leave the same rows as an in-order replay."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,12 +26,13 @@ from shared.contracts.events import (
     RankingChanged,
 )
 from shared.contracts.scoring import ScoringAudit
-from shared.errors import Reason
+from shared.errors import Reason, is_transient
 from shared.events_io import decode_event, decode_typed
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "reporting"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,59 @@ class ReportingHandler:
                 }
                 | {m.project_key for _, m in moves}
             )
-            rows = await model.denormalised(touched) if touched else []
-            await uow.emit([*batch.dead_letters, *(self._record(r, now) for r in rows)])
+            await model.mark_for_warehouse(touched)
+            await uow.emit(batch.dead_letters)
+
+
+class WarehouseFeed:
+    """The compacted warehouse topic (``pmo.reporting.projects.v1``): one denormalised record
+    per project, published for the projects batches marked, at most every ``interval``
+    seconds each, in the transaction that clears the marks. Coalescing is what bounds the
+    topic: a new project moves the ranks of many others, and a project moved by each of the
+    next hundred submissions is published once with its latest state, not a hundred times.
+    Replicas share the marks (``SKIP LOCKED``)."""
+
+    def __init__(
+        self,
+        uow: Callable[[], ReportingUnitOfWork],
+        topics: TopicNames,
+        clock: Callable[[], datetime],
+        *,
+        interval: float = 0.5,
+        batch: int = 5000,
+    ) -> None:
+        self._uow = uow
+        self._topics = topics
+        self._clock = clock
+        self._interval = interval
+        self._batch = batch
+
+    async def publish_due(self) -> int:
+        """Publish the records of up to ``batch`` marked projects; returns how many marks."""
+        now = self._clock()
+        async with self._uow() as uow:
+            keys = await uow.read_model.take_warehouse_pending(self._batch)
+            if keys:
+                rows = await uow.read_model.denormalised(keys)
+                await uow.emit([self._record(r, now) for r in rows])
+        return len(keys)
+
+    async def run(self) -> None:
+        """Publish until cancelled; transient failures back off and retry."""
+        backoff = 0.05
+        while True:
+            try:
+                taken = await self.publish_due()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                log.warning("warehouse feed: transient failure, retrying", exc_info=exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            if taken < self._batch:
+                await asyncio.sleep(self._interval)
 
     def _record(self, row: PortfolioProject, now: datetime) -> OutboxMessage:
         version = f"{row.revision}:{row.ranking_version}:{row.plan_version}"

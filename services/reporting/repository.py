@@ -216,6 +216,27 @@ class ReadModelWriter:
             author,
         )
 
+    async def mark_for_warehouse(self, keys: Sequence[str]) -> None:
+        """Projects whose warehouse record is to be published (once, however often marked
+        before the publisher comes by)."""
+        if keys:
+            await self._conn.execute(
+                "INSERT INTO warehouse_pending (project_key) SELECT unnest($1::text[])"
+                " ON CONFLICT (project_key) DO NOTHING",
+                list(keys),
+            )
+
+    async def take_warehouse_pending(self, limit: int) -> list[str]:
+        """Up to ``limit`` marked projects, the longest-waiting first, unmarked in the caller's
+        transaction; marks another replica is taking are skipped, not waited for."""
+        rows = await self._conn.fetch(
+            "DELETE FROM warehouse_pending WHERE project_key IN ("
+            " SELECT project_key FROM warehouse_pending ORDER BY since LIMIT $1"
+            " FOR UPDATE SKIP LOCKED) RETURNING project_key",
+            limit,
+        )
+        return [r["project_key"] for r in rows]
+
     async def denormalised(self, keys: Sequence[str]) -> list[PortfolioProject]:
         """The current rows of ``keys`` as warehouse records."""
         rows = await self._conn.fetch(
@@ -452,6 +473,7 @@ READ_MODEL_TABLES = (
     "dead_letters",
     "scoring_audit",
     "inbox",
+    "warehouse_pending",
 )
 
 

@@ -23,3 +23,5 @@ class ReportingSettings(ServiceSettings):
         default="", validation_alias=AliasChoices("PMO_API_TOKENS", "PMO_REPORTING_API_TOKENS")
     )
     max_page_size: int = Field(default=1000, ge=1)
+    # How often the warehouse topic's coalesced records go out (services/reporting/handlers.py).
+    warehouse_interval_ms: int = Field(default=500, ge=10)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from services.reporting.handlers import ReportingHandler
+from services.reporting.handlers import ReportingHandler, WarehouseFeed
 from services.reporting.repository import ReportingUnitOfWork
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
@@ -113,6 +113,8 @@ async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
                 record(Topic.SCORES, scored("C", 1, 3, 70.0), "s:C:1", 5),
             ]
         )
+        feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+        assert await feed.publish_due() == 3  # the first batch's three projects, once each
         before = await pool.fetchval("SELECT max(id) FROM outbox")
         # C rescored to the top at version 2 with the moves it caused, then a stale move of an
         # older version arriving late; the move of an unknown project changes nothing.
@@ -138,11 +140,15 @@ async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
         }
         assert json.loads(rows[key("A")][3])[0]["contribution"] == 90.0
 
+        # Three projects changed (Z is unknown here), however many events touched them.
+        assert await feed.publish_due() == 4  # A, B, C and the unknown Z, which has no row
+        assert await feed.publish_due() == 0
         published = await pool.fetch(
             "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2",
             before,
             NAMES(Topic.PORTFOLIO_PROJECTS),
         )
+        assert len(published) == 3
         latest = {bytes(r["key"]).decode(): json.loads(r["value"]) for r in published}
         assert {k: (v["rank"], v["score"]) for k, v in latest.items()} == {
             key("A"): (2, 90.0),
