@@ -411,6 +411,15 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
         summarise("/health/live p99, same load", "ms", results["live_p99"], "reference"),
         summarise("/health/live throughput", "req/s", results["live_rps"], "reference"),
         summarise("ranking p99 / /health/live p99", "ratio", results["api_live_p99"], "reference"),
+        summarise(
+            "ranking API: load generator's share of the row's CPU",
+            "share",
+            results["api_client_share"],
+            "reference",
+        ),
+        summarise(
+            "ranking API: server CPU per request", "ms", results["api_server_cpu_ms"], "reference"
+        ),
     ]
 
 
@@ -515,6 +524,8 @@ async def new_row_round(
     record("live_p99", api.live.p99_ms)
     record("live_rps", api.live.per_second)
     record("api_live_p99", api.ranking.p99_ms / api.live.p99_ms)
+    record("api_client_share", api.ranking.client_cpu_share)
+    record("api_server_cpu_ms", api.ranking.server_cpu_ms)
 
 
 if __name__ == "__main__":
