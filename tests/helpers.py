@@ -11,6 +11,9 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
+from shared.consumer_record import Record
+from shared.outbox import OutboxMessage
+
 T = TypeVar("T")
 
 
@@ -90,3 +93,16 @@ async def publish_raw(
 
 async def publish_json(bootstrap: str, topic: str, messages: list[dict[str, Any]]) -> None:
     await publish_raw(bootstrap, topic, [(key_of(m), json.dumps(m).encode()) for m in messages])
+
+
+def consumed(message: OutboxMessage, offset: int = 0) -> Record:
+    """``message`` as the record a consumer reads from partition 0 at ``offset``."""
+    return Record(
+        topic=message.topic,
+        partition=0,
+        offset=offset,
+        key=message.key,
+        value=message.value,
+        headers=tuple((k, v.encode()) for k, v in message.headers.items()),
+        timestamp_ms=0,
+    )

@@ -4,7 +4,6 @@ any order within a batch, and a move never touches a score."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,11 +15,8 @@ from services.capacity.repository import CapacityUnitOfWork
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.events import ProjectScored, RankChange, RankingChanged
-from shared.db import create_pool
-from shared.migrations import migrate, service_component
-from shared.settings import DatabaseSettings
 from shared.topics import Topic, TopicNames
-from tests.conftest import service_url
+from tests.helpers import consumed
 
 pytestmark = pytest.mark.integration
 
@@ -28,33 +24,12 @@ TOPICS = TopicNames("ranks.")
 NOW = datetime(2027, 1, 5, tzinfo=UTC)
 
 
-@pytest.fixture
-async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
-    await migrate(database.url, [service_component("capacity")])
-    the_pool = await create_pool(
-        service_url(database, "capacity"), schema="capacity", application_name="test", max_size=4
-    )
-    try:
-        await the_pool.execute("DELETE FROM ranks WHERE portfolio = 'ranked'")
-        yield the_pool
-    finally:
-        await the_pool.close()
-
-
 def record(event: ProjectScored | RankingChanged, event_id: str, offset: int) -> Record:
     key = event.project_key if isinstance(event, ProjectScored) else event.portfolio
     message = event_message(
         topic=TOPICS(Topic.SCORES), key=key, event=event, event_id=event_id, source="t", time=NOW
     )
-    return Record(
-        topic=message.topic,
-        partition=0,
-        offset=offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((k, v.encode()) for k, v in message.headers.items()),
-        timestamp_ms=0,
-    )
+    return consumed(message, offset)
 
 
 def scored(project: str, version: int, rank: int, score: float) -> ProjectScored:

@@ -5,7 +5,6 @@ replan it once."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,25 +13,9 @@ import pytest
 
 from services.capacity.handlers import CapacityHandler
 from services.capacity.repository import CapacityUnitOfWork
-from shared.db import create_pool
-from shared.migrations import migrate, service_component
-from shared.settings import DatabaseSettings
 from tests.capacity.integration.test_ranks import TOPICS, record, scored
-from tests.conftest import service_url
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
-    await migrate(database.url, [service_component("capacity")])
-    the_pool = await create_pool(
-        service_url(database, "capacity"), schema="capacity", application_name="test", max_size=4
-    )
-    try:
-        yield the_pool
-    finally:
-        await the_pool.close()
 
 
 def handler(pool: asyncpg.Pool[Any]) -> CapacityHandler:

@@ -27,6 +27,7 @@ from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings
 from shared.topics import Topic, TopicNames
 from tests.conftest import service_url
+from tests.helpers import consumed
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +41,7 @@ def record(topic: Topic, event: Any, event_id: str, offset: int) -> Record:
     message = event_message(
         topic=NAMES(topic), key=key, event=event, event_id=event_id, source="t", time=NOW
     )
-    return Record(
-        message.topic,
-        0,
-        offset,
-        message.key,
-        message.value,
-        tuple((k, v.encode()) for k, v in message.headers.items()),
-        0,
-    )
+    return consumed(message, offset)
 
 
 def key(p: str) -> str:
