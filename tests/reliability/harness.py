@@ -859,10 +859,19 @@ class Ledger:
         lost = await self.lost(expected)
         if lost:
             return {"not yet seen": len(lost)}
+        # In this order, each check covers what the one before it saw: every event applied
+        # (their marks committed with them), the warehouse feed's marks turned into outbox
+        # rows (its records follow the read model within its interval), every row published.
+        mismatches = await self.mismatches(expected)
+        if mismatches:
+            return mismatches
+        pending = int(await self.conn.fetchval("SELECT count(*) FROM reporting.warehouse_pending"))
+        if pending:
+            return {"warehouse records pending": pending}
         unsent = await self.unsent()
         if unsent:
             return {"unsent outbox rows": unsent}
-        return await self.mismatches(expected)
+        return {}
 
     async def wait_settled(
         self, expected: Expected, *, since: float, within: float, pipeline: Pipeline | None = None
