@@ -37,8 +37,6 @@ class UnitOfWork(Protocol):
 
     async def lock(self, *names: str) -> None: ...
 
-    async def try_lock(self, name: str) -> bool: ...
-
 
 class PostgresUnitOfWork:
     """Base for each service's unit of work; subclasses bind their repositories in ``_bind``."""

@@ -262,8 +262,9 @@ class ScoringHandler:
         explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         # A project rescored in this pass, or whose score or override changed, is published in
         # full (ProjectScored); one that only moved in the ranking, as a rank (RankingChanged).
-        in_full = np.flatnonzero(moved_mask & (rescored | score_moved | override_moved)).tolist()
-        shifted = np.flatnonzero(moved_mask & ~(rescored | score_moved | override_moved))
+        own = rescored | score_moved | override_moved
+        in_full = np.flatnonzero(moved_mask & own).tolist()
+        shifted = np.flatnonzero(moved_mask & ~own)
         stored = await repo.explanations(keys[i] for i in in_full if not rescored[i])
         moved_keys = [keys[i] for i in moved]
         moved_ranks = [r or None for r in ranks[moved].tolist()]
