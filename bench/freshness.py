@@ -3,30 +3,39 @@ in the reporting API, at a steady rate below saturation; and, for scale, the lat
 aiokafka produce -> consume hop on the same broker.
 
 Visible means the project's own endpoint (``GET /api/v1/portfolios/{p}/projects/{source}/{id}``)
-answers with the submitted revision. The API has no change feed that names projects (its
-``/changes`` marker only says that something in a portfolio changed), so it is polled: one cheap
-request for all portfolios (``GET /api/v1/portfolios``, a project count each) on a fixed
-schedule, and when a portfolio's count grows, one request per pending project of that portfolio.
-A latency is taken when the confirming response arrives, so it is an upper bound: it includes
-the wait for the next poll (half the poll period on average) and two request round trips,
-reported with the row."""
+answers with the submitted revision. Every submission is published at the row's rate, and a
+uniform sample of them (about ``TRACKED_PER_SECOND`` a second, every submission at a trickle) is
+watched: each watched project not yet visible is asked for every ``POLL_SECONDS``. The sample
+keeps the observer's own load on the API and Postgres small and independent of the rate; an
+observer that asked for every pending project made its own queue at high rates (its requests
+waited seconds for a connection) and measured itself. A latency is taken when the confirming
+response arrives, so it is an upper bound: it includes the wait for the next poll (half the poll
+period on average) and a request round trip, reported with the row."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import asyncpg
-import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from bench.harness import paced, percentile, service_stack, submission, submission_key
-from bench.pipeline import published_per_submission
+from bench.client import HttpClient
+from bench.harness import (
+    API_TOKEN,
+    PORTFOLIOS,
+    paced,
+    percentile,
+    service_stack,
+    submission,
+    submission_key,
+)
+from bench.pipeline import per_submission_ms, published_per_submission, stack_meter
 from shared.settings import ServiceSettings
 from shared.topics import Topic
 
@@ -35,6 +44,7 @@ LINGER_MS = 5  # what the services' producers use
 BATCH_TIMEOUT_MS = ServiceSettings.model_fields["batch_timeout_ms"].default
 FETCH_MAX_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
 POLL_SECONDS = 0.010
+TRACKED_PER_SECOND = 25.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +59,13 @@ class Freshness:
     latency: Latency
     offered_per_second: float
     achieved_per_second: float
-    poll_period_ms: float  # between two polls of the portfolio list, measured
-    poll_rtt_ms: float  # mean round trip of that poll
+    watched: int  # submissions in the sample
+    poll_period_ms: float  # between two polls, measured
     check_rtt_ms: float  # mean round trip of one project's check
     api_requests_per_second: float  # what the observer itself asks of the API
     published: dict[str, float]  # records each service published per submission
+    cpu_ms: dict[str, float]  # CPU per submission by process group (bench/pipeline.py)
+    machine_busy: float  # busy share of all cores while the row ran, 0..1
 
 
 def _latency(seconds: list[float]) -> Latency:
@@ -118,35 +130,24 @@ async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
 
 @dataclass
 class _Observer:
-    """Watches the API for the pending projects; see the module's docstring."""
+    """Watches the API for the sampled projects; see the module's docstring."""
 
-    api: httpx.AsyncClient
+    api: HttpClient
     expected: int
-    pending: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    pending: dict[str, float] = field(default_factory=dict)  # path -> published at
     taken: list[float] = field(default_factory=list)
     polls: int = 0
-    poll_time: float = 0.0
     checks: int = 0
     check_time: float = 0.0
 
     def published(self, portfolio: str, external_id: str, at: float) -> None:
-        self.pending[portfolio][external_id] = at
+        self.pending[f"/api/v1/portfolios/{portfolio}/projects/bench/{external_id}"] = at
 
     async def run(self) -> None:
-        counts: dict[str, int] = {}
         due = time.perf_counter()
         while len(self.taken) < self.expected:
-            asked = time.perf_counter()
-            response = await self.api.get("/api/v1/portfolios")
-            response.raise_for_status()
             self.polls += 1
-            self.poll_time += time.perf_counter() - asked
-            grown = []
-            for row in response.json():
-                if row["projects"] > counts.get(row["portfolio"], 0):
-                    grown.append(row["portfolio"])
-                counts[row["portfolio"]] = row["projects"]
-            await asyncio.gather(*(self._check(p, e) for p in grown for e in list(self.pending[p])))
+            await asyncio.gather(*(self._check(path) for path in list(self.pending)))
             due += POLL_SECONDS
             delay = due - time.perf_counter()
             if delay > 0:
@@ -154,18 +155,27 @@ class _Observer:
             else:
                 due = time.perf_counter()  # behind: poll again at once, without a burst
 
-    async def _check(self, portfolio: str, external_id: str) -> None:
+    async def _check(self, path: str) -> None:
         asked = time.perf_counter()
-        path = f"/api/v1/portfolios/{portfolio}/projects/bench/{external_id}"
-        response = await self.api.get(path)
+        status, body = await self.api.get(path)
         now = time.perf_counter()
         self.checks += 1
         self.check_time += now - asked
-        if response.status_code == 404:
+        if status == 404:
             return
-        response.raise_for_status()
-        if response.json()["revision"] == 1 and external_id in self.pending[portfolio]:
-            self.taken.append(now - self.pending[portfolio].pop(external_id))
+        if status != 200:
+            raise RuntimeError(f"GET {path}: status {status}")
+        if json.loads(body)["revision"] == 1 and path in self.pending:
+            self.taken.append(now - self.pending.pop(path))
+
+
+def sample_stride(rate: float) -> int:
+    """Watch every ``stride``-th submission: about ``TRACKED_PER_SECOND`` a second, and a stride
+    prime to the number of portfolios, so that the sample covers all of them."""
+    stride = max(1, round(rate / TRACKED_PER_SECOND))
+    while math.gcd(stride, PORTFOLIOS) != 1:
+        stride += 1
+    return stride
 
 
 async def freshness(
@@ -177,9 +187,12 @@ async def freshness(
     async with service_stack(bootstrap, server_url) as stack:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS)
         await producer.start()
-        api = stack.api(timeout=30.0, limits=httpx.Limits(max_connections=64))
+        api = HttpClient(
+            "127.0.0.1", stack.ports["reporting"], {"Authorization": f"Bearer {API_TOKEN}"}
+        )
         try:
-            observer = _Observer(api, count)
+            stride = sample_stride(rate)
+            observer = _Observer(api, len(range(0, count, stride)))
             topic = stack.topics(Topic.SUBMISSIONS)
             await producer.client.force_metadata_update()
             watching = asyncio.create_task(observer.run())
@@ -188,19 +201,25 @@ async def freshness(
                 message = submission(i)
                 value = json.dumps(message).encode()
                 key = submission_key(message)
-                portfolio, external_id = str(message["portfolio"]), str(message["external_id"])
-                observer.published(portfolio, external_id, time.perf_counter())
+                if i % stride == 0:
+                    portfolio, external_id = str(message["portfolio"]), str(message["external_id"])
+                    observer.published(portfolio, external_id, time.perf_counter())
                 await producer.send(topic, value, key=key)
 
+            conn = await asyncpg.connect(stack.url)
+            meter = stack_meter(stack, bootstrap, await conn.fetchval("SELECT current_database()"))
+            meter.start()
             started = time.perf_counter()
             achieved = await paced(rate, count, send)
             try:
                 await asyncio.wait_for(watching, 120)
             except TimeoutError:
-                missing = sum(len(v) for v in observer.pending.values())
-                raise RuntimeError(f"{missing} of {count} submissions never visible") from None
+                missing = len(observer.pending)
+                raise RuntimeError(
+                    f"{missing} of {observer.expected} watched submissions never visible"
+                ) from None
             elapsed = time.perf_counter() - started
-            conn = await asyncpg.connect(stack.url)
+            use = meter.stop()
             try:
                 published = await published_per_submission(conn, count)
             finally:
@@ -209,12 +228,14 @@ async def freshness(
                 latency=_latency(observer.taken),
                 offered_per_second=rate,
                 achieved_per_second=achieved,
+                watched=observer.expected,
                 poll_period_ms=elapsed / observer.polls * 1000,
-                poll_rtt_ms=observer.poll_time / observer.polls * 1000,
                 check_rtt_ms=observer.check_time / max(1, observer.checks) * 1000,
-                api_requests_per_second=(observer.polls + observer.checks) / elapsed,
+                api_requests_per_second=observer.checks / elapsed,
                 published=published,
+                cpu_ms=per_submission_ms(use, count),
+                machine_busy=use.machine_busy,
             )
         finally:
-            await api.aclose()
+            api.close()
             await producer.stop()

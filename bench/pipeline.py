@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from bench.cpu import CpuMeter, broker_pids, postgres_pids
-from bench.harness import service_stack, submission, submission_key
+from bench.cpu import CpuMeter, CpuUse, broker_pids, postgres_pids
+from bench.harness import Stack, service_stack, submission, submission_key
 from shared.migrations import SERVICES
 from shared.topics import Topic
 
@@ -72,6 +72,27 @@ def _just(pid: int) -> Callable[[], list[int]]:
     return lambda: [pid]
 
 
+def stack_meter(stack: Stack, bootstrap: str, database: str) -> CpuMeter:
+    """CPU of each service process, the broker, the database's Postgres processes and this
+    (the load generating) process."""
+    return CpuMeter(
+        {
+            **{s: _just(p.pid) for s, p in stack.processes.items()},
+            "broker": lambda: broker_pids(bootstrap),
+            "postgres": lambda: postgres_pids(database),
+            "load generator": _just(os.getpid()),
+        }
+    )
+
+
+def per_submission_ms(use: CpuUse, submissions: int) -> dict[str, float]:
+    """CPU milliseconds per submission by group; "other" is what the machine spent beside
+    them (other work on a shared machine), so the groups add up to its busy time."""
+    cpu = dict(use.seconds)
+    cpu["other"] = max(0.0, use.machine_busy * use.elapsed_cores_seconds - use.total)
+    return {k: v * 1000 / submissions for k, v in cpu.items()}
+
+
 async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -> PipelineResult:
     async with service_stack(bootstrap, server_url) as stack:
         conn = await asyncpg.connect(stack.url)
@@ -79,17 +100,9 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
             await producer.start()
             topic = stack.topics(Topic.SUBMISSIONS)
-            me = os.getpid()
             database = await conn.fetchval("SELECT current_database()")
             commits_before = await _commits(conn, database)
-            meter = CpuMeter(
-                {
-                    **{s: _just(p.pid) for s, p in stack.processes.items()},
-                    "broker": lambda: broker_pids(bootstrap),
-                    "postgres": lambda: postgres_pids(database),
-                    "load generator": _just(me),
-                }
-            )
+            meter = stack_meter(stack, bootstrap, database)
             meter.start()
             started = time.perf_counter()
             futures = []
@@ -111,9 +124,7 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - started
             use = meter.stop()
-            cpu = dict(use.seconds)
-            cpu["other"] = max(0.0, use.machine_busy * use.elapsed_cores_seconds - use.total)
-            cpu_ms = {k: v * 1000 / submissions for k, v in cpu.items()}
+            cpu_ms = per_submission_ms(use, submissions)
             applied = 0
             for s in SERVICES:
                 applied += await conn.fetchval(f"SELECT count(*) FROM {s}.inbox")

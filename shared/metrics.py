@@ -25,6 +25,10 @@ OUTBOX_BACKLOG = Gauge("pmo_outbox_backlog", "Unsent outbox rows", ["service"])
 OUTBOX_OLDEST = Gauge(
     "pmo_outbox_oldest_unsent_seconds", "Age of the oldest unsent outbox row", ["service"]
 )
+GC_FROZEN = Gauge(
+    "pmo_gc_frozen_objects",
+    "Objects built before serving, moved out of the garbage collector's reach (gc.freeze)",
+)
 OUTBOX_PUBLISHED = Counter("pmo_outbox_published_total", "Outbox rows published", ["service"])
 REPLANS = Histogram(
     "pmo_replan_seconds",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -325,7 +326,23 @@ def serve(app: FastAPI, host: str, port: int, *, graceful_seconds: float = 25.0)
         loop="uvloop",
         http="httptools",
     )
+    freeze_heap()
     uvicorn.Server(config).run()
+
+
+def freeze_heap() -> None:
+    """Take what the process has built so far out of the cyclic garbage collector's reach.
+
+    By the time a service serves, imports, pydantic's validators and the app are hundreds of
+    thousands of long-lived objects, and each of CPython's full collections walks them all:
+    under load those pauses were most of the reporting API's latency tail (ranking endpoint,
+    50 clients: p99 62-70 ms, against 22-26 ms with the collector off). ``gc.freeze`` moves
+    them to a generation the collector never examines; the collector keeps running for
+    everything allocated afterwards. What is garbage now is collected first, so nothing is
+    kept that could be freed."""
+    gc.collect()
+    gc.freeze()
+    metrics.GC_FROZEN.set(gc.get_freeze_count())
 
 
 def assemble(

@@ -65,6 +65,15 @@ async def start(
         )
 
     await eventually(ready, within=60, what="intake ready")
+    async with httpx.AsyncClient() as client:
+        exposed = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    # What start-up built is out of the collector's reach (shared/runtime.py freeze_heap).
+    frozen = next(
+        float(line.split()[-1])
+        for line in exposed.splitlines()
+        if line.startswith("pmo_gc_frozen_objects ")
+    )
+    assert frozen > 10_000
     return process
 
 
