@@ -391,6 +391,13 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             "reference",
         ),
         summarise(
+            "freshness: CPU per submission, the pipeline's own processes",
+            "ms",
+            results["fresh_cpu_ms"],
+            "reference",
+        ),
+        summarise("freshness: machine busy", "share", results["fresh_busy"], "reference"),
+        summarise(
             "freshness: submissions watched (a uniform sample)",
             "submissions",
             results["fresh_watched"],
@@ -519,6 +526,8 @@ async def new_row_round(
     record("fresh_rtt_ms", fresh.check_rtt_ms)
     record("fresh_watched", fresh.watched)
     record("fresh_observer_rps", fresh.api_requests_per_second)
+    record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))
+    record("fresh_busy", fresh.machine_busy)
     fs, ak = await framework_overhead(
         bootstrap, sizes.relay_messages, PAYLOAD, faststream_first=index % 2 == 0
     )
