@@ -179,6 +179,7 @@ def subscribe(
         max_records=settings.max_records,
         batch_timeout_ms=settings.batch_timeout_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_min_bytes=settings.fetch_min_bytes,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         parser=_tolerant_parser,

@@ -65,6 +65,12 @@ class ServiceSettings(BaseSettings):
     # than when data arrives, adds up to this to every hop; a short wait bounds that at the
     # price of more empty fetches while idle (docs/operations.md).
     fetch_max_wait_ms: int = Field(default=20, ge=0)
+    # How much data the broker gathers before it answers a fetch, waiting at most
+    # fetch_max_wait_ms (Kafka's fetch.min.bytes). 1 answers as soon as anything is there; a
+    # service whose work per batch grows with the portfolio rather than with the batch sets it
+    # high, so that a steady feed reaches it in batches of fetch_max_wait_ms rather than of a
+    # few records each (docs/operations.md).
+    fetch_min_bytes: int = Field(default=1, ge=1)
     # Transient failures are retried with capped exponential backoff for this long, then the
     # batch is handed back to Kafka (offsets rewound) and consumption resumes later.
     retry_max_seconds: float = 120.0

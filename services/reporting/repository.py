@@ -98,13 +98,19 @@ class ReadModelWriter:
 
     async def move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
         """Ranks that moved, each ``(ranking_version, move)``, applied over older versions
-        only; a project whose score has not arrived yet is left to its ``ProjectScored``."""
+        only, and recorded in the rank history (a move is not a version of the whole row;
+        migration 0007); a project whose score has not arrived yet is left to its
+        ``ProjectScored``."""
         if not moves:
             return
         await self._conn.execute(
-            "UPDATE projects p SET rank = m.rank, ranking_version = m.version, updated_at = now()"
+            "WITH moved AS (UPDATE projects p SET rank = m.rank, ranking_version = m.version,"
+            " updated_at = now()"
             " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS m(project_key, rank, version)"
-            " WHERE p.project_key = m.project_key AND p.ranking_version < m.version",
+            " WHERE p.project_key = m.project_key AND p.ranking_version < m.version"
+            " RETURNING p.project_key, p.portfolio, p.ranking_version, p.rank)"
+            " INSERT INTO rank_history (project_key, portfolio, ranking_version, rank)"
+            " SELECT project_key, portfolio, ranking_version, rank FROM moved",
             [m.project_key for _, m in moves],
             [m.rank for _, m in moves],
             [v for v, _ in moves],
@@ -304,11 +310,9 @@ class ReadModelQueries:
         table = "projects"
         where = ["portfolio = $1", "revision IS NOT NULL"]
         if as_of is not None:
-            table = "projects_history"
+            # The rows as they were then, ranks moved since their version included.
             args.append(as_of)
-            where.append(
-                f"valid_from <= ${len(args)} AND (valid_to IS NULL OR valid_to > ${len(args)})"
-            )
+            table = f"projects_as_of(${len(args)})"
         if not f.include_withdrawn:
             where.append("NOT coalesce(withdrawn, false)")
         for column, value in (
@@ -468,6 +472,7 @@ class ReadModelQueries:
 READ_MODEL_TABLES = (
     "projects",
     "projects_history",
+    "rank_history",
     "plan_summaries",
     "scenarios",
     "dead_letters",

@@ -1,6 +1,6 @@
 """Rank moves (``RankingChanged``) in the read model on real Postgres: applied over older
-versions only, scores and explanations kept, and each moved project republished to the
-warehouse topic with its new rank."""
+versions only, scores and explanations kept, each moved project republished to the warehouse
+topic with its new rank, and each move kept in the rank history that ``as_of`` reads."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.reporting.handlers import ReportingHandler, WarehouseFeed
-from services.reporting.repository import ReportingUnitOfWork
+from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
@@ -150,3 +151,97 @@ async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
         }
     finally:
         await pool.close()
+
+
+async def test_a_move_is_a_rank_history_row_and_as_of_reads_ranks_through_it(
+    database: DatabaseSettings,
+) -> None:
+    await migrate(database.url, [service_component("reporting")])
+    pool = await create_pool(
+        service_url(database, "reporting"), schema="reporting", application_name="t"
+    )
+    try:
+        await pool.execute("DELETE FROM projects WHERE portfolio = $1", PORTFOLIO)
+        await pool.execute("DELETE FROM projects_history WHERE portfolio = $1", PORTFOLIO)
+        await pool.execute("DELETE FROM rank_history WHERE portfolio = $1", PORTFOLIO)
+        handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+        queries = ReadModelQueries(pool)
+
+        async def ranks(as_of: datetime | None) -> dict[str, int]:
+            _, items = await queries.projects(PORTFOLIO, limit=10, offset=0, as_of=as_of)
+            return {i["project_key"]: i["rank"] for i in items}
+
+        await handler.handle(
+            [
+                record(Topic.PROJECTS, changed("A"), "h:p:A", 0),
+                record(Topic.PROJECTS, changed("B"), "h:p:B", 1),
+                record(Topic.SCORES, scored("A", 1, 1, 90.0), "h:s:A:1", 2),
+                record(Topic.SCORES, scored("B", 1, 2, 80.0), "h:s:B:1", 3),
+            ]
+        )
+        first = await pool.fetchval("SELECT clock_timestamp()")
+        # C arrives at the top: A and B move, as a ranking of version 2.
+        await handler.handle(
+            [
+                record(Topic.PROJECTS, changed("C"), "h:p:C", 4),
+                record(Topic.SCORES, scored("C", 2, 1, 99.0), "h:s:C:2", 5),
+                record(Topic.SCORES, moved(2, A=2, B=3), "h:r:2", 6),
+            ]
+        )
+        second = await pool.fetchval("SELECT clock_timestamp()")
+        # A moves back up at version 3.
+        await handler.handle([record(Topic.SCORES, moved(3, A=1, C=2), "h:r:3", 7)])
+
+        assert await ranks(first) == {key("A"): 1, key("B"): 2}
+        assert await ranks(second) == {key("A"): 2, key("B"): 3, key("C"): 1}
+        now = {key("A"): 1, key("B"): 3, key("C"): 2}
+        assert await ranks(None) == now
+        assert await ranks(datetime.now(UTC)) == now
+        one = await queries.project(key("A"), as_of=second)
+        assert one is not None
+        assert one["rank"] == 2
+        # A's moves added no version of its row: its one version is its score's.
+        versions = await pool.fetchval(
+            "SELECT count(*) FROM projects_history WHERE project_key = $1", key("A")
+        )
+        assert versions == 1
+        moves = await pool.fetch(
+            "SELECT project_key, ranking_version, rank FROM rank_history WHERE portfolio = $1"
+            " ORDER BY ranking_version, project_key",
+            PORTFOLIO,
+        )
+        assert [tuple(m) for m in moves] == [
+            (key("A"), 2, 2),
+            (key("B"), 2, 3),
+            (key("A"), 3, 1),
+            (key("C"), 3, 2),
+        ]
+    finally:
+        await pool.close()
+
+
+async def test_every_column_but_the_rank_makes_a_history_version(
+    database: DatabaseSettings,
+) -> None:
+    """The history trigger lists the columns whose update makes a version (all but what a rank
+    move sets); a column added to ``projects`` without being added there fails this."""
+    await migrate(database.url, [service_component("reporting")])
+    conn = await asyncpg.connect(database.url)
+    try:
+        columns = {
+            r["column_name"]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = 'reporting' AND table_name = 'projects'"
+            )
+        }
+        listed = {
+            r["event_object_column"]
+            for r in await conn.fetch(
+                "SELECT event_object_column FROM information_schema.triggered_update_columns"
+                " WHERE trigger_schema = 'reporting' AND trigger_name = 'projects_history'"
+            )
+        }
+    finally:
+        await conn.close()
+    assert listed == columns - {"rank", "ranking_version", "updated_at"}
