@@ -5,6 +5,7 @@ topic with its new rank, and each move kept in the rank history that ``as_of`` r
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,137 +88,134 @@ def moved(version: int, **ranks: int | None) -> RankingChanged:
     )
 
 
-async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
-    database: DatabaseSettings,
-) -> None:
+@pytest.fixture
+async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """Reporting's pool, as its own role, with no rows of this file's portfolio."""
     await migrate(database.url, [service_component("reporting")])
-    pool = await create_pool(
+    the_pool = await create_pool(
         service_url(database, "reporting"), schema="reporting", application_name="t"
     )
     try:
-        await pool.execute("DELETE FROM projects WHERE portfolio = $1", PORTFOLIO)
-        handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
-        await handler.handle(
-            [
-                record(Topic.PROJECTS, changed("A"), "p:A", 0),
-                record(Topic.PROJECTS, changed("B"), "p:B", 1),
-                record(Topic.PROJECTS, changed("C"), "p:C", 2),
-                record(Topic.SCORES, scored("A", 1, 1, 90.0), "s:A:1", 3),
-                record(Topic.SCORES, scored("B", 1, 2, 80.0), "s:B:1", 4),
-                record(Topic.SCORES, scored("C", 1, 3, 70.0), "s:C:1", 5),
-            ]
-        )
-        feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
-        assert await feed.publish_due() == 3  # the first batch's three projects, once each
-        before = await pool.fetchval("SELECT max(id) FROM outbox")
-        # C rescored to the top at version 2 with the moves it caused, then a stale move of an
-        # older version arriving late; the move of an unknown project changes nothing.
-        await handler.handle(
-            [
-                record(Topic.SCORES, scored("C", 2, 1, 99.0), "s:C:2", 6),
-                record(Topic.SCORES, moved(2, A=2, B=3, Z=4), "r:2", 7),
-                record(Topic.SCORES, moved(1, A=7, C=8), "r:1", 8),
-            ]
-        )
-        rows = {
-            r["project_key"]: (r["rank"], r["score"], r["ranking_version"], r["explanation"])
-            for r in await pool.fetch(
-                "SELECT project_key, rank, score, ranking_version, explanation::text"
-                " FROM projects WHERE portfolio = $1",
-                PORTFOLIO,
-            )
-        }
-        assert {k: v[:3] for k, v in rows.items()} == {
-            key("A"): (2, 90.0, 2),
-            key("B"): (3, 80.0, 2),
-            key("C"): (1, 99.0, 2),
-        }
-        assert json.loads(rows[key("A")][3])[0]["contribution"] == 90.0
-
-        # Three projects changed (Z is unknown here), however many events touched them.
-        assert await feed.publish_due() == 4  # A, B, C and the unknown Z, which has no row
-        assert await feed.publish_due() == 0
-        published = await pool.fetch(
-            "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2",
-            before,
-            NAMES(Topic.PORTFOLIO_PROJECTS),
-        )
-        assert len(published) == 3
-        latest = {bytes(r["key"]).decode(): json.loads(r["value"]) for r in published}
-        assert {k: (v["rank"], v["score"]) for k, v in latest.items()} == {
-            key("A"): (2, 90.0),
-            key("B"): (3, 80.0),
-            key("C"): (1, 99.0),
-        }
+        for table in ("projects", "projects_history", "rank_history"):
+            await the_pool.execute(f"DELETE FROM {table} WHERE portfolio = $1", PORTFOLIO)
+        yield the_pool
     finally:
-        await pool.close()
+        await the_pool.close()
+
+
+async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "p:A", 0),
+            record(Topic.PROJECTS, changed("B"), "p:B", 1),
+            record(Topic.PROJECTS, changed("C"), "p:C", 2),
+            record(Topic.SCORES, scored("A", 1, 1, 90.0), "s:A:1", 3),
+            record(Topic.SCORES, scored("B", 1, 2, 80.0), "s:B:1", 4),
+            record(Topic.SCORES, scored("C", 1, 3, 70.0), "s:C:1", 5),
+        ]
+    )
+    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    assert await feed.publish_due() == 3  # the first batch's three projects, once each
+    before = await pool.fetchval("SELECT max(id) FROM outbox")
+    # C rescored to the top at version 2 with the moves it caused, then a stale move of an
+    # older version arriving late; the move of an unknown project changes nothing.
+    await handler.handle(
+        [
+            record(Topic.SCORES, scored("C", 2, 1, 99.0), "s:C:2", 6),
+            record(Topic.SCORES, moved(2, A=2, B=3, Z=4), "r:2", 7),
+            record(Topic.SCORES, moved(1, A=7, C=8), "r:1", 8),
+        ]
+    )
+    rows = {
+        r["project_key"]: (r["rank"], r["score"], r["ranking_version"], r["explanation"])
+        for r in await pool.fetch(
+            "SELECT project_key, rank, score, ranking_version, explanation::text"
+            " FROM projects WHERE portfolio = $1",
+            PORTFOLIO,
+        )
+    }
+    assert {k: v[:3] for k, v in rows.items()} == {
+        key("A"): (2, 90.0, 2),
+        key("B"): (3, 80.0, 2),
+        key("C"): (1, 99.0, 2),
+    }
+    assert json.loads(rows[key("A")][3])[0]["contribution"] == 90.0
+
+    # Three projects changed (Z is unknown here), however many events touched them.
+    assert await feed.publish_due() == 4  # A, B, C and the unknown Z, which has no row
+    assert await feed.publish_due() == 0
+    published = await pool.fetch(
+        "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2",
+        before,
+        NAMES(Topic.PORTFOLIO_PROJECTS),
+    )
+    assert len(published) == 3
+    latest = {bytes(r["key"]).decode(): json.loads(r["value"]) for r in published}
+    assert {k: (v["rank"], v["score"]) for k, v in latest.items()} == {
+        key("A"): (2, 90.0),
+        key("B"): (3, 80.0),
+        key("C"): (1, 99.0),
+    }
 
 
 async def test_a_move_is_a_rank_history_row_and_as_of_reads_ranks_through_it(
-    database: DatabaseSettings,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    await migrate(database.url, [service_component("reporting")])
-    pool = await create_pool(
-        service_url(database, "reporting"), schema="reporting", application_name="t"
-    )
-    try:
-        await pool.execute("DELETE FROM projects WHERE portfolio = $1", PORTFOLIO)
-        await pool.execute("DELETE FROM projects_history WHERE portfolio = $1", PORTFOLIO)
-        await pool.execute("DELETE FROM rank_history WHERE portfolio = $1", PORTFOLIO)
-        handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
-        queries = ReadModelQueries(pool)
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    queries = ReadModelQueries(pool)
 
-        async def ranks(as_of: datetime | None) -> dict[str, int]:
-            _, items = await queries.projects(PORTFOLIO, limit=10, offset=0, as_of=as_of)
-            return {i["project_key"]: i["rank"] for i in items}
+    async def ranks(as_of: datetime | None) -> dict[str, int]:
+        _, items = await queries.projects(PORTFOLIO, limit=10, offset=0, as_of=as_of)
+        return {i["project_key"]: i["rank"] for i in items}
 
-        await handler.handle(
-            [
-                record(Topic.PROJECTS, changed("A"), "h:p:A", 0),
-                record(Topic.PROJECTS, changed("B"), "h:p:B", 1),
-                record(Topic.SCORES, scored("A", 1, 1, 90.0), "h:s:A:1", 2),
-                record(Topic.SCORES, scored("B", 1, 2, 80.0), "h:s:B:1", 3),
-            ]
-        )
-        first = await pool.fetchval("SELECT clock_timestamp()")
-        # C arrives at the top: A and B move, as a ranking of version 2.
-        await handler.handle(
-            [
-                record(Topic.PROJECTS, changed("C"), "h:p:C", 4),
-                record(Topic.SCORES, scored("C", 2, 1, 99.0), "h:s:C:2", 5),
-                record(Topic.SCORES, moved(2, A=2, B=3), "h:r:2", 6),
-            ]
-        )
-        second = await pool.fetchval("SELECT clock_timestamp()")
-        # A moves back up at version 3.
-        await handler.handle([record(Topic.SCORES, moved(3, A=1, C=2), "h:r:3", 7)])
-
-        assert await ranks(first) == {key("A"): 1, key("B"): 2}
-        assert await ranks(second) == {key("A"): 2, key("B"): 3, key("C"): 1}
-        now = {key("A"): 1, key("B"): 3, key("C"): 2}
-        assert await ranks(None) == now
-        assert await ranks(datetime.now(UTC)) == now
-        one = await queries.project(key("A"), as_of=second)
-        assert one is not None
-        assert one["rank"] == 2
-        # A's moves added no version of its row: its one version is its score's.
-        versions = await pool.fetchval(
-            "SELECT count(*) FROM projects_history WHERE project_key = $1", key("A")
-        )
-        assert versions == 1
-        moves = await pool.fetch(
-            "SELECT project_key, ranking_version, rank FROM rank_history WHERE portfolio = $1"
-            " ORDER BY ranking_version, project_key",
-            PORTFOLIO,
-        )
-        assert [tuple(m) for m in moves] == [
-            (key("A"), 2, 2),
-            (key("B"), 2, 3),
-            (key("A"), 3, 1),
-            (key("C"), 3, 2),
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "h:p:A", 0),
+            record(Topic.PROJECTS, changed("B"), "h:p:B", 1),
+            record(Topic.SCORES, scored("A", 1, 1, 90.0), "h:s:A:1", 2),
+            record(Topic.SCORES, scored("B", 1, 2, 80.0), "h:s:B:1", 3),
         ]
-    finally:
-        await pool.close()
+    )
+    first = await pool.fetchval("SELECT clock_timestamp()")
+    # C arrives at the top: A and B move, as a ranking of version 2.
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("C"), "h:p:C", 4),
+            record(Topic.SCORES, scored("C", 2, 1, 99.0), "h:s:C:2", 5),
+            record(Topic.SCORES, moved(2, A=2, B=3), "h:r:2", 6),
+        ]
+    )
+    second = await pool.fetchval("SELECT clock_timestamp()")
+    # A moves back up at version 3.
+    await handler.handle([record(Topic.SCORES, moved(3, A=1, C=2), "h:r:3", 7)])
+
+    assert await ranks(first) == {key("A"): 1, key("B"): 2}
+    assert await ranks(second) == {key("A"): 2, key("B"): 3, key("C"): 1}
+    now = {key("A"): 1, key("B"): 3, key("C"): 2}
+    assert await ranks(None) == now
+    assert await ranks(datetime.now(UTC)) == now
+    one = await queries.project(key("A"), as_of=second)
+    assert one is not None
+    assert one["rank"] == 2
+    # A's moves added no version of its row: its one version is its score's.
+    versions = await pool.fetchval(
+        "SELECT count(*) FROM projects_history WHERE project_key = $1", key("A")
+    )
+    assert versions == 1
+    moves = await pool.fetch(
+        "SELECT project_key, ranking_version, rank FROM rank_history WHERE portfolio = $1"
+        " ORDER BY ranking_version, project_key",
+        PORTFOLIO,
+    )
+    assert [tuple(m) for m in moves] == [
+        (key("A"), 2, 2),
+        (key("B"), 2, 3),
+        (key("A"), 3, 1),
+        (key("C"), 3, 2),
+    ]
 
 
 async def test_every_column_but_the_rank_makes_a_history_version(
