@@ -1,0 +1,81 @@
+"""A consumer's fetch settings reach the broker (real tansu): with ``fetch_min_bytes`` high, a
+steady trickle arrives in batches of the fetch wait instead of a few records each."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from shared.broker import make_broker
+from shared.consumer import BatchRunner, subscribe
+from shared.consumer_record import Record
+from shared.errors import Reason
+from shared.settings import KafkaSettings, ServiceSettings
+from shared.topics import Topic, TopicNames
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.integration
+
+RECORDS = 30
+APART = 0.02  # seconds between two records of the trickle
+
+
+async def batches_of_a_trickle(
+    kafka: KafkaSettings, settings: ServiceSettings, topic: str
+) -> list[int]:
+    """The sizes of the batches a consumer with ``settings`` sees of a steady trickle."""
+    sizes: list[int] = []
+
+    async def handle(records: Sequence[Record]) -> None:
+        sizes.append(len(records))
+
+    async def poison(record: Record, reasons: list[Reason]) -> None:
+        raise AssertionError(f"nothing here is poison: {record.coordinates} {reasons}")
+
+    broker = make_broker(kafka, client_id="batching-test")
+    subscribe(
+        broker,
+        [topic],
+        settings=settings,
+        runner=BatchRunner("test", handle, poison),
+        service="test",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=0)
+    await broker.start()
+    await producer.start()
+    try:
+        # The group has joined once a first record is consumed; the trickle starts after it.
+        await producer.send_and_wait(topic, b"first", key=b"k")
+        await eventually(lambda: asyncio.sleep(0, result=bool(sizes)), what="the first record")
+        sizes.clear()
+        for i in range(RECORDS):
+            await producer.send_and_wait(topic, str(i).encode(), key=b"k")
+            await asyncio.sleep(APART)
+        await eventually(lambda: asyncio.sleep(0, result=sum(sizes) == RECORDS), what="all")
+        return list(sizes)
+    finally:
+        await producer.stop()
+        await broker.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_fetch_min_bytes_turns_a_trickle_into_batches_of_the_fetch_wait(
+    kafka: KafkaSettings,
+) -> None:
+    # Latency first (the defaults): the broker answers as soon as a record is there.
+    names = TopicNames(kafka.topic_prefix)
+    eager = await batches_of_a_trickle(
+        kafka, ServiceSettings(group_id="eager"), names(Topic.SUBMISSIONS)
+    )
+    # Batching: the broker holds each fetch for its wait, gathering what arrives meanwhile.
+    patient = await batches_of_a_trickle(
+        kafka,
+        ServiceSettings(group_id="patient", fetch_min_bytes=1 << 20, fetch_max_wait_ms=500),
+        names(Topic.RESOURCES),
+    )
+    # 30 records over about 0.6 s: most alone or in twos at first, a few batches at most after.
+    assert len(eager) >= 10, eager
+    assert len(patient) <= 4, patient
