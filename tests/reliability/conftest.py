@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,12 +16,27 @@ ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "reliability.json
 
 
 @pytest.fixture
+def broker(tmp_path: Path) -> Iterator[harness.Broker]:
+    """A broker of the test's own (a scenario may freeze it).
+
+    Not the session's broker: by the time the fault suite runs, the rest of the suite has left
+    thousands of topics and their records in that broker's memory, and a scenario measures the
+    services' behaviour, not the broker's under that load."""
+    the_broker = harness.Broker(tmp_path / "broker.log")
+    the_broker.start()
+    try:
+        yield the_broker
+    finally:
+        the_broker.stop()
+
+
+@pytest.fixture
 async def rig(
-    pg_server_url: str, kafka_bootstrap: str, tmp_path: Path
+    pg_server_url: str, broker: harness.Broker, tmp_path: Path
 ) -> AsyncIterator[harness.Rig]:
-    """A fresh database and topic prefix on the session's broker; services are started by the
-    test (``await rig.pipeline()``) and killed at the end."""
-    async with harness.rig(pg_server_url, kafka_bootstrap, tmp_path / "logs") as the_rig:
+    """A fresh database on the test's own broker; services are started by the test
+    (``await rig.pipeline()``) and killed at the end."""
+    async with harness.rig(pg_server_url, broker.address, tmp_path / "logs") as the_rig:
         yield the_rig
 
 

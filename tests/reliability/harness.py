@@ -173,7 +173,10 @@ class ServiceProcess:
                 return False
             return response.status_code == 200
 
-        await eventually(probe, within=within, what=f"{self.name} ready")
+        try:
+            await eventually(probe, within=within, what=f"{self.name} ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its log ends:\n{self.tail()}") from None
 
     async def kill(self) -> None:
         """kill -9: no graceful anything."""

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -77,22 +74,10 @@ async def test_postgres_unavailable_mid_stream_is_retried_and_loses_nothing(rig:
         await proxy.close()
 
 
-@pytest.fixture
-async def own_broker_rig(pg_server_url: str, tmp_path: Path) -> AsyncIterator[tuple[Rig, Any]]:
-    broker = harness.Broker(tmp_path / "broker.log")
-    broker.start()
-    try:
-        async with harness.rig(pg_server_url, broker.address, tmp_path / "logs") as the_rig:
-            yield the_rig, broker
-    finally:
-        broker.stop()
-
-
 @pytest.mark.timeout(SIZES.timeout)
 async def test_broker_frozen_mid_stream_backs_off_and_drains(
-    own_broker_rig: tuple[Rig, harness.Broker],
+    rig: Rig, broker: harness.Broker
 ) -> None:
-    rig, broker = own_broker_rig
     sent = submissions(4, SIZES.events, portfolios=SIZES.portfolios)
     expected = Expected.of(sent)
     pipeline = await rig.pipeline()
