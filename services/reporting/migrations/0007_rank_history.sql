@@ -63,3 +63,9 @@ REVOKE EXECUTE ON FUNCTION projects_as_of(timestamptz) FROM PUBLIC;
 CREATE VIEW v_rank_history AS
     SELECT portfolio, project_key, rank, ranking_version, valid_from FROM rank_history;
 GRANT SELECT ON v_rank_history TO pmo_bi;
+-- The version's ranking version, to compare with the moves'.
+CREATE OR REPLACE VIEW v_projects_history AS
+    SELECT portfolio, source, external_id, project_key, name, stage, program, value, cost,
+           score, rank, plan_status, start_month, end_month, withdrawn, valid_from, valid_to,
+           ranking_version
+    FROM projects_history WHERE revision IS NOT NULL AND valid_to IS DISTINCT FROM valid_from;

@@ -38,6 +38,7 @@ VIEWS = (
     "v_dead_letters",
     "v_scoring_audit",
     "v_projects_history",
+    "v_rank_history",
     "v_capacity_history",
 )
 

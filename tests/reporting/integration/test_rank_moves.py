@@ -26,7 +26,7 @@ from shared.contracts.events import (
 )
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
-from shared.settings import DatabaseSettings
+from shared.settings import DatabaseSettings, role_url
 from shared.topics import Topic, TopicNames
 from tests.conftest import service_url
 from tests.helpers import consumed
@@ -161,8 +161,22 @@ async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
     }
 
 
+# docs/reporting.md's "as of a past instant" for BI tools, for one portfolio.
+BI_AS_OF = """
+SELECT h.project_key,
+       CASE WHEN m.ranking_version > h.ranking_version THEN m.rank ELSE h.rank END AS rank_then
+FROM reporting.v_projects_history h
+LEFT JOIN LATERAL (
+    SELECT rank, ranking_version FROM reporting.v_rank_history r
+    WHERE r.project_key = h.project_key AND r.valid_from <= $2
+    ORDER BY r.valid_from DESC, r.ranking_version DESC LIMIT 1
+) m ON true
+WHERE h.portfolio = $1 AND h.valid_from <= $2 AND (h.valid_to IS NULL OR h.valid_to > $2)
+"""
+
+
 async def test_a_move_is_a_rank_history_row_and_as_of_reads_ranks_through_it(
-    pool: asyncpg.Pool[Any],
+    pool: asyncpg.Pool[Any], database: DatabaseSettings
 ) -> None:
     handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
     queries = ReadModelQueries(pool)
@@ -200,6 +214,13 @@ async def test_a_move_is_a_rank_history_row_and_as_of_reads_ranks_through_it(
     one = await queries.project(key("A"), as_of=second)
     assert one is not None
     assert one["rank"] == 2
+    # The same through the BI role's views, with the query docs/reporting.md gives.
+    bi = await asyncpg.connect(role_url(database.url, "pmo_bi"))
+    try:
+        then = await bi.fetch(BI_AS_OF, PORTFOLIO, second)
+    finally:
+        await bi.close()
+    assert {r["project_key"]: r["rank_then"] for r in then} == await ranks(second)
     # A's moves added no version of its row: its one version is its score's.
     versions = await pool.fetchval(
         "SELECT count(*) FROM projects_history WHERE project_key = $1", key("A")
