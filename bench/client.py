@@ -44,6 +44,8 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if not self._parser.should_keep_alive():
+            self.closed = True  # answered, and not to be asked again
         answer, self._answer = self._answer, None
         if answer is not None and not answer.done():
             answer.set_result((self._parser.get_status_code(), b"".join(self._body)))
@@ -87,7 +89,11 @@ class HttpClient:
             )
             self._all.append(connection)
         answer = await connection.ask(f"GET {path} HTTP/1.1\r\n{self._head}\r\n".encode())
-        self._idle.append(connection)
+        if connection.closed:
+            connection.close()
+            self._all.remove(connection)
+        else:
+            self._idle.append(connection)
         return answer
 
     def close(self) -> None:

@@ -190,6 +190,7 @@ async def freshness(
         api = HttpClient(
             "127.0.0.1", stack.ports["reporting"], {"Authorization": f"Bearer {API_TOKEN}"}
         )
+        watching: asyncio.Task[None] | None = None
         try:
             stride = sample_stride(rate)
             observer = _Observer(api, len(range(0, count, stride)))
@@ -207,20 +208,22 @@ async def freshness(
                 await producer.send(topic, value, key=key)
 
             conn = await asyncpg.connect(stack.url)
-            meter = stack_meter(stack, bootstrap, await conn.fetchval("SELECT current_database()"))
-            meter.start()
-            started = time.perf_counter()
-            achieved = await paced(rate, count, send)
             try:
-                await asyncio.wait_for(watching, 120)
-            except TimeoutError:
-                missing = len(observer.pending)
-                raise RuntimeError(
-                    f"{missing} of {observer.expected} watched submissions never visible"
-                ) from None
-            elapsed = time.perf_counter() - started
-            use = meter.stop()
-            try:
+                database = await conn.fetchval("SELECT current_database()")
+                meter = stack_meter(stack, bootstrap, database)
+                meter.start()
+                started = time.perf_counter()
+                polls_before = observer.polls
+                achieved = await paced(rate, count, send)
+                try:
+                    await asyncio.wait_for(watching, 120)
+                except TimeoutError:
+                    missing = len(observer.pending)
+                    raise RuntimeError(
+                        f"{missing} of {observer.expected} watched submissions never visible"
+                    ) from None
+                elapsed = time.perf_counter() - started
+                use = meter.stop()
                 published = await published_per_submission(conn, count)
             finally:
                 await conn.close()
@@ -229,7 +232,7 @@ async def freshness(
                 offered_per_second=rate,
                 achieved_per_second=achieved,
                 watched=observer.expected,
-                poll_period_ms=elapsed / observer.polls * 1000,
+                poll_period_ms=elapsed / max(1, observer.polls - polls_before) * 1000,
                 check_rtt_ms=observer.check_time / max(1, observer.checks) * 1000,
                 api_requests_per_second=observer.checks / elapsed,
                 published=published,
@@ -237,5 +240,7 @@ async def freshness(
                 machine_busy=use.machine_busy,
             )
         finally:
+            if watching is not None:
+                watching.cancel()
             api.close()
             await producer.stop()

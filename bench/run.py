@@ -391,7 +391,7 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             "reference",
         ),
         summarise(
-            "freshness: CPU per submission, the pipeline's own processes",
+            "freshness: CPU per submission, services + broker + Postgres + load generator",
             "ms",
             results["fresh_cpu_ms"],
             "reference",

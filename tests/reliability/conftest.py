@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -32,12 +33,25 @@ def broker(tmp_path: Path) -> Iterator[harness.Broker]:
 
 @pytest.fixture
 async def rig(
-    pg_server_url: str, broker: harness.Broker, tmp_path: Path
+    pg_server_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> AsyncIterator[harness.Rig]:
-    """A fresh database on the test's own broker; services are started by the test
+    """A fresh database on a broker of the test's own (see ``broker``), or on the external
+    broker ``PMO_TEST_KAFKA_BOOTSTRAP`` names when it is set; services are started by the test
     (``await rig.pipeline()``) and killed at the end."""
-    async with harness.rig(pg_server_url, broker.address, tmp_path / "logs") as the_rig:
+    address = (
+        os.environ.get("PMO_TEST_KAFKA_BOOTSTRAP") or request.getfixturevalue("broker").address
+    )
+    async with harness.rig(pg_server_url, address, tmp_path / "logs") as the_rig:
         yield the_rig
+
+
+@pytest.fixture
+async def broker_rig(
+    pg_server_url: str, broker: harness.Broker, tmp_path: Path
+) -> AsyncIterator[tuple[harness.Rig, harness.Broker]]:
+    """A fresh database on a broker of the test's own that the test may freeze."""
+    async with harness.rig(pg_server_url, broker.address, tmp_path / "logs") as the_rig:
+        yield the_rig, broker
 
 
 def table(rows: list[harness.Figures]) -> list[str]:

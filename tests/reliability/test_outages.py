@@ -76,8 +76,9 @@ async def test_postgres_unavailable_mid_stream_is_retried_and_loses_nothing(rig:
 
 @pytest.mark.timeout(SIZES.timeout)
 async def test_broker_frozen_mid_stream_backs_off_and_drains(
-    rig: Rig, broker: harness.Broker
+    broker_rig: tuple[Rig, harness.Broker],
 ) -> None:
+    rig, broker = broker_rig
     sent = submissions(4, SIZES.events, portfolios=SIZES.portfolios)
     expected = Expected.of(sent)
     pipeline = await rig.pipeline()

@@ -51,9 +51,13 @@ async def batches_of_a_trickle(
         await producer.send_and_wait(topic, b"first", key=b"k")
         await eventually(lambda: asyncio.sleep(0, result=bool(sizes)), what="the first record")
         sizes.clear()
+        # On a schedule, not waiting for each acknowledgement: a slow machine does not stretch
+        # the trickle.
+        sent = []
         for i in range(RECORDS):
-            await producer.send_and_wait(topic, str(i).encode(), key=b"k")
+            sent.append(await producer.send(topic, str(i).encode(), key=b"k"))
             await asyncio.sleep(APART)
+        await asyncio.gather(*sent)
         await eventually(lambda: asyncio.sleep(0, result=sum(sizes) == RECORDS), what="all")
         return list(sizes)
     finally:
@@ -73,9 +77,10 @@ async def test_fetch_min_bytes_turns_a_trickle_into_batches_of_the_fetch_wait(
     # Batching: the broker holds each fetch for its wait, gathering what arrives meanwhile.
     patient = await batches_of_a_trickle(
         kafka,
-        ServiceSettings(group_id="patient", fetch_min_bytes=1 << 20, fetch_max_wait_ms=500),
+        ServiceSettings(group_id="patient", fetch_min_bytes=1 << 20, fetch_max_wait_ms=1000),
         names(Topic.RESOURCES),
     )
-    # 30 records over about 0.6 s: most alone or in twos at first, a few batches at most after.
+    # 30 records over about 0.6 s: most alone or in twos at first, in one or two batches of the
+    # fetch wait after (three if the trickle straddles two waits on a slow machine).
     assert len(eager) >= 10, eager
-    assert len(patient) <= 4, patient
+    assert len(patient) <= 3, patient

@@ -7,8 +7,11 @@
 -- that applies it; projects_history keeps a version for every other change, the rank as it
 -- then was included.
 --
--- The rank of a project at an instant T is that of its version valid at T, unless a later
--- ranking moved it by T: then the latest move recorded by T (projects_as_of below).
+-- The rank of a project at an instant T is that of its version valid at T, unless a newer
+-- ranking moved it by T: then the move of the newest ranking recorded by T (projects_as_of
+-- below). Newest by ranking version, not by time: a move is dated by the start of the
+-- transaction that applied it, and two writers' transactions may commit in another order than
+-- they started; the row itself only ever takes the higher version.
 
 CREATE TABLE rank_history (
     project_key     text NOT NULL,
@@ -17,11 +20,12 @@ CREATE TABLE rank_history (
     rank            int NOT NULL,
     valid_from      timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX rank_history_key ON rank_history (project_key, valid_from, ranking_version);
+CREATE INDEX rank_history_key ON rank_history (project_key, ranking_version);
 
 -- The history trigger now fires only for updates that set a column other than rank,
 -- ranking_version and updated_at, which is what a rank move sets. A migration that adds a
--- column to projects adds it to this list too (a test compares the two).
+-- column to projects adds it to projects_history, to this list and to projects_as_of's select
+-- list too (tests compare the trigger's list and projects_history's columns with projects').
 DROP TRIGGER projects_history ON projects;
 CREATE TRIGGER projects_history AFTER INSERT OR UPDATE OF
     project_key, portfolio, source, external_id, name, stage, program, sponsor, value, cost,
@@ -31,7 +35,8 @@ CREATE TRIGGER projects_history AFTER INSERT OR UPDATE OF
     ON projects FOR EACH ROW EXECUTE FUNCTION record_project_history();
 
 -- The project rows as they were at ``at``: each project's version valid then, with the rank
--- of the latest move recorded by then when that ranking is newer than the version's. A plain
+-- of the newest ranking's move recorded by then when that ranking is newer than the version's.
+-- A plain
 -- SQL function, so the planner inlines it and a caller's filter (a portfolio) reaches the
 -- tables' indexes.
 CREATE FUNCTION projects_as_of(at timestamptz) RETURNS SETOF projects_history
@@ -49,7 +54,7 @@ LANGUAGE sql STABLE AS $$
     LEFT JOIN LATERAL (
         SELECT r.rank, r.ranking_version FROM rank_history r
         WHERE r.project_key = h.project_key AND r.valid_from <= at
-        ORDER BY r.valid_from DESC, r.ranking_version DESC LIMIT 1
+        ORDER BY r.ranking_version DESC LIMIT 1
     ) m ON true
     WHERE h.valid_from <= at AND (h.valid_to IS NULL OR h.valid_to > at)
 $$;
@@ -59,7 +64,7 @@ REVOKE EXECUTE ON FUNCTION projects_as_of(timestamptz) FROM PUBLIC;
 
 -- For BI: every rank a project has been moved to, with when. A project's rank at an instant
 -- is that of its v_projects_history version valid then, unless this view has a move recorded
--- by then with a higher ranking_version: then the latest such move's (docs/reporting.md).
+-- by then with a higher ranking_version: then the highest such move's (docs/reporting.md).
 CREATE VIEW v_rank_history AS
     SELECT portfolio, project_key, rank, ranking_version, valid_from FROM rank_history;
 GRANT SELECT ON v_rank_history TO pmo_bi;

@@ -169,7 +169,7 @@ FROM reporting.v_projects_history h
 LEFT JOIN LATERAL (
     SELECT rank, ranking_version FROM reporting.v_rank_history r
     WHERE r.project_key = h.project_key AND r.valid_from <= $2
-    ORDER BY r.valid_from DESC, r.ranking_version DESC LIMIT 1
+    ORDER BY r.ranking_version DESC LIMIT 1
 ) m ON true
 WHERE h.portfolio = $1 AND h.valid_from <= $2 AND (h.valid_to IS NULL OR h.valid_to > $2)
 """
@@ -243,17 +243,24 @@ async def test_every_column_but_the_rank_makes_a_history_version(
     database: DatabaseSettings,
 ) -> None:
     """The history trigger lists the columns whose update makes a version (all but what a rank
-    move sets); a column added to ``projects`` without being added there fails this."""
+    move sets), and the history holds every column of ``projects`` in the same order (the
+    trigger copies ``NEW.*`` and ``projects_as_of`` returns its rows): a column added to
+    ``projects`` and not to both fails this."""
     await migrate(database.url, [service_component("reporting")])
     conn = await asyncpg.connect(database.url)
     try:
-        columns = {
-            r["column_name"]
-            for r in await conn.fetch(
+
+        async def columns_of(table: str) -> list[str]:
+            rows = await conn.fetch(
                 "SELECT column_name FROM information_schema.columns"
-                " WHERE table_schema = 'reporting' AND table_name = 'projects'"
+                " WHERE table_schema = 'reporting' AND table_name = $1 ORDER BY ordinal_position",
+                table,
             )
-        }
+            return [r["column_name"] for r in rows]
+
+        columns = set(await columns_of("projects"))
+        history = await columns_of("projects_history")
+        assert history == [*await columns_of("projects"), "valid_from", "valid_to"]
         listed = {
             r["event_object_column"]
             for r in await conn.fetch(
