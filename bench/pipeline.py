@@ -115,11 +115,16 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             polls = 0
             while True:
                 polls += 1
-                done = await conn.fetchval(
-                    "SELECT count(*) FROM reporting.projects"
-                    " WHERE revision IS NOT NULL AND rank IS NOT NULL AND plan_status IS NOT NULL"
+                # Done when every submission is scored, ranked and planned, and the ranks have
+                # settled (docs/scoring.md): no two projects of a portfolio share one.
+                row = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE revision IS NOT NULL AND rank IS NOT NULL"
+                    " AND plan_status IS NOT NULL),"
+                    " count(rank) - count(DISTINCT (portfolio, rank)) FROM reporting.projects"
                 )
-                if done >= submissions:
+                assert row is not None
+                done, ties = row
+                if done >= submissions and ties == 0:
                     break
                 await asyncio.sleep(0.2)
             elapsed = time.perf_counter() - started

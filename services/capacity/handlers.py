@@ -70,6 +70,7 @@ from shared.contracts.events import (
 from shared.contracts.inbound import ResourceUpdate
 from shared.errors import Reason, is_transient
 from shared.events_io import decode_event, decode_json, decode_typed
+from shared.loops import keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
@@ -271,23 +272,16 @@ class CapacityHandler:
         """Replan due portfolios until cancelled: at once when a batch asks, and every
         ``poll_seconds`` for requests left by another replica or before a restart. Transient
         failures back off and retry."""
-        backoff = 0.05
-        while True:
+
+        async def replan() -> bool:
             self._replan_wanted.clear()
-            try:
-                replanned = await self.replan_due()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("replanner: transient failure, retrying", exc_info=exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.05
-            if replanned >= 100:
-                continue
+            return await self.replan_due() >= 100
+
+        async def idle() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._replan_wanted.wait(), poll_seconds)
+
+        await keep_running("replanner", replan, idle)
 
     async def _replan(
         self, uow: CapacityUnitOfWork, portfolio: str, inputs: PortfolioInputs, now: datetime

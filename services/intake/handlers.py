@@ -45,10 +45,15 @@ class IntakeHandler:
         self._uow = uow
         self._topics = topics
         self._clock = clock
+        # Each portfolio's names and dependencies as of its change count, kept between batches
+        # (the portfolio's count tells whether another process changed it since).
+        self._views: dict[str, tuple[int, PortfolioView]] = {}
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
         dead_letters = self._topics(Topic.DEAD_LETTERS)
+        versions: dict[str, int] = {}
+        views: dict[str, PortfolioView] = {}
         async with self._uow() as uow:
             batch = await admit(
                 uow, records, _decode, consumer=SERVICE, dead_letter_topic=dead_letters, now=now
@@ -60,7 +65,9 @@ class IntakeHandler:
             out = list(batch.dead_letters)
             keys = {project_key(s.portfolio, s.source, s.external_id) for _, s in batch.items}
             stored = await uow.projects.load(keys)
-            views = await uow.projects.portfolio_views({s.portfolio for _, s in batch.items})
+            versions = await uow.projects.count_changes({s.portfolio for _, s in batch.items})
+            views = self._cached_views(versions)
+            views |= await uow.projects.portfolio_views(versions.keys() - views.keys())
             changed: dict[str, StoredProject] = {}
             for record, sub in batch.items:
                 key = project_key(sub.portfolio, sub.source, sub.external_id)
@@ -99,6 +106,20 @@ class IntakeHandler:
             await uow.projects.save(changed.items())
             await uow.projects.log(log)
             await uow.emit(out)
+        # Committed: the views are the portfolios as of their new counts.
+        self._views.update(
+            {p: (version, views.setdefault(p, PortfolioView())) for p, version in versions.items()}
+        )
+
+    def _cached_views(self, versions: dict[str, int]) -> dict[str, PortfolioView]:
+        """The views kept of these portfolios that are current: kept at the count before this
+        batch's. They leave the cache until the batch commits, since the batch changes them."""
+        views = {}
+        for portfolio, version in versions.items():
+            kept = self._views.pop(portfolio, None)
+            if kept is not None and kept[0] == version - 1:
+                views[portfolio] = kept[1]
+        return views
 
     def _publish(self, event: ProjectChanged, now: datetime) -> OutboxMessage:
         return event_message(

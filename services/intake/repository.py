@@ -75,6 +75,19 @@ class ProjectRepository:
             rows,
         )
 
+    async def count_changes(self, portfolios: Iterable[str]) -> dict[str, int]:
+        """Count a change of each of ``portfolios``; returns their new counts. The rows stay
+        locked until the transaction ends (taken in name order, so two batches cannot
+        deadlock), so batches of one portfolio count up one at a time."""
+        rows = await self._conn.fetch(
+            "INSERT INTO portfolio_versions (portfolio, version)"
+            " SELECT p, 1 FROM unnest($1::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n"
+            " ON CONFLICT (portfolio) DO UPDATE SET version = portfolio_versions.version + 1"
+            " RETURNING portfolio, version",
+            sorted(set(portfolios)),
+        )
+        return {r["portfolio"]: r["version"] for r in rows}
+
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
         """Dependencies and names of the open projects of ``portfolios``."""
         rows = await self._conn.fetch(
@@ -129,6 +142,8 @@ class ProjectStore(Protocol):
     async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]: ...
 
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None: ...
+
+    async def count_changes(self, portfolios: Iterable[str]) -> dict[str, int]: ...
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]: ...
 

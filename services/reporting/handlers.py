@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,13 +25,13 @@ from shared.contracts.events import (
     RankingChanged,
 )
 from shared.contracts.scoring import ScoringAudit
-from shared.errors import Reason, is_transient
+from shared.errors import Reason
 from shared.events_io import decode_event, decode_typed
+from shared.loops import keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "reporting"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,21 +135,12 @@ class WarehouseFeed:
         return len(keys)
 
     async def run(self) -> None:
-        """Publish until cancelled; transient failures back off and retry."""
-        backoff = 0.05
-        while True:
-            try:
-                taken = await self.publish_due()
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                log.warning("warehouse feed: transient failure, retrying", exc_info=exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.05
-            if taken < self._batch:
-                await asyncio.sleep(self._interval)
+        """Publish until cancelled."""
+
+        async def publish() -> bool:
+            return await self.publish_due() >= self._batch
+
+        await keep_running("warehouse feed", publish, lambda: asyncio.sleep(self._interval))
 
     def _record(self, row: PortfolioProject, now: datetime) -> OutboxMessage:
         version = f"{row.revision}:{row.ranking_version}:{row.plan_version}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.scoring.handlers import SERVICE, ScoringHandler
 from services.scoring.repository import ScoringUnitOfWork
 from services.scoring.settings import ScoringSettings
+from shared.consumer import BatchHandler
 from shared.runtime import ServiceRuntime, assemble, run
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
@@ -17,19 +18,27 @@ def build(
     kafka: KafkaSettings | None = None,
     database: DatabaseSettings | None = None,
 ) -> ServiceRuntime:
+    settings = settings or ScoringSettings()
+    settle_after = timedelta(milliseconds=settings.rank_settle_ms)
+
+    def handler(runtime: ServiceRuntime) -> BatchHandler:
+        scoring = ScoringHandler(
+            uow=lambda: ScoringUnitOfWork(runtime.pool),
+            topics=runtime.topics,
+            clock=lambda: datetime.now(UTC),
+            settle_after=settle_after,
+        )
+        # Also with no settle time: moves left pending before a restart are published.
+        runtime.background("rank-settler", scoring.run_settler)
+        return scoring.handle
+
     return assemble(
         SERVICE,
-        settings or ScoringSettings(),
+        settings,
         kafka,
         database,
         topics=[Topic.PROJECTS, Topic.SCORING_COMMANDS],
-        handler=lambda runtime: (
-            ScoringHandler(
-                uow=lambda: ScoringUnitOfWork(runtime.pool),
-                topics=runtime.topics,
-                clock=lambda: datetime.now(UTC),
-            ).handle
-        ),
+        handler=handler,
     )
 
 

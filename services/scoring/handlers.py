@@ -1,14 +1,16 @@
 """Scoring's use case: apply project changes and analysts' commands, rescore what they affect,
-re-rank each touched portfolio once, and publish every score that changed (ProjectScored),
-every rank that only moved (RankingChanged, a few bytes a project) and every audit entry — all
-in one transaction per batch."""
+re-rank each touched portfolio once, and publish every score that changed (ProjectScored) and
+every audit entry, in one transaction per batch. Ranks that only moved (RankingChanged, a few
+bytes a project) go out with the batch, or, with a settle time, once it is due: a steady feed
+then publishes each portfolio's moves about once per settle time, not once per batch."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any, get_args
 
 import numpy as np
@@ -43,6 +45,7 @@ from shared.contracts.scoring import (
 from shared.deadletter import dead_letter_id
 from shared.errors import Reason
 from shared.events_io import decode_event, decode_json
+from shared.loops import keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
@@ -74,10 +77,15 @@ class ScoringHandler:
         uow: Callable[[], ScoringUnitOfWork],
         topics: TopicNames,
         clock: Callable[[], datetime],
+        *,
+        settle_after: timedelta = timedelta(0),
     ) -> None:
+        """``settle_after``: how long the rank moves of projects that were only pushed along
+        the ranking may wait to be published (zero: with the batch that moved them)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock
+        self._settle_after = settle_after
 
     def _decode(self, record: Record) -> tuple[str, Any] | list[Reason]:
         if self._topics.base(record.topic) == Topic.SCORING_COMMANDS:
@@ -121,8 +129,42 @@ class ScoringHandler:
                 if not isinstance(item, ProjectChanged):
                     out += await self._command(uow, record, item, work[item.portfolio], now)
             for portfolio in sorted(work):
-                out += await self._rank(uow, portfolio, work[portfolio], as_of, now)
+                out += await self._rank(
+                    uow, portfolio, work[portfolio], as_of, now, settle=not self._settle_after
+                )
             await uow.emit(out)
+
+    # --- settling ranks ----------------------------------------------------------------------
+
+    async def settle_due(self, limit: int = 100) -> int:
+        """Publish the pending rank moves of the portfolios due (up to ``limit``), each in its
+        own transaction under its portfolio lock; returns how many were settled. A portfolio a
+        batch holds is left for the next pass rather than waited for."""
+        now = self._clock()
+        as_of = now.year * 12 + now.month - 1
+        async with self._uow() as uow:
+            due = await uow.projects.ranks_due(now, limit)
+        settled = 0
+        for portfolio in due:
+            async with self._uow() as uow:
+                if not await uow.try_lock(portfolio):
+                    continue
+                state = await uow.projects.portfolio(portfolio)
+                if state.ranks_due_at is None or state.ranks_due_at > now:
+                    continue  # settled by another replica, or by a batch's full rescore
+                await uow.emit(await self._rank(uow, portfolio, _Work(), as_of, now, settle=True))
+            settled += 1
+        return settled
+
+    async def run_settler(self) -> None:
+        """Settle due portfolios until cancelled, polling four times per settle time (every
+        second with none: for moves left pending under an earlier setting)."""
+        poll = max(0.02, self._settle_after.total_seconds() / 4) if self._settle_after else 1.0
+
+        async def settle() -> bool:
+            return await self.settle_due() >= 100
+
+        await keep_running("rank settler", settle, lambda: asyncio.sleep(poll))
 
     async def _command(
         self, uow: ScoringUnitOfWork, record: Record, command: Command, work: _Work, now: datetime
@@ -145,10 +187,7 @@ class ScoringHandler:
                     at=command.issued_at,
                 )
                 await repo.save_portfolio(
-                    command.portfolio,
-                    PortfolioState(
-                        state.ranking_version, version, command.model, state.as_of_month
-                    ),
+                    command.portfolio, replace(state, model_version=version, model=command.model)
                 )
                 work.full = "model_change"
                 detail = {"model_version": version, "model": command.model.model_dump(mode="json")}
@@ -211,8 +250,18 @@ class ScoringHandler:
         return out
 
     async def _rank(
-        self, uow: ScoringUnitOfWork, portfolio: str, work: _Work, as_of: int, now: datetime
+        self,
+        uow: ScoringUnitOfWork,
+        portfolio: str,
+        work: _Work,
+        as_of: int,
+        now: datetime,
+        *,
+        settle: bool,
     ) -> list[OutboxMessage]:
+        """Rescore what ``work`` asks, re-rank the portfolio and publish what changed. Rank
+        moves of projects nothing else changed for are published now if ``settle``, and left
+        for the portfolio's settle time otherwise."""
         repo = uow.projects
         state = await repo.portfolio(portfolio)
         model = state.model.model if state.model else DEFAULT_MODEL
@@ -252,17 +301,22 @@ class ScoringHandler:
             ):
                 override_moved[i] = True
         moved_mask = score_moved | override_moved | (rows.published_rank != ranks)
-        moved = np.flatnonzero(moved_mask).tolist()
-        version = state.ranking_version + (1 if moved else 0)
-        await repo.save_portfolio(
-            portfolio, PortfolioState(version, state.model_version, state.model, as_of)
-        )
         rescored = np.zeros(len(keys), dtype=np.bool_)
         rescored[at] = True
-        explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         # A project rescored in this pass, or whose score or override changed, is published in
-        # full (ProjectScored); one that only moved in the ranking, as a rank (RankingChanged).
+        # full (ProjectScored); one that only moved in the ranking, as a rank (RankingChanged),
+        # when its portfolio's ranks settle if ``settle`` is False.
         own = rescored | score_moved | override_moved
+        pending = settle is False and bool(np.any(moved_mask & ~own))
+        if pending:
+            moved_mask &= own
+        moved = np.flatnonzero(moved_mask).tolist()
+        version = state.ranking_version + (1 if moved else 0)
+        due = (state.ranks_due_at or now + self._settle_after) if pending else None
+        await repo.save_portfolio(
+            portfolio, PortfolioState(version, state.model_version, state.model, as_of, due)
+        )
+        explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         in_full = np.flatnonzero(moved_mask & own).tolist()
         shifted = np.flatnonzero(moved_mask & ~own)
         stored = await repo.explanations(keys[i] for i in in_full if not rescored[i])

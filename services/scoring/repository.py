@@ -28,6 +28,9 @@ class PortfolioState:
     model_version: int
     model: ModelEnvelope | None
     as_of_month: int | None
+    # When the moves of projects only pushed along the ranking are to be published; None when
+    # the published ranking is the computed one.
+    ranks_due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,7 +323,8 @@ class ScoringRepository:
 
     async def portfolio(self, portfolio: str) -> PortfolioState:
         row = await self._conn.fetchrow(
-            "SELECT p.ranking_version, p.model_version, p.as_of_month, m.name, m.spec"
+            "SELECT p.ranking_version, p.model_version, p.as_of_month, p.ranks_due_at, m.name,"
+            " m.spec"
             " FROM portfolios p LEFT JOIN models m ON m.portfolio = p.portfolio"
             " AND m.version = p.model_version WHERE p.portfolio = $1",
             portfolio,
@@ -333,20 +337,36 @@ class ScoringRepository:
             else None
         )
         return PortfolioState(
-            row["ranking_version"], row["model_version"], model, row["as_of_month"]
+            row["ranking_version"],
+            row["model_version"],
+            model,
+            row["as_of_month"],
+            row["ranks_due_at"],
         )
 
     async def save_portfolio(self, portfolio: str, state: PortfolioState) -> None:
         await self._conn.execute(
-            "INSERT INTO portfolios (portfolio, ranking_version, model_version, as_of_month)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (portfolio) DO UPDATE SET"
+            "INSERT INTO portfolios (portfolio, ranking_version, model_version, as_of_month,"
+            " ranks_due_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (portfolio) DO UPDATE SET"
             " ranking_version = excluded.ranking_version,"
-            " model_version = excluded.model_version, as_of_month = excluded.as_of_month",
+            " model_version = excluded.model_version, as_of_month = excluded.as_of_month,"
+            " ranks_due_at = excluded.ranks_due_at",
             portfolio,
             state.ranking_version,
             state.model_version,
             state.as_of_month,
+            state.ranks_due_at,
         )
+
+    async def ranks_due(self, at: datetime, limit: int) -> list[str]:
+        """Portfolios whose pending rank moves are due by ``at``, the longest-waiting first."""
+        rows = await self._conn.fetch(
+            "SELECT portfolio FROM portfolios WHERE ranks_due_at <= $1"
+            " ORDER BY ranks_due_at LIMIT $2",
+            at,
+            limit,
+        )
+        return [r["portfolio"] for r in rows]
 
     async def add_model(
         self,

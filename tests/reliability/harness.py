@@ -840,7 +840,10 @@ class Ledger:
                 count(*) FILTER (WHERE (r.plan_status IS NULL AND NOT e.withdrawn)
                     OR r.plan_status IS DISTINCT FROM p.status
                     OR r.start_month IS DISTINCT FROM p.start_month
-                    OR r.end_month IS DISTINCT FROM p.end_month) AS reporting_plan
+                    OR r.end_month IS DISTINCT FROM p.end_month) AS reporting_plan,
+                -- Rank moves scoring has yet to publish (docs/scoring.md, "Settling ranks").
+                (SELECT count(*) FROM scoring.portfolios WHERE ranks_due_at IS NOT NULL)
+                    AS scoring_moves_pending
             FROM e
             LEFT JOIN intake.projects i USING (project_key)
             LEFT JOIN scoring.projects s USING (project_key)

@@ -8,11 +8,14 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+import pytest
+
 from services.intake.domain import PortfolioView, StoredProject
 from services.intake.handlers import IntakeHandler
 from services.intake.repository import LogEntry
 from shared import deadletter
 from shared.consumer_record import Record
+from shared.contracts.events import ProjectState
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 from tests.helpers import key_of, submission
@@ -24,6 +27,9 @@ class FakeProjects:
     def __init__(self) -> None:
         self.rows: dict[str, StoredProject] = {}
         self.log_rows: list[LogEntry] = []
+        self.versions: dict[str, int] = {}
+        self.views_read: list[str] = []  # portfolios whose views were read
+        self.fail_next_log = False
 
     async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
         return {k: self.rows[k] for k in keys if k in self.rows}
@@ -32,9 +38,18 @@ class FakeProjects:
         self.rows.update(projects)
 
     async def log(self, entries: Sequence[LogEntry]) -> None:
+        if self.fail_next_log:
+            self.fail_next_log = False
+            raise ConnectionResetError("lost the database")
         self.log_rows += entries
 
+    async def count_changes(self, portfolios: Iterable[str]) -> dict[str, int]:
+        for p in portfolios:
+            self.versions[p] = self.versions.get(p, 0) + 1
+        return {p: self.versions[p] for p in portfolios}
+
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
+        self.views_read += list(portfolios)
         views: dict[str, PortfolioView] = {}
         for key, p in self.rows.items():
             if p.state.portfolio in portfolios and not p.withdrawn:
@@ -57,6 +72,7 @@ class FakeUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._pending, self._claimed = [], set()
+        self._before = (dict(self.projects.rows), dict(self.projects.versions))
         return self
 
     async def __aexit__(
@@ -68,6 +84,8 @@ class FakeUnitOfWork:
         if exc_type is None:
             self.inbox |= self._claimed
             self.published += self._pending
+        else:  # rolled back
+            self.projects.rows, self.projects.versions = self._before
 
     async def claim(self, event_ids: Sequence[str]) -> set[str]:
         fresh = set(event_ids) - self.inbox - self._claimed
@@ -184,3 +202,55 @@ async def test_a_new_project_with_a_near_identical_name_is_flagged_not_refused()
     assert match["external_id"] == "A"
     assert match["similarity"] >= 0.85
     assert uow.projects.log_rows[1].reasons[0].code == "possible_duplicate"
+
+
+def _duplicates_of(uow: FakeUnitOfWork, external_id: str) -> list[str]:
+    (event,) = (
+        e
+        for e in (json.loads(m.value) for m in uow.published if m.topic == NAMES(Topic.PROJECTS))
+        if e["project"]["external_id"] == external_id
+    )
+    return [d["external_id"] for d in event["possible_duplicates"]]
+
+
+async def test_portfolio_names_are_kept_between_batches_while_nobody_else_changes_them() -> None:
+    uow = FakeUnitOfWork()
+    intake = handler(uow)
+    await intake.handle([record(submission("A", name="Checkout rewrite"), 0)])
+    await intake.handle([record(submission("B", name="Rewrite the checkout"), 1)])
+    assert uow.projects.views_read == ["retail"], "the second batch used the kept view"
+    assert _duplicates_of(uow, "B") == ["A"]
+
+    # Another process adds a project: the count moves past the kept view's, which is reread.
+    uow.projects.rows["retail/jira/C"] = StoredProject(
+        revision=1,
+        withdrawn=False,
+        state=ProjectState.model_validate(
+            {
+                **submission("C")["project"],
+                "portfolio": "retail",
+                "source": "jira",
+                "external_id": "C",
+                "name": "Warehouse robots",
+            }
+        ),
+        portfolio="retail",
+        external_id="C",
+    )
+    uow.projects.versions["retail"] += 1
+    await intake.handle([record(submission("D", name="Robots, warehouse"), 2)])
+    assert uow.projects.views_read == ["retail", "retail"]
+    assert _duplicates_of(uow, "D") == ["C"]
+
+
+async def test_a_batch_that_rolls_back_leaves_no_trace_in_the_kept_names() -> None:
+    uow = FakeUnitOfWork()
+    intake = handler(uow)
+    await intake.handle([record(submission("A", name="Checkout rewrite"), 0)])
+    uow.projects.fail_next_log = True
+    with pytest.raises(ConnectionResetError):
+        await intake.handle([record(submission("B", name="Warehouse robots"), 1)])
+    await intake.handle([record(submission("E", name="Robots warehouse"), 2)])
+    # B was never committed: E is not its duplicate, and the view was read again.
+    assert _duplicates_of(uow, "E") == []
+    assert uow.projects.views_read == ["retail", "retail"]

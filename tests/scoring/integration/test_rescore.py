@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -173,19 +173,66 @@ class Portfolio:
         return result
 
 
+@pytest.mark.parametrize("settle", [0, 1], ids=["moves-with-batch", "moves-settle"])
 async def test_published_ranking_always_equals_a_full_recompute(
-    database: DatabaseSettings,
+    database: DatabaseSettings, settle: int
 ) -> None:
+    """With a settle time, each batch publishes its rescored projects (scores, explanations
+    and their ranks exact at once) and no moves; the settler, once due, publishes the moves,
+    and then the whole ranking is exact again."""
     await migrate(database.url, [service_component("scoring")])
     pool = await create_pool(
         service_url(database, "scoring"), schema="scoring", application_name="t"
     )
-    handler = ScoringHandler(lambda: ScoringUnitOfWork(pool), NAMES, lambda: NOW)
+    clock = [NOW]
+    handler = ScoringHandler(
+        lambda: ScoringUnitOfWork(pool),
+        NAMES,
+        lambda: clock[0],
+        settle_after=timedelta(seconds=settle),
+    )
     rnd = random.Random(5)
     portfolio = Portfolio(rnd)
     seen: dict[str, ProjectScored] = {}
     last_id = 0
     moved_only = 0  # ranks published as moves, without a ProjectScored
+    settled = 0
+
+    async def published() -> tuple[set[str], int]:
+        """Apply what was published since the last call, as a consumer would; returns the
+        projects published in full and the number of moves."""
+        nonlocal last_id
+        async with pool.acquire() as conn:
+            refused = await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE topic = $1", NAMES(Topic.DEAD_LETTERS)
+            )
+            assert refused == 0, "every command of the test is valid"
+            rows = await conn.fetch(
+                "SELECT id, value, headers ->> 'ce_type' AS type FROM outbox"
+                " WHERE id > $1 AND topic = $2 ORDER BY id",
+                last_id,
+                NAMES(Topic.SCORES),
+            )
+        in_full: set[str] = set()
+        moves_seen = 0
+        for row in rows:
+            last_id = row["id"]
+            if row["type"] == RankingChanged.TYPE:
+                # Moves of projects whose score, explanation and override stand.
+                moves = RankingChanged.model_validate_json(row["value"])
+                moves_seen += len(moves.ranks)
+                for move in moves.ranks:
+                    assert seen[move.project_key].ranking_version < moves.ranking_version
+                    seen[move.project_key] = seen[move.project_key].model_copy(
+                        update={"rank": move.rank, "ranking_version": moves.ranking_version}
+                    )
+                continue
+            event = ProjectScored.model_validate_json(row["value"])
+            assert row["value"] == event.model_dump_json().encode()
+            seen[event.project_key] = event
+            in_full.add(event.project_key)
+        return in_full, moves_seen
+
     try:
         for step in range(40):
             batch = [
@@ -209,33 +256,27 @@ async def test_published_ranking_always_equals_a_full_recompute(
                     portfolio.command("set_model", model={"name": f"m{step}", "model": model})
                 )
             await handler.handle(batch)
-            async with pool.acquire() as conn:
-                refused = await conn.fetchval(
-                    "SELECT count(*) FROM outbox WHERE topic = $1", NAMES(Topic.DEAD_LETTERS)
-                )
-                assert refused == 0, "every command of the test is valid"
-                rows = await conn.fetch(
-                    "SELECT id, value, headers ->> 'ce_type' AS type FROM outbox"
-                    " WHERE id > $1 AND topic = $2 ORDER BY id",
-                    last_id,
-                    NAMES(Topic.SCORES),
-                )
-            for row in rows:
-                last_id = row["id"]
-                if row["type"] == RankingChanged.TYPE:
-                    # Moves of projects whose score, explanation and override stand.
-                    moves = RankingChanged.model_validate_json(row["value"])
-                    moved_only += len(moves.ranks)
-                    for move in moves.ranks:
-                        assert seen[move.project_key].ranking_version < moves.ranking_version
-                        seen[move.project_key] = seen[move.project_key].model_copy(
-                            update={"rank": move.rank, "ranking_version": moves.ranking_version}
-                        )
-                    continue
-                event = ProjectScored.model_validate_json(row["value"])
-                assert row["value"] == event.model_dump_json().encode()
-                seen[event.project_key] = event
+            in_full, moves = await published()
+            moved_only += moves
             expected = portfolio.expected()
+            if settle:
+                assert moves == 0, f"batch {step} published moves before they settled"
+                assert {
+                    k: (e.score, [c.model_dump() for c in e.explanation]) for k, e in seen.items()
+                } == {k: (score, explanation) for k, (score, _, explanation) in expected.items()}, (
+                    f"after batch {step}"
+                )
+                assert {k: seen[k].rank for k in in_full} == {k: expected[k][1] for k in in_full}, (
+                    f"after batch {step}"
+                )
+                assert await handler.settle_due() == 0, "not due yet"
+                if step % 3 != 2:
+                    continue
+                clock[0] += timedelta(seconds=settle)
+                settled += await handler.settle_due()
+                in_full, moves = await published()
+                assert not in_full, "settling publishes moves only"
+                moved_only += moves
             shown = {
                 k: (e.score, e.rank, [c.model_dump() for c in e.explanation])
                 for k, e in seen.items()
@@ -243,5 +284,20 @@ async def test_published_ranking_always_equals_a_full_recompute(
             assert shown == expected, f"after batch {step}"
         # New projects in front of others move them: those moves are ranks, not scores.
         assert moved_only > 0
+        if settle:
+            clock[0] += timedelta(seconds=settle)
+            settled += await handler.settle_due()
+            moved_only += (await published())[1]
+            shown = {
+                k: (e.score, e.rank, [c.model_dump() for c in e.explanation])
+                for k, e in seen.items()
+            }
+            assert shown == portfolio.expected(), "after the last settle"
+            assert settled > 0
+            async with pool.acquire() as conn:
+                pending = await conn.fetchval(
+                    "SELECT count(*) FROM portfolios WHERE ranks_due_at IS NOT NULL"
+                )
+            assert pending == 0, "nothing is left pending once settled"
     finally:
         await pool.close()
