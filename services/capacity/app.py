@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from services.capacity.handlers import SERVICE, CapacityHandler
 from services.capacity.repository import CapacityUnitOfWork
@@ -28,6 +28,7 @@ def build(
             clock=lambda: datetime.now(UTC),
             horizon_months=horizon_months,
             plan_start=plan_start,
+            replan_spacing=timedelta(milliseconds=settings.replan_spacing_ms),
         )
         runtime.background("replanner", capacity.run_replanner)
         return capacity.handle

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -148,7 +148,10 @@ class CapacityHandler:
         clock: Callable[[], datetime],
         horizon_months: int = 24,
         plan_start: str | None = None,
+        replan_spacing: timedelta = timedelta(0),
     ) -> None:
+        """``replan_spacing``: the least time between two replans of one portfolio (zero:
+        replan as soon as a batch asks)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock
@@ -157,6 +160,9 @@ class CapacityHandler:
         self._replan_wanted = asyncio.Event()
         # Portfolios whose replan failed unexpectedly, and when to try them again.
         self._failing: dict[str, float] = {}
+        self._replan_spacing = replan_spacing
+        # Seconds until a portfolio waiting only for its spacing is due (None: none is).
+        self._next_due: float | None = None
 
     def horizon(self, now: datetime) -> Horizon:
         start = month_index(self._plan_start) if self._plan_start else now.year * 12 + now.month - 1
@@ -229,7 +235,7 @@ class CapacityHandler:
         """Replan the portfolios waiting for it (up to ``limit``), each in its own transaction
         under its portfolio lock; returns how many were replanned."""
         async with self._uow() as uow:
-            due = await uow.plans.due_replans(limit)
+            due, self._next_due = await uow.plans.due_replans(limit, self._replan_spacing)
         done = 0
         for portfolio in due:
             if self._failing.get(portfolio, 0.0) > time.monotonic():
@@ -270,14 +276,18 @@ class CapacityHandler:
 
     async def run_replanner(self, poll_seconds: float = 1.0) -> None:
         """Replan due portfolios until cancelled: at once when a batch asks, and every
-        ``poll_seconds`` for requests left by another replica or before a restart. Transient
-        failures back off and retry."""
+        ``poll_seconds`` for requests left by another replica or before a restart. While a
+        portfolio waits for its spacing, the replanner sleeps until it is due instead of waking
+        for each batch. Transient failures back off and retry."""
 
         async def replan() -> bool:
             self._replan_wanted.clear()
             return await self.replan_due() >= 100
 
         async def idle() -> None:
+            if self._next_due is not None:
+                await asyncio.sleep(min(self._next_due, poll_seconds))
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._replan_wanted.wait(), poll_seconds)
 

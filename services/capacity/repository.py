@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from asyncpg.pool import PoolConnectionProxy
@@ -222,14 +223,21 @@ class CapacityRepository:
                 list(portfolios),
             )
 
-    async def due_replans(self, limit: int) -> list[str]:
-        """Portfolios waiting for a replan, the longest-waiting first."""
+    async def due_replans(self, limit: int, spacing: timedelta) -> tuple[list[str], float | None]:
+        """Portfolios waiting for a replan whose last one is at least ``spacing`` ago, the
+        longest-waiting first; and the seconds until the next one that is waiting only for its
+        spacing (None if none is)."""
         rows = await self._conn.fetch(
-            "SELECT portfolio FROM portfolios WHERE replan_requested_at IS NOT NULL"
-            " ORDER BY replan_requested_at LIMIT $1",
+            "SELECT portfolio, extract(epoch FROM greatest(replan_requested_at,"
+            " replanned_at + $2::interval) - clock_timestamp())::float8 AS wait"
+            " FROM portfolios WHERE replan_requested_at IS NOT NULL"
+            " ORDER BY greatest(replan_requested_at, replanned_at + $2::interval) LIMIT $1",
             limit,
+            spacing,
         )
-        return [r["portfolio"] for r in rows]
+        due = [r["portfolio"] for r in rows if r["wait"] <= 0]
+        waits = [r["wait"] for r in rows if r["wait"] > 0]
+        return due, min(waits) if waits else None
 
     async def replan_request(self, portfolio: str) -> int | None:
         """The count of ``portfolio``'s replan requests so far, if one is due (read without a
@@ -246,10 +254,12 @@ class CapacityRepository:
         (read before the replan read its inputs); returns how long it waited in seconds, or
         None when a later request keeps it due."""
         waited: float | None = await self._conn.fetchval(
-            "UPDATE portfolios SET replan_requested_at = NULL"
+            "UPDATE portfolios SET replanned_at = clock_timestamp(), replan_requested_at ="
+            " CASE WHEN replan_requests = $2 THEN NULL ELSE replan_requested_at END"
             " FROM (SELECT replan_requested_at AS at FROM portfolios WHERE portfolio = $1) AS due"
-            " WHERE portfolio = $1 AND replan_requests = $2 AND replan_requested_at IS NOT NULL"
-            " RETURNING extract(epoch FROM clock_timestamp() - due.at)::float8",
+            " WHERE portfolio = $1 AND replan_requested_at IS NOT NULL"
+            " RETURNING CASE WHEN replan_requests = $2"
+            " THEN extract(epoch FROM clock_timestamp() - due.at)::float8 END",
             portfolio,
             requests,
         )

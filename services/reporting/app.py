@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 
@@ -40,6 +40,7 @@ def build(
 ) -> ServiceRuntime:
     settings = settings or ReportingSettings()
     interval = settings.warehouse_interval_ms / 1000
+    rank_delay = timedelta(milliseconds=settings.warehouse_rank_delay_ms)
 
     def handler(runtime: ServiceRuntime) -> BatchHandler:
         def uow() -> ReportingUnitOfWork:
@@ -50,7 +51,9 @@ def build(
 
         feed = WarehouseFeed(uow, runtime.topics, now, interval=interval)
         runtime.background("warehouse", feed.run)
-        return ReportingHandler(uow=uow, topics=runtime.topics, clock=now).handle
+        return ReportingHandler(
+            uow=uow, topics=runtime.topics, clock=now, rank_delay=rank_delay
+        ).handle
 
     return assemble(SERVICE, settings, kafka, database, topics=TOPICS, handler=handler)
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.reporting.domain import DeadLetterRow, dead_letter_row
@@ -61,10 +61,15 @@ class ReportingHandler:
         uow: Callable[[], ReportingUnitOfWork],
         topics: TopicNames,
         clock: Callable[[], datetime],
+        *,
+        rank_delay: timedelta = timedelta(0),
     ) -> None:
+        """``rank_delay``: how long the warehouse record of a project that only moved in its
+        portfolio's ranking may wait (one whose own data changed is due at once)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock
+        self._rank_delay = rank_delay
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
@@ -89,25 +94,28 @@ class ReportingHandler:
             await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
             await model.add_summaries([e for e in events if isinstance(e, PortfolioPlanned)])
             await model.add_scenario_results([e for e in events if isinstance(e, ScenarioResult)])
-            touched = sorted(
-                {
-                    e.project_key
-                    for e in events
-                    if isinstance(e, ProjectChanged | ProjectScored | ProjectPlanned)
-                }
-                | {m.project_key for _, m in moves}
-            )
-            await model.mark_for_warehouse(touched)
+            changed = {
+                e.project_key
+                for e in events
+                if isinstance(e, ProjectChanged | ProjectScored | ProjectPlanned)
+            }
+            await model.mark_for_warehouse(sorted(changed), now)
+            moved_only = {m.project_key for _, m in moves} - changed
+            await model.mark_for_warehouse(sorted(moved_only), now + self._rank_delay)
             await uow.emit(batch.dead_letters)
 
 
 class WarehouseFeed:
     """The compacted warehouse topic (``pmo.reporting.projects.v1``): one denormalised record
-    per project, published for the projects batches marked, at most every ``interval``
-    seconds each, in the transaction that clears the marks. Coalescing is what bounds the
-    topic: a new project moves the ranks of many others, and a project moved by each of the
-    next hundred submissions is published once with its latest state, not a hundred times.
-    Replicas share the marks (``SKIP LOCKED``)."""
+    per project, published for the projects batches marked once their marks are due, at most
+    every ``interval`` seconds each. Coalescing is what bounds the topic: a new project moves
+    the ranks of many others, and a project moved by each of the next hundred submissions is
+    published once with its latest state, not a hundred times.
+
+    A pass reads the due marks and builds their records, then clears the marks that are
+    unchanged and publishes their records in one short transaction: a batch marking a project
+    meanwhile never waits for the building, and its mark (a new number) stays for the next
+    pass. Replicas may build the same records; only one clears each mark."""
 
     def __init__(
         self,
@@ -125,14 +133,19 @@ class WarehouseFeed:
         self._batch = batch
 
     async def publish_due(self) -> int:
-        """Publish the records of up to ``batch`` marked projects; returns how many marks."""
+        """Publish the records of up to ``batch`` due marks; returns how many marks were read."""
         now = self._clock()
         async with self._uow() as uow:
-            keys = await uow.read_model.take_warehouse_pending(self._batch)
-            if keys:
-                rows = await uow.read_model.denormalised(keys)
-                await uow.emit([self._record(r, now) for r in rows])
-        return len(keys)
+            # Marks first, rows second: a row read is at least as new as its mark.
+            marks = await uow.read_model.warehouse_due(now, self._batch)
+            rows = await uow.read_model.denormalised([k for k, _ in marks]) if marks else []
+        if not marks:
+            return 0
+        records = {row.project_key: self._record(row, now) for row in rows}
+        async with self._uow() as uow:
+            cleared = await uow.read_model.clear_warehouse_marks(marks)
+            await uow.emit([records[k] for k, _ in marks if k in cleared and k in records])
+        return len(marks)
 
     async def run(self) -> None:
         """Publish until cancelled."""

@@ -222,26 +222,40 @@ class ReadModelWriter:
             author,
         )
 
-    async def mark_for_warehouse(self, keys: Sequence[str]) -> None:
-        """Projects whose warehouse record is to be published (once, however often marked
-        before the publisher comes by)."""
+    async def mark_for_warehouse(self, keys: Sequence[str], due: datetime) -> None:
+        """Projects whose warehouse record is to be published by ``due`` (once, however often
+        marked before the publisher comes by; a mark keeps the earliest due time)."""
         if keys:
             await self._conn.execute(
-                "INSERT INTO warehouse_pending (project_key) SELECT unnest($1::text[])"
-                " ON CONFLICT (project_key) DO NOTHING",
+                "INSERT INTO warehouse_pending (project_key, due_at)"
+                " SELECT unnest($1::text[]), $2 ON CONFLICT (project_key) DO UPDATE"
+                " SET mark = excluded.mark,"
+                " due_at = least(warehouse_pending.due_at, excluded.due_at)",
                 list(keys),
+                due,
             )
 
-    async def take_warehouse_pending(self, limit: int) -> list[str]:
-        """Up to ``limit`` marked projects, the longest-waiting first, unmarked in the caller's
-        transaction; marks another replica is taking are skipped, not waited for."""
+    async def warehouse_due(self, at: datetime, limit: int) -> list[tuple[str, int]]:
+        """Up to ``limit`` marks due by ``at``, (project, mark number), the earliest due first.
+        Read without a lock: ``clear_warehouse_marks`` clears those still unchanged."""
         rows = await self._conn.fetch(
-            "DELETE FROM warehouse_pending WHERE project_key IN ("
-            " SELECT project_key FROM warehouse_pending ORDER BY since LIMIT $1"
-            " FOR UPDATE SKIP LOCKED) RETURNING project_key",
+            "SELECT project_key, mark FROM warehouse_pending WHERE due_at <= $1"
+            " ORDER BY due_at LIMIT $2",
+            at,
             limit,
         )
-        return [r["project_key"] for r in rows]
+        return [(r["project_key"], r["mark"]) for r in rows]
+
+    async def clear_warehouse_marks(self, marks: Sequence[tuple[str, int]]) -> set[str]:
+        """Clear these marks where the project has not been marked again since; returns the
+        projects cleared (by this transaction: another replica's clearing waits for it)."""
+        rows = await self._conn.fetch(
+            "DELETE FROM warehouse_pending w USING unnest($1::text[], $2::bigint[]) AS m(k, n)"
+            " WHERE w.project_key = m.k AND w.mark = m.n RETURNING w.project_key",
+            [k for k, _ in marks],
+            [n for _, n in marks],
+        )
+        return {r["project_key"] for r in rows}
 
     async def denormalised(self, keys: Sequence[str]) -> list[PortfolioProject]:
         """The current rows of ``keys`` as warehouse records."""

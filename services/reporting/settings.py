@@ -25,3 +25,6 @@ class ReportingSettings(ServiceSettings):
     max_page_size: int = Field(default=1000, ge=1)
     # How often the warehouse topic's coalesced records go out (services/reporting/handlers.py).
     warehouse_interval_ms: int = Field(default=500, ge=10)
+    # How long the warehouse record of a project only moved in its portfolio's ranking may wait,
+    # so that a busy portfolio's moves are published a few times a minute (docs/reporting.md).
+    warehouse_rank_delay_ms: int = Field(default=5000, ge=0, le=600_000)

@@ -109,9 +109,11 @@ async def test_submission_flows_to_the_api_scored_and_planned(system: System) ->
     async def both() -> list[dict[str, Any]] | None:
         items = await system.projects("retail")
         ranked = [i for i in items if i["rank"] is not None and i["plan_status"]]
-        return items if len(ranked) == 2 else None
+        # PRJ-43's own rank is published with its score; PRJ-42's move to 2 when the
+        # portfolio's ranks settle (docs/scoring.md), until which both show rank 1.
+        return items if sorted(i["rank"] for i in ranked) == [1, 2] else None
 
-    items = await eventually(both, what="the second project ranked and planned")
+    items = await eventually(both, what="the second project ranked and planned, ranks settled")
     assert [i["external_id"] for i in items] == ["PRJ-43", "PRJ-42"]  # higher value ranks first
     assert items[1]["revision"] == 3
 

@@ -5,7 +5,7 @@ replan it once."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,13 +18,14 @@ from tests.capacity.integration.test_ranks import TOPICS, record, scored
 pytestmark = pytest.mark.integration
 
 
-def handler(pool: asyncpg.Pool[Any]) -> CapacityHandler:
+def handler(pool: asyncpg.Pool[Any], spacing: timedelta = timedelta(0)) -> CapacityHandler:
     return CapacityHandler(
         uow=lambda: CapacityUnitOfWork(pool),
         topics=TOPICS,
         clock=lambda: datetime(2027, 1, 5, tzinfo=UTC),
         horizon_months=12,
         plan_start="2027-01",
+        replan_spacing=spacing,
     )
 
 
@@ -35,7 +36,7 @@ async def request(pool: asyncpg.Pool[Any], *portfolios: str) -> None:
 
 async def due(pool: asyncpg.Pool[Any]) -> list[str]:
     async with CapacityUnitOfWork(pool) as uow:
-        return await uow.plans.due_replans(100)
+        return (await uow.plans.due_replans(100, timedelta(0)))[0]
 
 
 async def test_requests_coalesce_survive_a_restart_and_are_taken_once(
@@ -88,4 +89,31 @@ async def test_a_batch_never_waits_for_a_replan_and_a_request_during_one_keeps_i
     assert await due(pool) == ["ranked"]
     # The next replan sees every request and clears it.
     assert await handler(pool).replan_due() == 1
+    assert await due(pool) == []
+
+
+async def test_a_portfolio_is_replanned_again_only_once_its_spacing_has_passed(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    spaced = handler(pool, timedelta(hours=1))
+    await request(pool, "retail")
+    assert await spaced.replan_due() == 1, "never replanned: due at once"
+    for _ in range(20):  # a steady feed of batches meanwhile
+        await request(pool, "retail")
+    await request(pool, "wholesale")
+    # "wholesale" has never been replanned; "retail" waits for its spacing, and says how long.
+    assert await spaced.replan_due() == 1
+    async with CapacityUnitOfWork(pool) as uow:
+        due_now, wait = await uow.plans.due_replans(100, timedelta(hours=1))
+    assert due_now == []
+    assert wait is not None
+    assert 3500 < wait <= 3600
+    assert await spaced.replan_due() == 0
+    # The request is kept, with its first time, and is planned once the spacing has passed:
+    # the twenty batches cost one replan.
+    await pool.execute(
+        "UPDATE portfolios SET replanned_at = replanned_at - interval '1 hour'"
+        " WHERE portfolio = 'retail'"
+    )
+    assert await spaced.replan_due() == 1
     assert await due(pool) == []

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -271,3 +271,79 @@ async def test_every_column_but_the_rank_makes_a_history_version(
     finally:
         await conn.close()
     assert listed == columns - {"rank", "ranking_version", "updated_at"}
+
+
+async def test_a_project_only_moved_reaches_the_warehouse_after_the_rank_delay(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    clock = [NOW]
+    handler = ReportingHandler(
+        lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0], rank_delay=timedelta(seconds=5)
+    )
+    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0])
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "d:p:A", 0),
+            record(Topic.SCORES, scored("A", 1, 1, 90.0), "d:s:A:1", 1),
+        ]
+    )
+    assert await feed.publish_due() == 1
+    # B arrives on top: its own record is due at once, A's move after the delay.
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("B"), "d:p:B", 2),
+            record(Topic.SCORES, scored("B", 2, 1, 95.0), "d:s:B:2", 3),
+            record(Topic.SCORES, moved(2, A=2), "d:r:2", 4),
+        ]
+    )
+    before = await pool.fetchval("SELECT max(id) FROM outbox")
+    assert await feed.publish_due() == 1
+    clock[0] = NOW + timedelta(seconds=4)
+    assert await feed.publish_due() == 0
+    clock[0] = NOW + timedelta(seconds=5)
+    assert await feed.publish_due() == 1
+    published = await pool.fetch(
+        "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2 ORDER BY id",
+        before,
+        NAMES(Topic.PORTFOLIO_PROJECTS),
+    )
+    assert [(bytes(r["key"]).decode(), json.loads(r["value"])["rank"]) for r in published] == [
+        (key("B"), 1),
+        (key("A"), 2),
+    ]
+    # A mark that is due keeps its time when a later move asks for a later one.
+    await handler.handle([record(Topic.PROJECTS, changed("C"), "d:p:C", 5)])
+    await handler.handle([record(Topic.SCORES, moved(3, C=3), "d:r:3", 6)])
+    assert await feed.publish_due() == 1
+
+
+async def test_a_project_marked_again_while_its_record_is_built_stays_marked(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """The publisher reads marks and builds records outside the transaction that clears them:
+    a batch marking a project in between keeps its mark, and the next pass publishes the
+    project's newest state."""
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "m:p:A", 0),
+            record(Topic.PROJECTS, changed("B"), "m:p:B", 1),
+        ]
+    )
+    async with ReportingUnitOfWork(pool) as uow:
+        marks = await uow.read_model.warehouse_due(NOW, 100)
+    assert sorted(k for k, _ in marks) == [key("A"), key("B")]
+    # Meanwhile A is scored (a new mark), without waiting for anything.
+    await handler.handle([record(Topic.SCORES, scored("A", 1, 1, 90.0), "m:s:A:1", 2)])
+    async with ReportingUnitOfWork(pool) as uow:
+        assert await uow.read_model.clear_warehouse_marks(marks) == {key("B")}
+    before = await pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    assert await feed.publish_due() == 1
+    (row,) = await pool.fetch(
+        "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2",
+        before,
+        NAMES(Topic.PORTFOLIO_PROJECTS),
+    )
+    assert bytes(row["key"]).decode() == key("A")
+    assert json.loads(row["value"])["score"] == 90.0
