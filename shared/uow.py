@@ -97,14 +97,22 @@ class PostgresUnitOfWork:
         await outbox.add(self.conn, messages)  # type: ignore[arg-type]
 
     async def lock(self, *names: str) -> None:
-        """Serialise work on these names (e.g. portfolios) across replicas until commit."""
+        """Serialise work on these names (e.g. portfolios) across replicas until commit.
+
+        Advisory locks are shared by the whole database, and services may share one: a name
+        is locked within the service's schema (the connection's), so scoring's lock on a
+        portfolio and capacity's on the same portfolio are different locks."""
         for name in sorted(set(names)):
-            await self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
+            await self.conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", name)
 
     async def try_lock(self, name: str) -> bool:
-        """Take ``name``'s lock until commit if nobody holds it; False, at once, if somebody
-        does."""
+        """Take ``name``'s lock (as ``lock``) until commit if nobody holds it; False, at once,
+        if somebody does."""
         taken: bool = await self.conn.fetchval(
-            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", name
+            f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY})", name
         )
         return taken
+
+
+# A name's advisory lock key, within the connection's schema (see ``lock``).
+_LOCK_KEY = "hashtextextended(coalesce(current_schema(), '') || '/' || $1, 0)"
