@@ -36,3 +36,40 @@ async def test_a_name_is_locked_within_its_services_schema(database: DatabaseSet
     finally:
         await scoring.close()
         await capacity.close()
+
+
+async def test_a_connection_goes_back_to_the_pool_with_nothing_held(
+    database: DatabaseSettings,
+) -> None:
+    """The pool skips asyncpg's reset query (shared/db.py): after a unit of work that locked,
+    and after one that failed halfway, the connection holds no lock and no transaction, and
+    keeps its schema."""
+    admin = await asyncpg.connect(database.url)
+    try:
+        await admin.execute("CREATE SCHEMA scoring")
+    finally:
+        await admin.close()
+    pool = await create_pool(database.url, schema="scoring", application_name="t", max_size=1)
+    try:
+        async with PostgresUnitOfWork(pool) as uow:
+            await uow.lock("retail", "wholesale")
+
+        async def fails_halfway() -> None:
+            async with PostgresUnitOfWork(pool) as uow:
+                await uow.lock("retail")
+                await uow.conn.execute("SET LOCAL work_mem = '64MB'")
+                await uow.conn.execute("SELECT 1 / 0")
+
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await fails_halfway()
+        async with pool.acquire() as conn:  # the one connection, reused
+            state = await conn.fetchrow(
+                "SELECT current_schema() AS schema, current_setting('work_mem') AS work_mem,"
+                " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                "  AND pid = pg_backend_pid()) AS locks"
+            )
+            assert not conn.is_in_transaction()
+        assert state is not None
+        assert dict(state) == {"schema": "scoring", "work_mem": "4MB", "locks": 0}
+    finally:
+        await pool.close()
