@@ -244,3 +244,20 @@ async def freshness(
                 watching.cancel()
             api.close()
             await producer.stop()
+
+
+async def idle_cost(bootstrap: str, server_url: str, seconds: float = 10.0) -> dict[str, float]:
+    """CPU each process group spends per second while the four services run with nothing to
+    do (milliseconds of CPU per second): the floor under every rate, mostly consumers' fetches
+    the broker holds for the fetch wait and answers empty, and background workers' polls."""
+    async with service_stack(bootstrap, server_url) as stack:
+        conn = await asyncpg.connect(stack.url)
+        try:
+            database = await conn.fetchval("SELECT current_database()")
+        finally:
+            await conn.close()
+        meter = stack_meter(stack, bootstrap, database)
+        meter.start()
+        await asyncio.sleep(seconds)
+        use = meter.stop()
+    return {group: cpu / seconds * 1000 for group, cpu in use.seconds.items()}

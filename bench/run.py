@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.api import reporting_api
-from bench.freshness import freshness, hop
+from bench.freshness import freshness, hop, idle_cost
 from bench.optimiser import instance_model, prove_small
 from bench.pipeline import pipeline
 from bench.relay import framework_overhead
@@ -53,11 +53,13 @@ from services.scoring.domain.ranking import RankEntry, rank
 from services.scoring.domain.scoring import score_all
 from shared.contracts.scoring import DEFAULT_MODEL
 from shared.local import embedded_postgres, free_port, tansu
+from shared.migrations import SERVICES
 
 ROUNDS = 3
 LOW_RATE = 5.0  # submissions per second for the freshness row's trickle variant
 PIPELINE_SUBMISSIONS = 5000
 PAYLOAD = 1024  # bytes, about a submission's size
+CORES = os.cpu_count() or 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,7 @@ class Sizes:
     api_projects: int = 10_000
     api_clients: int = 50
     api_seconds: float = 8.0  # per endpoint, after a one-second warm-up
+    idle_seconds: float = 10.0  # of the four services running with nothing to do
     rescore_projects: int = 100_000
 
 
@@ -79,6 +82,7 @@ QUICK = Sizes(
     hop_seconds=2.0,
     relay_messages=5_000,
     api_seconds=2.0,
+    idle_seconds=2.0,
     rescore_projects=5_000,
 )
 
@@ -398,6 +402,17 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
         ),
         summarise("freshness: machine busy", "share", results["fresh_busy"], "reference"),
         summarise(
+            "idle stack: broker CPU (consumers' empty fetches)",
+            "ms/s",
+            results["idle_broker"],
+            "reference",
+        ),
+        summarise(
+            "idle stack: the four services' CPU", "ms/s", results["idle_services"], "reference"
+        ),
+        summarise("idle stack: Postgres CPU", "ms/s", results["idle_postgres"], "reference"),
+        summarise("idle stack: share of all cores", "share", results["idle_share"], "reference"),
+        summarise(
             "freshness: submissions watched (a uniform sample)",
             "submissions",
             results["fresh_watched"],
@@ -528,6 +543,12 @@ async def new_row_round(
     record("fresh_observer_rps", fresh.api_requests_per_second)
     record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))
     record("fresh_busy", fresh.machine_busy)
+    idle = await idle_cost(bootstrap, url, sizes.idle_seconds)
+    services = sum(idle[s] for s in SERVICES)
+    record("idle_broker", idle["broker"])
+    record("idle_services", services)
+    record("idle_postgres", idle["postgres"])
+    record("idle_share", (idle["broker"] + services + idle["postgres"]) / (CORES * 1000))
     fs, ak = await framework_overhead(
         bootstrap, sizes.relay_messages, PAYLOAD, faststream_first=index % 2 == 0
     )
