@@ -105,7 +105,8 @@ class RankingChanged(Event):
     ``ProjectScored`` per moved project. A consumer applies each entry as it would the rank of
     a ``ProjectScored`` of the same ``ranking_version``: only over an older version. A large
     move is split over several events of the same version (at most ``MAX_RANKS`` entries each);
-    each is complete on its own."""
+    each is complete on its own. Moves settle: they follow the ``ProjectScored`` that caused
+    them once the portfolio's settle time is due, so until then two projects may share a rank."""
 
     TYPE: ClassVar[str] = "pmo.scoring.ranking.changed.v1"
     MAX_RANKS: ClassVar[int] = 5000
