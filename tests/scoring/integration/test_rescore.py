@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.scoring.domain.inputs import ScoringInputs
@@ -173,13 +174,10 @@ class Portfolio:
         return result
 
 
-@pytest.mark.parametrize("settle", [0, 1], ids=["moves-with-batch", "moves-settle"])
-async def test_published_ranking_always_equals_a_full_recompute(
+async def _scoring(
     database: DatabaseSettings, settle: int
-) -> None:
-    """With a settle time, each batch publishes its rescored projects (scores, explanations
-    and their ranks exact at once) and no moves; the settler, once due, publishes the moves,
-    and then the whole ranking is exact again."""
+) -> tuple[asyncpg.Pool[Any], ScoringHandler, list[datetime]]:
+    """Scoring's pool on a migrated database, and a handler whose clock is the list's item."""
     await migrate(database.url, [service_component("scoring")])
     pool = await create_pool(
         service_url(database, "scoring"), schema="scoring", application_name="t"
@@ -191,6 +189,17 @@ async def test_published_ranking_always_equals_a_full_recompute(
         lambda: clock[0],
         settle_after=timedelta(seconds=settle),
     )
+    return pool, handler, clock
+
+
+@pytest.mark.parametrize("settle", [0, 1], ids=["moves-with-batch", "moves-settle"])
+async def test_published_ranking_always_equals_a_full_recompute(
+    database: DatabaseSettings, settle: int
+) -> None:
+    """With a settle time, each batch publishes its rescored projects (scores, explanations
+    and their ranks exact at once) and no moves; the settler, once due, publishes the moves,
+    and then the whole ranking is exact again."""
+    pool, handler, clock = await _scoring(database, settle)
     rnd = random.Random(5)
     portfolio = Portfolio(rnd)
     seen: dict[str, ProjectScored] = {}
@@ -299,5 +308,36 @@ async def test_published_ranking_always_equals_a_full_recompute(
                     "SELECT count(*) FROM portfolios WHERE ranks_due_at IS NOT NULL"
                 )
             assert pending == 0, "nothing is left pending once settled"
+    finally:
+        await pool.close()
+
+
+async def test_a_batch_publishes_moves_that_are_due_itself(database: DatabaseSettings) -> None:
+    """The settler only tries a portfolio's lock, so back-to-back batches could keep it out: a
+    batch that finds its portfolio's moves due publishes them."""
+    pool, handler, clock = await _scoring(database, settle=1)
+    portfolio = Portfolio(random.Random(7))
+
+    async def due() -> datetime | None:
+        at: datetime | None = await pool.fetchval(
+            "SELECT ranks_due_at FROM portfolios WHERE portfolio = 'p'"
+        )
+        return at
+
+    async def moves() -> int:
+        count: int = await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE headers ->> 'ce_type' = $1", RankingChanged.TYPE
+        )
+        return count
+
+    try:
+        for i in range(12):
+            await handler.handle([portfolio.revise(f"P{i:02d}")])
+        assert await due() == NOW + timedelta(seconds=1), "moves are pending"
+        assert await moves() == 0
+        clock[0] = NOW + timedelta(seconds=1)
+        await handler.handle([portfolio.revise("P00")])
+        assert await due() is None
+        assert await moves() == 1
     finally:
         await pool.close()
