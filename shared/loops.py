@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from shared.errors import is_transient
@@ -35,3 +36,39 @@ async def keep_running(
         backoff = 0.05
         if not more:
             await idle()
+
+
+class Isolation:
+    """Runs a worker's pass over many names (portfolios) so that an unexpected failure of one
+    does not stop the others: the error is logged with its traceback, ``on_failure`` is called
+    (a metric), and the name is skipped for ``retry_after`` seconds. Transient failures
+    propagate, to back off the whole pass (``keep_running``)."""
+
+    def __init__(
+        self,
+        what: str,
+        *,
+        retry_after: float = 30.0,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
+        self._what = what
+        self._retry_after = retry_after
+        self._on_failure = on_failure
+        self._until: dict[str, float] = {}  # failed names, and when to try them again
+
+    async def run(self, name: str, work: Callable[[], Awaitable[int]]) -> int:
+        """``work()``'s count for ``name``, or 0 if it failed or is waiting to be retried."""
+        if self._until.get(name, 0.0) > time.monotonic():
+            return 0
+        try:
+            done = await work()
+        except Exception as exc:  # classified: transient ones propagate
+            if is_transient(exc):
+                raise
+            if self._on_failure is not None:
+                self._on_failure()
+            log.exception("%s %s failed; retrying in %g s", self._what, name, self._retry_after)
+            self._until[name] = time.monotonic() + self._retry_after
+            return 0
+        self._until.pop(name, None)
+        return done

@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
@@ -68,13 +68,11 @@ from shared.contracts.events import (
     RankingChanged,
 )
 from shared.contracts.inbound import ResourceUpdate
-from shared.errors import Reason, is_transient
+from shared.errors import Reason
 from shared.events_io import decode_event, decode_json, decode_typed
-from shared.loops import keep_running
+from shared.loops import Isolation, keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
-
-log = logging.getLogger(__name__)
 
 SERVICE = "capacity"
 MAX_RESOURCE_BYTES = 64 * 1024
@@ -158,8 +156,9 @@ class CapacityHandler:
         self._horizon_months = horizon_months
         self._plan_start = plan_start
         self._replan_wanted = asyncio.Event()
-        # Portfolios whose replan failed unexpectedly, and when to try them again.
-        self._failing: dict[str, float] = {}
+        self._isolation = Isolation(
+            "replanning", on_failure=metrics.REPLAN_FAILURES.labels(SERVICE).inc
+        )
         self._replan_spacing = replan_spacing
         # Seconds until a portfolio waiting only for its spacing is due (None: none is).
         self._next_due: float | None = None
@@ -236,23 +235,11 @@ class CapacityHandler:
         under its portfolio lock; returns how many were replanned."""
         async with self._uow() as uow:
             due, self._next_due = await uow.plans.due_replans(limit, self._replan_spacing)
+        # A defect met by one portfolio does not stop the planning of the others: its request
+        # stays (the transaction rolled back) and is retried after 30 s, counted and logged.
         done = 0
         for portfolio in due:
-            if self._failing.get(portfolio, 0.0) > time.monotonic():
-                continue
-            try:
-                done += await self._replan_one(portfolio)
-            except Exception as exc:  # classified: transient ones propagate
-                if is_transient(exc):
-                    raise
-                # A defect met by one portfolio must not stop the planning of the others. Its
-                # request stays (the transaction rolled back) and is retried later; the error
-                # is logged with its traceback and counted, never swallowed silently.
-                metrics.REPLAN_FAILURES.labels(SERVICE).inc()
-                log.exception("replanning %s failed; retrying in 30 s", portfolio)
-                self._failing[portfolio] = time.monotonic() + 30.0
-            else:
-                self._failing.pop(portfolio, None)
+            done += await self._isolation.run(portfolio, partial(self._replan_one, portfolio))
         return done
 
     async def _replan_one(self, portfolio: str) -> int:

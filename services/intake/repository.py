@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,10 +75,12 @@ class ProjectRepository:
             rows,
         )
 
-    async def count_changes(self, portfolios: Iterable[str]) -> dict[str, int]:
+    async def count_changes(self, portfolios: Collection[str]) -> dict[str, int]:
         """Count a change of each of ``portfolios``; returns their new counts. The rows stay
         locked until the transaction ends (taken in name order, so two batches cannot
         deadlock), so batches of one portfolio count up one at a time."""
+        if not portfolios:
+            return {}
         rows = await self._conn.fetch(
             "INSERT INTO portfolio_versions (portfolio, version)"
             " SELECT p, 1 FROM unnest($1::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n"
@@ -143,7 +145,7 @@ class ProjectStore(Protocol):
 
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None: ...
 
-    async def count_changes(self, portfolios: Iterable[str]) -> dict[str, int]: ...
+    async def count_changes(self, portfolios: Collection[str]) -> dict[str, int]: ...
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]: ...
 

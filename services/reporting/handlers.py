@@ -99,9 +99,9 @@ class ReportingHandler:
                 for e in events
                 if isinstance(e, ProjectChanged | ProjectScored | ProjectPlanned)
             }
-            await model.mark_for_warehouse(sorted(changed), now)
-            moved_only = {m.project_key for _, m in moves} - changed
-            await model.mark_for_warehouse(sorted(moved_only), now + self._rank_delay)
+            # A project only moved in the ranking may wait; one whose own data changed may not.
+            moved = dict.fromkeys((m.project_key for _, m in moves), now + self._rank_delay)
+            await model.mark_for_warehouse(moved | dict.fromkeys(changed, now))
             await uow.emit(batch.dead_letters)
 
 

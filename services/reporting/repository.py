@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -264,17 +264,18 @@ class ReadModelWriter:
             author,
         )
 
-    async def mark_for_warehouse(self, keys: Sequence[str], due: datetime) -> None:
-        """Projects whose warehouse record is to be published by ``due`` (once, however often
-        marked before the publisher comes by; a mark keeps the earliest due time)."""
-        if keys:
+    async def mark_for_warehouse(self, due: Mapping[str, datetime]) -> None:
+        """Projects whose warehouse record is to be published, each by its time (once, however
+        often marked before the publisher comes by; a mark keeps the earliest due time)."""
+        if due:
+            keys = sorted(due)
             await self._conn.execute(
                 "INSERT INTO warehouse_pending (project_key, due_at)"
-                " SELECT unnest($1::text[]), $2 ON CONFLICT (project_key) DO UPDATE"
-                " SET mark = excluded.mark,"
+                " SELECT * FROM unnest($1::text[], $2::timestamptz[])"
+                " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark,"
                 " due_at = least(warehouse_pending.due_at, excluded.due_at)",
-                list(keys),
-                due,
+                keys,
+                [due[k] for k in keys],
             )
 
     async def warehouse_due(self, at: datetime, limit: int) -> list[tuple[str, int]]:

@@ -7,12 +7,11 @@ then publishes each portfolio's moves about once per settle time, not once per b
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, get_args
 
 import numpy as np
@@ -45,14 +44,13 @@ from shared.contracts.scoring import (
     SetModel,
 )
 from shared.deadletter import dead_letter_id
-from shared.errors import Reason, is_transient
+from shared.errors import Reason
 from shared.events_io import decode_event, decode_json
-from shared.loops import keep_running
+from shared.loops import Isolation, keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "scoring"
-log = logging.getLogger(__name__)
 MAX_COMMAND_BYTES = 256 * 1024
 
 Command = SetModel | Pin | Adjust | ClearOverride | Rescore
@@ -89,8 +87,7 @@ class ScoringHandler:
         self._topics = topics
         self._clock = clock
         self._settle_after = settle_after
-        # Portfolios whose settling failed unexpectedly, and when to try them again.
-        self._failing: dict[str, float] = {}
+        self._isolation = Isolation("settling the ranks of")
 
     def _decode(self, record: Record) -> tuple[str, Any] | list[Reason]:
         if self._topics.base(record.topic) == Topic.SCORING_COMMANDS:
@@ -149,31 +146,22 @@ class ScoringHandler:
         as_of = now.year * 12 + now.month - 1
         async with self._uow() as uow:
             due = await uow.projects.ranks_due(now, limit)
+
+        async def settle(portfolio: str) -> int:
+            async with self._uow() as uow:
+                if not await uow.try_lock(portfolio):
+                    return 0
+                state = await uow.projects.portfolio(portfolio)
+                if state.ranks_due_at is None or state.ranks_due_at > now:
+                    return 0  # settled by another replica, or by a batch
+                await uow.emit(await self._rank(uow, portfolio, _Work(), as_of, now, settle=True))
+            return 1
+
+        # A defect met by one portfolio does not stop the settling of the others: it is logged
+        # and retried after 30 s (its moves stay pending, and its next batch settles them too).
         settled = 0
         for portfolio in due:
-            if self._failing.get(portfolio, 0.0) > time.monotonic():
-                continue
-            try:
-                async with self._uow() as uow:
-                    if not await uow.try_lock(portfolio):
-                        continue
-                    state = await uow.projects.portfolio(portfolio)
-                    if state.ranks_due_at is None or state.ranks_due_at > now:
-                        continue  # settled by another replica, or by a batch
-                    await uow.emit(
-                        await self._rank(uow, portfolio, _Work(), as_of, now, settle=True)
-                    )
-            except Exception as exc:  # classified: transient ones propagate
-                if is_transient(exc):
-                    raise
-                # A defect met by one portfolio must not stop the settling of the others: it
-                # is logged with its traceback and retried in 30 s (its moves stay pending,
-                # and its next batch settles them too).
-                log.exception("settling the ranks of %s failed; retrying in 30 s", portfolio)
-                self._failing[portfolio] = time.monotonic() + 30.0
-                continue
-            self._failing.pop(portfolio, None)
-            settled += 1
+            settled += await self._isolation.run(portfolio, partial(settle, portfolio))
         return settled
 
     async def run_settler(self) -> None:
