@@ -22,6 +22,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import errors as kafka_errors
+from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.group import LeaveGroupRequest
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -209,3 +212,47 @@ def subscribe(
         await _record_lag(message.consumer, service)
         for record in records:
             metrics.RECORDS.labels(service, record.topic).inc()
+
+
+# ----------------------------------------------------------------------------------------------
+# Leaving the group on a graceful stop.
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Who a consumer is in its group, read before it stops (stopping forgets it)."""
+
+    group_id: str
+    member_id: str
+    generation: int
+    coordinator: int
+
+
+def membership(subscriber: Any) -> Membership | None:
+    """The group membership of a started FastStream subscriber's consumer, or None when it has
+    none (not started, no group, or between generations)."""
+    coordinator: Any = getattr(getattr(subscriber, "consumer", None), "_coordinator", None)
+    member_id = getattr(coordinator, "member_id", "")
+    node = getattr(coordinator, "coordinator_id", None)
+    if coordinator is None or not member_id or node is None:
+        return None
+    return Membership(coordinator.group_id, member_id, coordinator.generation, node)
+
+
+async def leave_first_generation(client: AIOKafkaClient, member: Membership) -> None:
+    """Leave the group for a member that aiokafka's own stop leaves in it.
+
+    aiokafka sends LeaveGroup on close only from generation 1 on, Kafka's first generation.
+    tansu, the embedded broker, numbers its first generation 0, so a replica stopped before
+    its group has rebalanced once stayed a member until its session timed out, and the next
+    rebalance waited for it: a replacement replica took 18 s to join instead of 5 (measured,
+    the dead member even elected leader). Members of later generations left by aiokafka are
+    unaffected; an unknown member is a no-op for the broker."""
+    if member.generation != 0:
+        return
+    response = await client.send(
+        member.coordinator, LeaveGroupRequest(member.group_id, member.member_id)
+    )
+    error = kafka_errors.for_code(response.error_code)
+    if error is not kafka_errors.NoError and error is not kafka_errors.UnknownMemberIdError:
+        log.warning("could not leave group %s: %s", member.group_id, error.__name__)

@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import uvicorn
@@ -28,7 +29,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import logs, metrics, tracing
 from shared.broker import make_broker, make_producer
-from shared.consumer import BatchHandler, BatchRunner, RetryPolicy, subscribe
+from shared.consumer import (
+    BatchHandler,
+    BatchRunner,
+    RetryPolicy,
+    leave_first_generation,
+    membership,
+    subscribe,
+)
 from shared.consumer_record import Record
 from shared.db import create_pool
 from shared.deadletter import dead_letter, dead_letter_id
@@ -39,6 +47,23 @@ from shared.topics import Topic, TopicNames
 from shared.uow import PostgresUnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+STARTUP_REPORT_SECONDS = 15
+T = TypeVar("T")
+
+
+async def _reporting_delays(what: str, step: Awaitable[T]) -> T:
+    """Await one startup step, logging a warning every ``STARTUP_REPORT_SECONDS`` it takes, so
+    a replica that does not become ready says what it waits for (a group join waits for every
+    member to rejoin; a database or broker may be unreachable)."""
+    started = time.monotonic()
+    task = asyncio.ensure_future(step)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=STARTUP_REPORT_SECONDS)
+        if done:
+            return task.result()
+        log.warning("still waiting to %s after %.0f s", what, time.monotonic() - started)
 
 
 class ServiceRuntime:
@@ -112,19 +137,25 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         url = service_database_url(self.settings, self.database, f"pmo_{self.name}")
-        self._pool = await create_pool(
-            url,
-            schema=self.name,
-            application_name=f"pmo-{self.name}",
-            min_size=self.database.pool_min_size,
-            max_size=self.database.pool_max_size,
+        self._pool = await _reporting_delays(
+            "connect to the database",
+            create_pool(
+                url,
+                schema=self.name,
+                application_name=f"pmo-{self.name}",
+                min_size=self.database.pool_min_size,
+                max_size=self.database.pool_max_size,
+            ),
         )
         # The relay publishes through a producer of its own (see make_producer); the broker's
         # consumers start after it, so nothing is consumed before its effects can leave.
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.name}")
-        await self._producer.start()
+        await _reporting_delays("connect the producer", self._producer.start())
         self._relay = OutboxRelay(self._pool, self.name, producer_publish(self._producer))
-        await self.broker.start()
+        # Returns once each consumer has joined its group and holds its partitions.
+        await _reporting_delays(
+            f"join consumer group {self.settings.group_id}", self.broker.start()
+        )
         self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.name}-outbox")
         self._monitor_task = asyncio.create_task(self._monitor(), name=f"{self.name}-monitor")
         self._relay_task.add_done_callback(self._died)
@@ -169,7 +200,10 @@ class ServiceRuntime:
 
     async def _stop_subscribers(self) -> None:
         for subscriber in self.broker.subscribers:
-            await subscriber.stop()
+            member = membership(subscriber)
+            await subscriber.stop()  # finishes the batch in flight, commits, closes the consumer
+            if member is not None and self._producer is not None:
+                await leave_first_generation(self._producer.client, member)
 
     async def _cancel_tasks(self) -> None:
         for task in (*self._background_tasks, self._monitor_task, self._relay_task):

@@ -30,7 +30,8 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from shared.cli.publishing import partitions_of
 from shared.local import free_port, tansu_binary, wait_for_port
@@ -262,7 +263,11 @@ class Pipeline:
     async def add(self, service: str, *, ready: bool = True) -> ServiceProcess:
         process = ServiceProcess(service, len(self.replicas[service]), self._env, self.logs)
         self.replicas[service].append(process)
-        await process.start(ready=ready)
+        try:
+            await process.start(ready=ready)
+        except AssertionError as exc:
+            group = await describe_group(self.kafka.bootstrap_servers, self.group_id(service))
+            raise AssertionError(f"{exc}\n{service}'s consumer group: {group}") from None
         return process
 
     async def start(self, replicas: Mapping[str, int] | None = None) -> None:
@@ -288,6 +293,18 @@ class Pipeline:
         return "\n".join(
             f"== {p.name} ==\n{p.tail(lines)}" for ps in self.replicas.values() for p in ps
         )
+
+
+async def describe_group(bootstrap: str, group: str) -> str:
+    """The broker's view of a consumer group (state and members), for a failure message."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        return repr(await admin.describe_consumer_groups([group]))
+    except KafkaError as exc:
+        return f"not described: {exc!r}"
+    finally:
+        await admin.close()
 
 
 # ----------------------------------------------------------------------------------------------
