@@ -112,7 +112,7 @@ class WarehouseFeed:
     the ranks of many others, and a project moved by each of the next hundred submissions is
     published once with its latest state, not a hundred times.
 
-    A pass reads the due marks and builds their records, then clears the marks that are
+    A pass claims the due marks, reads and builds their records, then clears the marks that are
     unchanged and publishes their records in one short transaction: a batch marking a project
     meanwhile never waits for the building, and its mark (a new number) stays for the next
     pass. Replicas may build the same records; only one clears each mark."""
@@ -136,11 +136,13 @@ class WarehouseFeed:
         """Publish the records of up to ``batch`` due marks; returns how many marks were read."""
         now = self._clock()
         async with self._uow() as uow:
-            # Marks first, rows second: a row read is at least as new as its mark.
-            marks = await uow.read_model.warehouse_due(now, self._batch)
-            rows = await uow.read_model.denormalised([k for k, _ in marks]) if marks else []
+            marks = await uow.read_model.claim_warehouse_marks(now, self._batch)
         if not marks:
             return 0
+        # After the claim has committed: a row read is at least as new as its mark, and a
+        # batch changing it from now on renumbers the mark.
+        async with self._uow() as uow:
+            rows = await uow.read_model.denormalised([k for k, _ in marks])
         records = {row.project_key: self._record(row, now) for row in rows}
         async with self._uow() as uow:
             cleared = await uow.read_model.clear_warehouse_marks(marks)

@@ -266,37 +266,49 @@ class ReadModelWriter:
 
     async def mark_for_warehouse(self, due: Mapping[str, datetime]) -> None:
         """Projects whose warehouse record is to be published, each by its time (once, however
-        often marked before the publisher comes by; a mark keeps the earliest due time)."""
+        often marked before the publisher comes by).
+
+        A mark the publisher has not claimed is rewritten only to be due earlier: the record
+        will be read after the claim, with this batch's change in it. A claimed mark gets a new
+        number and the new due time, so the publisher's clearing keeps it (migration 0009)."""
         if due:
-            keys = sorted(due)
+            keys = sorted(due)  # rows locked in key order: no deadlock between batches
             await self._conn.execute(
                 "INSERT INTO warehouse_pending (project_key, due_at)"
                 " SELECT * FROM unnest($1::text[], $2::timestamptz[])"
-                " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark,"
-                " due_at = least(warehouse_pending.due_at, excluded.due_at)",
+                " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark, claimed = false,"
+                " due_at = CASE WHEN warehouse_pending.claimed THEN excluded.due_at"
+                " ELSE least(warehouse_pending.due_at, excluded.due_at) END"
+                " WHERE warehouse_pending.claimed OR excluded.due_at < warehouse_pending.due_at",
                 keys,
                 [due[k] for k in keys],
             )
 
-    async def warehouse_due(self, at: datetime, limit: int) -> list[tuple[str, int]]:
-        """Up to ``limit`` marks due by ``at``, (project, mark number), the earliest due first.
-        Read without a lock: ``clear_warehouse_marks`` clears those still unchanged."""
+    async def claim_warehouse_marks(self, at: datetime, limit: int) -> list[tuple[str, int]]:
+        """Claim up to ``limit`` marks due by ``at``, the earliest due first, and return them as
+        (project, mark number). Rows a batch holds are skipped (the next pass takes them), so
+        the claim never waits. Commit it before reading the projects: a batch marking one of
+        them afterwards sees the claim and renumbers the mark."""
         rows = await self._conn.fetch(
-            "SELECT project_key, mark FROM warehouse_pending WHERE due_at <= $1"
-            " ORDER BY due_at LIMIT $2",
+            "UPDATE warehouse_pending w SET claimed = true FROM ("
+            " SELECT project_key FROM warehouse_pending WHERE due_at <= $1"
+            " ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) AS due"
+            " WHERE w.project_key = due.project_key RETURNING w.project_key, w.mark, w.due_at",
             at,
             limit,
         )
-        return [(r["project_key"], r["mark"]) for r in rows]
+        ordered = sorted(rows, key=lambda r: (r["due_at"], r["project_key"]))
+        return [(r["project_key"], r["mark"]) for r in ordered]
 
     async def clear_warehouse_marks(self, marks: Sequence[tuple[str, int]]) -> set[str]:
         """Clear these marks where the project has not been marked again since; returns the
         projects cleared (by this transaction: another replica's clearing waits for it)."""
+        ordered = sorted(marks)  # key order, as batches lock them
         rows = await self._conn.fetch(
             "DELETE FROM warehouse_pending w USING unnest($1::text[], $2::bigint[]) AS m(k, n)"
             " WHERE w.project_key = m.k AND w.mark = m.n RETURNING w.project_key",
-            [k for k, _ in marks],
-            [n for _, n in marks],
+            [k for k, _ in ordered],
+            [n for _, n in ordered],
         )
         return {r["project_key"] for r in rows}
 

@@ -305,7 +305,10 @@ class ScoringRepository:
         await self._conn.copy_records_to_table("result_stage", records=records)
         for kind in sorted(kinds):
             await self._conn.execute(_APPLY[kind])
-        await self._conn.execute("TRUNCATE result_stage")
+        # Emptied for a second call in the same transaction; the commit empties it anyway (ON
+        # COMMIT DELETE ROWS). Not TRUNCATE: that gives the table a new file each time, 0.8 ms
+        # a batch in pg_stat_statements, more than the rows' own UPDATEs under a steady feed.
+        await self._conn.execute("DELETE FROM result_stage")
 
     async def explanations(self, keys: Iterable[str]) -> dict[str, bytes]:
         """The stored explanations of these projects, as the contract's JSON."""

@@ -332,7 +332,7 @@ async def test_a_project_marked_again_while_its_record_is_built_stays_marked(
         ]
     )
     async with ReportingUnitOfWork(pool) as uow:
-        marks = await uow.read_model.warehouse_due(NOW, 100)
+        marks = await uow.read_model.claim_warehouse_marks(NOW, 100)
     assert sorted(k for k, _ in marks) == [key("A"), key("B")]
     # Meanwhile A is scored (a new mark), without waiting for anything.
     await handler.handle([record(Topic.SCORES, scored("A", 1, 1, 90.0), "m:s:A:1", 2)])
@@ -347,3 +347,44 @@ async def test_a_project_marked_again_while_its_record_is_built_stays_marked(
     )
     assert bytes(row["key"]).decode() == key("A")
     assert json.loads(row["value"])["score"] == 90.0
+
+
+async def test_a_mark_not_yet_claimed_is_rewritten_only_to_be_due_earlier(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A project marked by batch after batch keeps one mark row, untouched, until the publisher
+    claims it, unless a later mark is due earlier; once claimed, the next mark renumbers it."""
+    clock = [NOW]
+    handler = ReportingHandler(
+        lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0], rank_delay=timedelta(seconds=5)
+    )
+
+    async def mark_of(p: str) -> tuple[int, datetime, bool]:
+        row = await pool.fetchrow(
+            "SELECT mark, due_at, claimed FROM warehouse_pending WHERE project_key = $1", key(p)
+        )
+        assert row is not None
+        return row["mark"], row["due_at"], row["claimed"]
+
+    await handler.handle([record(Topic.SCORES, moved(2, A=2), "u:r:2", 0)])
+    first = await mark_of("A")
+    assert first[1:] == (NOW + timedelta(seconds=5), False)
+    # Moved again a second later: due later than the mark it has, so the row stays as it is.
+    clock[0] = NOW + timedelta(seconds=1)
+    await handler.handle([record(Topic.SCORES, moved(3, A=3), "u:r:3", 1)])
+    assert await mark_of("A") == first
+    # Its own data changes: due at once, earlier than the mark it has.
+    await handler.handle([record(Topic.PROJECTS, changed("A"), "u:p:A", 2)])
+    second = await mark_of("A")
+    assert second[0] != first[0]
+    assert second[1:] == (clock[0], False)
+    # Claimed by the publisher: the next mark renumbers it, due when that mark says.
+    async with ReportingUnitOfWork(pool) as uow:
+        assert await uow.read_model.claim_warehouse_marks(clock[0], 100) == [(key("A"), second[0])]
+    assert (await mark_of("A"))[2] is True
+    await handler.handle([record(Topic.SCORES, moved(4, A=4), "u:r:4", 3)])
+    third = await mark_of("A")
+    assert third[0] not in (first[0], second[0])
+    assert third[1:] == (clock[0] + timedelta(seconds=5), False)
+    async with ReportingUnitOfWork(pool) as uow:
+        assert await uow.read_model.clear_warehouse_marks([(key("A"), second[0])]) == set()
