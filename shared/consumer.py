@@ -239,7 +239,9 @@ def membership(subscriber: Any) -> Membership | None:
     return Membership(coordinator.group_id, member_id, coordinator.generation, node)
 
 
-async def leave_first_generation(client: AIOKafkaClient, member: Membership) -> None:
+async def leave_first_generation(
+    client: AIOKafkaClient, member: Membership, *, within: float = 5.0
+) -> None:
     """Leave the group for a member that aiokafka's own stop leaves in it.
 
     aiokafka sends LeaveGroup on close only from generation 1 on, Kafka's first generation.
@@ -247,12 +249,20 @@ async def leave_first_generation(client: AIOKafkaClient, member: Membership) -> 
     its group has rebalanced once stayed a member until its session timed out, and the next
     rebalance waited for it: a replacement replica took 18 s to join instead of 5 (measured,
     the dead member even elected leader). Members of later generations left by aiokafka are
-    unaffected; an unknown member is a no-op for the broker."""
+    unaffected; an unknown member is a no-op for the broker.
+
+    A best effort, like aiokafka's own: bounded by ``within`` seconds, and a failure is logged,
+    not raised (the session timeout still ends the membership), so the stop goes on."""
     if member.generation != 0:
         return
-    response = await client.send(
-        member.coordinator, LeaveGroupRequest(member.group_id, member.member_id)
-    )
+    try:
+        async with asyncio.timeout(within):
+            response = await client.send(
+                member.coordinator, LeaveGroupRequest(member.group_id, member.member_id)
+            )
+    except (TimeoutError, kafka_errors.KafkaError) as exc:
+        log.warning("could not leave group %s: %r", member.group_id, exc)
+        return
     error = kafka_errors.for_code(response.error_code)
     if error is not kafka_errors.NoError and error is not kafka_errors.UnknownMemberIdError:
         log.warning("could not leave group %s: %s", member.group_id, error.__name__)

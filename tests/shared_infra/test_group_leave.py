@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.client import AIOKafkaClient
 
 from services.intake.app import build
 from services.intake.settings import IntakeSettings
-from shared.consumer import membership
+from shared.consumer import Membership, leave_first_generation, membership
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings
 
@@ -46,3 +47,16 @@ async def test_a_replica_stopped_in_the_first_generation_leaves_its_group(
         assert member.member_id == joined[0]
         assert member.generation == 0  # the case this covers
     assert await members(kafka, group) == []
+
+
+async def test_leaving_is_a_best_effort_that_never_fails_a_stop(
+    kafka: KafkaSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = AIOKafkaClient(bootstrap_servers=kafka.bootstrap_servers)
+    await client.bootstrap()
+    try:
+        nowhere = Membership("g", "m-1", generation=0, coordinator=4242)  # no such broker
+        await leave_first_generation(client, nowhere, within=5)
+    finally:
+        await client.close()
+    assert "could not leave group g" in caplog.text
