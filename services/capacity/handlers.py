@@ -252,10 +252,13 @@ class CapacityHandler:
                 return 0
             started = time.perf_counter()
             inputs = await uow.plans.inputs(portfolio)
-            await uow.emit(await self._replan(uow, portfolio, inputs, now))
+            messages, version, digest = await self._replan(uow, portfolio, inputs, now)
+            await uow.emit(messages)
             # A batch that committed after ``requests`` was read may be missing from the
             # inputs: its request keeps the portfolio due, and it is replanned again.
-            waited = await uow.plans.finish_replan(portfolio, requests)
+            waited = await uow.plans.finish_replan(
+                portfolio, requests, plan_version=version, summary_hash=digest
+            )
         metrics.REPLANS.labels(SERVICE).observe(time.perf_counter() - started)
         if waited is not None:
             metrics.REPLAN_WAIT.labels(SERVICE).observe(waited)
@@ -282,7 +285,9 @@ class CapacityHandler:
 
     async def _replan(
         self, uow: CapacityUnitOfWork, portfolio: str, inputs: PortfolioInputs, now: datetime
-    ) -> list[OutboxMessage]:
+    ) -> tuple[list[OutboxMessage], int | None, str | None]:
+        """The replan's messages, its plan version and its summary's new hash (None, None when
+        nothing changed; the hash is None too when the summary did not change)."""
         horizon = self.horizon(now)
         projects = [plan_project(*row) for row in inputs.projects]
         result = plan(projects, inputs.resources, horizon)
@@ -297,10 +302,11 @@ class CapacityHandler:
         digest = hashlib.sha256(
             summary.model_dump_json(exclude={"plan_version", "planned_at"}).encode()
         ).hexdigest()
-        summary_changed = digest != await uow.plans.summary_hash(portfolio)
+        last_version, last_digest = await uow.plans.plan_state(portfolio)
+        summary_changed = digest != last_digest
         if not moved and not summary_changed:
-            return []
-        version = await uow.plans.next_plan_version(portfolio)
+            return [], None, None
+        version = last_version + 1
         await uow.plans.save_placements(portfolio, moved)
         messages = [
             event_message(
@@ -322,7 +328,6 @@ class CapacityHandler:
             for key, p in moved
         ]
         if summary_changed:
-            await uow.plans.set_summary_hash(portfolio, digest)
             messages.append(
                 event_message(
                     topic=self._topics(Topic.PLAN_SUMMARIES),
@@ -333,7 +338,7 @@ class CapacityHandler:
                     time=now,
                 )
             )
-        return messages
+        return messages, version, digest if summary_changed else None
 
     def _summary(
         self,

@@ -195,19 +195,14 @@ class CapacityRepository:
             ],
         )
 
-    async def summary_hash(self, portfolio: str) -> str | None:
-        value: str | None = await self._conn.fetchval(
-            "SELECT summary_hash FROM portfolios WHERE portfolio = $1", portfolio
+    async def plan_state(self, portfolio: str) -> tuple[int, str | None]:
+        """``portfolio``'s last plan version and its summary's hash (0 and None before any).
+        Read without a row lock: only the replanner holding the portfolio's lock changes them,
+        in ``finish_replan``."""
+        row = await self._conn.fetchrow(
+            "SELECT plan_version, summary_hash FROM portfolios WHERE portfolio = $1", portfolio
         )
-        return value
-
-    async def set_summary_hash(self, portfolio: str, digest: str) -> None:
-        await self._conn.execute(
-            "INSERT INTO portfolios (portfolio, summary_hash) VALUES ($1, $2)"
-            " ON CONFLICT (portfolio) DO UPDATE SET summary_hash = excluded.summary_hash",
-            portfolio,
-            digest,
-        )
+        return (row["plan_version"], row["summary_hash"]) if row else (0, None)
 
     async def request_replan(self, portfolios: Sequence[str]) -> None:
         """Mark ``portfolios`` as due for a replan: the earliest request time is kept (what the
@@ -249,30 +244,37 @@ class CapacityRepository:
         )
         return count
 
-    async def finish_replan(self, portfolio: str, requests: int) -> float | None:
-        """Clear ``portfolio``'s replan request if no request came after the ``requests``th
-        (read before the replan read its inputs); returns how long it waited in seconds, or
-        None when a later request keeps it due."""
+    async def finish_replan(
+        self,
+        portfolio: str,
+        requests: int,
+        *,
+        plan_version: int | None = None,
+        summary_hash: str | None = None,
+    ) -> float | None:
+        """Record a replan: its plan version and summary hash when it published a plan, and
+        clear ``portfolio``'s replan request if no request came after the ``requests``th (read
+        before the replan read its inputs). Returns how long the request waited in seconds, or
+        None when a later request keeps it due.
+
+        The replan's only write to the portfolio's row, and its last statement: batches asking
+        for replans update the same row, and wait for its lock only from here to the commit
+        (taking the version at the start held it through the placements and the outbox)."""
         waited: float | None = await self._conn.fetchval(
             "UPDATE portfolios SET replanned_at = clock_timestamp(), replan_requested_at ="
-            " CASE WHEN replan_requests = $2 THEN NULL ELSE replan_requested_at END"
+            " CASE WHEN replan_requests = $2 THEN NULL ELSE replan_requested_at END,"
+            " plan_version = coalesce($3, plan_version),"
+            " summary_hash = coalesce($4, summary_hash)"
             " FROM (SELECT replan_requested_at AS at FROM portfolios WHERE portfolio = $1) AS due"
-            " WHERE portfolio = $1 AND replan_requested_at IS NOT NULL"
-            " RETURNING CASE WHEN replan_requests = $2"
+            " WHERE portfolio = $1"
+            " RETURNING CASE WHEN replan_requests = $2 AND due.at IS NOT NULL"
             " THEN extract(epoch FROM clock_timestamp() - due.at)::float8 END",
             portfolio,
             requests,
+            plan_version,
+            summary_hash,
         )
         return waited
-
-    async def next_plan_version(self, portfolio: str) -> int:
-        version: int = await self._conn.fetchval(
-            "INSERT INTO portfolios (portfolio, plan_version) VALUES ($1, 1)"
-            " ON CONFLICT (portfolio) DO UPDATE SET plan_version = portfolios.plan_version + 1"
-            " RETURNING plan_version",
-            portfolio,
-        )
-        return version
 
 
 class CapacityUnitOfWork(PostgresUnitOfWork):

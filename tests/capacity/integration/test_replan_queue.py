@@ -117,3 +117,33 @@ async def test_a_portfolio_is_replanned_again_only_once_its_spacing_has_passed(
     )
     assert await spaced.replan_due() == 1
     assert await due(pool) == []
+
+
+async def test_a_batch_does_not_wait_for_a_replan_writing_its_plan(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """The replan writes the portfolio's row (plan version, summary hash, request cleared) in
+    its last statement only: a batch asking for a replan meanwhile does not wait while the
+    replan writes its placements and outbox rows."""
+    replanner = handler(pool)
+    await replanner.handle([record(scored("A", 1, 1, 50.0), "w:A:1", 0)])
+    async with CapacityUnitOfWork(pool) as replanning:
+        assert await replanning.try_lock("ranked")
+        requests = await replanning.plans.replan_request("ranked")
+        assert requests is not None
+        inputs = await replanning.plans.inputs("ranked")
+        now = datetime(2027, 1, 5, tzinfo=UTC)
+        messages, version, digest = await replanner._replan(replanning, "ranked", inputs, now)
+        assert messages
+        assert version == 1
+        assert digest is not None
+        await replanning.emit(messages)
+        batch = [record(scored("B", 2, 2, 40.0), "w:B:2", 1)]
+        await asyncio.wait_for(handler(pool).handle(batch), 10)
+        waited = await replanning.plans.finish_replan(
+            "ranked", requests, plan_version=version, summary_hash=digest
+        )
+        assert waited is None  # B's request came after: the portfolio stays due
+    async with CapacityUnitOfWork(pool) as uow:
+        assert await uow.plans.plan_state("ranked") == (1, digest)
+    assert await due(pool) == ["ranked"]
