@@ -41,13 +41,18 @@ class IntakeHandler:
         uow: Callable[[], IntakeTransaction],
         topics: TopicNames,
         clock: Callable[[], datetime],
+        *,
+        kept_views: int = 64,
     ) -> None:
         self._uow = uow
         self._topics = topics
         self._clock = clock
         # Each portfolio's names and dependencies as of its change count, kept between batches
-        # (the portfolio's count tells whether another process changed it since).
+        # (the portfolio's count tells whether another process changed it since), for the
+        # ``kept_views`` portfolios most recently submitted to: memory stays bounded however
+        # many portfolios there are, and a portfolio not kept is read when it comes back.
         self._views: dict[str, tuple[int, PortfolioView]] = {}
+        self._kept_views = kept_views
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
@@ -110,6 +115,9 @@ class IntakeHandler:
         self._views.update(
             {p: (version, views.setdefault(p, PortfolioView())) for p, version in versions.items()}
         )
+        # A batch's portfolios were taken out and put back: the oldest entries come first.
+        for stale in list(self._views)[: max(0, len(self._views) - self._kept_views)]:
+            del self._views[stale]
 
     def _cached_views(self, versions: dict[str, int]) -> dict[str, PortfolioView]:
         """The views kept of these portfolios that are current: kept at the count before this

@@ -254,3 +254,21 @@ async def test_a_batch_that_rolls_back_leaves_no_trace_in_the_kept_names() -> No
     # B was never committed: E is not its duplicate, and the view was read again.
     assert _duplicates_of(uow, "E") == []
     assert uow.projects.views_read == ["retail", "retail"]
+
+
+async def test_views_are_kept_for_the_portfolios_most_recently_submitted_to() -> None:
+    uow = FakeUnitOfWork()
+    intake = IntakeHandler(
+        lambda: uow,  # type: ignore[arg-type, return-value]
+        NAMES,
+        lambda: datetime(2026, 11, 25, tzinfo=UTC),
+        kept_views=2,
+    )
+    for offset, portfolio in enumerate(["retail", "wholesale", "retail", "online"]):
+        await intake.handle([record(submission(f"P{offset}", portfolio=portfolio), offset)])
+    # retail's view was kept for its second batch; online's arrival dropped wholesale's, the
+    # least recently used, so wholesale is read again when it comes back, and retail is not.
+    assert uow.projects.views_read == ["retail", "wholesale", "online"]
+    await intake.handle([record(submission("P4", portfolio="wholesale"), 4)])
+    await intake.handle([record(submission("P5", portfolio="online"), 5)])
+    assert uow.projects.views_read == ["retail", "wholesale", "online", "wholesale"]
