@@ -59,11 +59,17 @@ async def _reporting_delays(what: str, step: Awaitable[T]) -> T:
     member to rejoin; a database or broker may be unreachable)."""
     started = time.monotonic()
     task = asyncio.ensure_future(step)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=STARTUP_REPORT_SECONDS)
-        if done:
-            return task.result()
-        log.warning("still waiting to %s after %.0f s", what, time.monotonic() - started)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=STARTUP_REPORT_SECONDS)
+            if done:
+                return task.result()
+            log.warning("still waiting to %s after %.0f s", what, time.monotonic() - started)
+    finally:
+        if not task.done():  # the start was cancelled: so is the step, not left running
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 class ServiceRuntime:
@@ -201,9 +207,11 @@ class ServiceRuntime:
     async def _stop_subscribers(self) -> None:
         for subscriber in self.broker.subscribers:
             member = membership(subscriber)
-            await subscriber.stop()  # finishes the batch in flight, commits, closes the consumer
-            if member is not None and self._producer is not None:
-                await leave_first_generation(self._producer.client, member)
+            try:
+                await subscriber.stop()  # finishes the batch in flight, commits, closes it
+            finally:
+                if member is not None and self._producer is not None:
+                    await leave_first_generation(self._producer.client, member)
 
     async def _cancel_tasks(self) -> None:
         for task in (*self._background_tasks, self._monitor_task, self._relay_task):

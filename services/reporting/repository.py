@@ -270,15 +270,16 @@ class ReadModelWriter:
 
         A mark the publisher has not claimed is rewritten only to be due earlier: the record
         will be read after the claim, with this batch's change in it. A claimed mark gets a new
-        number and the new due time, so the publisher's clearing keeps it (migration 0009)."""
+        number, so the publisher's clearing keeps it, and keeps its earlier due time: the
+        record being built may miss this batch's change, and a change of the project's own
+        data must not wait out the rank delay because a move came after it (migration 0009)."""
         if due:
             keys = sorted(due)  # rows locked in key order: no deadlock between batches
             await self._conn.execute(
                 "INSERT INTO warehouse_pending (project_key, due_at)"
                 " SELECT * FROM unnest($1::text[], $2::timestamptz[])"
                 " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark, claimed = false,"
-                " due_at = CASE WHEN warehouse_pending.claimed THEN excluded.due_at"
-                " ELSE least(warehouse_pending.due_at, excluded.due_at) END"
+                " due_at = least(warehouse_pending.due_at, excluded.due_at)"
                 " WHERE warehouse_pending.claimed OR excluded.due_at < warehouse_pending.due_at",
                 keys,
                 [due[k] for k in keys],
@@ -303,7 +304,9 @@ class ReadModelWriter:
     async def clear_warehouse_marks(self, marks: Sequence[tuple[str, int]]) -> set[str]:
         """Clear these marks where the project has not been marked again since; returns the
         projects cleared (by this transaction: another replica's clearing waits for it)."""
-        ordered = sorted(marks)  # key order, as batches lock them
+        # Sorted, as batches mark them; the join does not promise to lock in this order, and a
+        # deadlock with a batch is retried as a transient error.
+        ordered = sorted(marks)
         rows = await self._conn.fetch(
             "DELETE FROM warehouse_pending w USING unnest($1::text[], $2::bigint[]) AS m(k, n)"
             " WHERE w.project_key = m.k AND w.mark = m.n RETURNING w.project_key",
