@@ -133,7 +133,7 @@ class WarehouseFeed:
         self._batch = batch
 
     async def publish_due(self) -> int:
-        """Publish the records of up to ``batch`` due marks; returns how many marks were read."""
+        """Publish the records of up to ``batch`` due marks; returns how many marks were claimed."""
         now = self._clock()
         async with self._uow() as uow:
             marks = await uow.read_model.claim_warehouse_marks(now, self._batch)
