@@ -36,7 +36,7 @@ MAX_BATCH_BYTES = 1024 * 1024  # a whole consumed batch fits in one produce batc
 PARTITIONS = 6
 
 
-async def _topics(bootstrap: str, *names: str) -> None:
+async def topics(bootstrap: str, *names: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -47,10 +47,11 @@ async def _topics(bootstrap: str, *names: str) -> None:
         await admin.close()
 
 
-async def fill(bootstrap: str, messages: int, payload: int) -> str:
-    """A new topic holding ``messages`` records of ``payload`` bytes; returns its name."""
+async def fill(bootstrap: str, messages: int, payload: int, *, keys: int = 64) -> str:
+    """A new topic holding ``messages`` records of ``payload`` bytes, keyed over ``keys``
+    distinct keys; returns its name."""
     topic = f"bench-relay-in-{uuid.uuid4().hex[:8]}"
-    await _topics(bootstrap, topic)
+    await topics(bootstrap, topic)
     value = os.urandom(payload // 2).hex().encode()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=LINGER_MS, max_batch_size=256 * 1024
@@ -58,7 +59,7 @@ async def fill(bootstrap: str, messages: int, payload: int) -> str:
     await producer.start()
     try:
         futures = [
-            await producer.send(topic, value, key=str(i % 64).encode()) for i in range(messages)
+            await producer.send(topic, value, key=str(i % keys).encode()) for i in range(messages)
         ]
         await asyncio.gather(*futures)
     finally:
@@ -93,7 +94,7 @@ class _Clock:
 async def faststream_relay(bootstrap: str, source: str, messages: int) -> float:
     """A FastStream batch subscriber publishing each batch with a batch publisher; msgs/s."""
     target = f"bench-relay-fs-{uuid.uuid4().hex[:8]}"
-    await _topics(bootstrap, target)
+    await topics(bootstrap, target)
     quiet = logging.getLogger("bench.faststream")
     quiet.setLevel(logging.WARNING)
     broker = KafkaBroker(
@@ -134,14 +135,16 @@ async def faststream_relay(bootstrap: str, source: str, messages: int) -> float:
     return clock.per_second
 
 
-async def aiokafka_relay(bootstrap: str, source: str, messages: int) -> float:
-    """The same relay by hand: ``getmany``, one ``send_batch``, wait, commit; msgs/s."""
-    target = f"bench-relay-ak-{uuid.uuid4().hex[:8]}"
-    await _topics(bootstrap, target)
+async def hand_clients(
+    bootstrap: str, source: str, *, group: str
+) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """A started consumer of ``source`` (from the beginning, offsets committed by hand, the
+    services' fetch wait) and a started producer (the services' acks and linger) for a loop
+    written by hand."""
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
-        group_id=target,
+        group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
@@ -151,6 +154,14 @@ async def aiokafka_relay(bootstrap: str, source: str, messages: int) -> float:
     )
     await producer.start()
     await consumer.start()
+    return consumer, producer
+
+
+async def aiokafka_relay(bootstrap: str, source: str, messages: int) -> float:
+    """The same relay by hand: ``getmany``, one ``send_batch``, wait, commit; msgs/s."""
+    target = f"bench-relay-ak-{uuid.uuid4().hex[:8]}"
+    await topics(bootstrap, target)
+    consumer, producer = await hand_clients(bootstrap, source, group=target)
     clock = _Clock(messages)
     try:
         async with asyncio.timeout(300):

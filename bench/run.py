@@ -5,7 +5,9 @@ median meets it.
 Rows: the broker baseline (raw aiokafka produce + consume), single-row commits per second on
 this Postgres, the pipeline through the four services (its ratio to the broker, commit
 amortisation, events per transaction, peak memory and CPU per submission in each process, and
-the ceiling that CPU puts on the rate; bench/pipeline.py, bench/cpu.py), freshness (publish ->
+the ceiling that CPU puts on the rate; bench/pipeline.py, bench/cpu.py), the durable minimum
+(what the pipeline's guarantees alone cost per submission, with no domain work, and the ceiling
+that puts on any implementation of them; bench/floor.py), freshness (publish ->
 visible in the reporting API at half the pipeline's rate, and its ratio to one raw produce ->
 consume hop; bench/freshness.py), framework overhead (a FastStream relay / the same relay in
 aiokafka; bench/relay.py), the ranking endpoint under 50 clients (bench/api.py), a full rescore
@@ -40,9 +42,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.api import reporting_api
+from bench.floor import durable_minimum, floor_per_submission
 from bench.freshness import freshness, hop, idle_cost
 from bench.optimiser import instance_model, prove_small
-from bench.pipeline import pipeline
+from bench.pipeline import PipelineResult, pipeline
 from bench.relay import framework_overhead
 from bench.scoring import full_rescore
 from services.capacity.domain.optimiser import heuristics, lp_relaxation, objective_of, solve
@@ -68,6 +71,7 @@ class Sizes:
     freshness_seconds: float = 20.0  # of publishing at half the pipeline's rate
     hop_seconds: float = 10.0
     relay_messages: int = 30_000
+    floor_events: int = 30_000
     api_projects: int = 10_000
     api_clients: int = 50
     api_seconds: float = 8.0  # per endpoint, after a one-second warm-up
@@ -81,6 +85,7 @@ QUICK = Sizes(
     freshness_seconds=4.0,
     hop_seconds=2.0,
     relay_messages=5_000,
+    floor_events=5_000,
     api_seconds=2.0,
     idle_seconds=2.0,
     rescore_projects=5_000,
@@ -306,7 +311,56 @@ async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
         if name.startswith("rss_")
     ]
     rows += cpu_rows(results)
+    rows += floor_rows(results)
     return rows
+
+
+def floor_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """The durable minimum (bench/floor.py): what the guarantees alone cost here."""
+    return [
+        summarise(
+            "durable minimum: hop (consume, inbox + state + outbox, produce, clear) CPU per event",
+            "us",
+            results["floor_hop_us"],
+            "reference",
+        ),
+        summarise(
+            "durable minimum: sink (consume, inbox + state) CPU per event",
+            "us",
+            results["floor_sink_us"],
+            "reference",
+        ),
+        summarise(
+            "durable minimum: hop rate, one loop",
+            "events/s",
+            results["floor_hop_rate"],
+            "reference",
+        ),
+        summarise(
+            "pipeline: events applied per submission",
+            "events",
+            results["floor_applied"],
+            "reference",
+        ),
+        summarise(
+            "durable minimum per submission (pipeline's counts)",
+            "ms",
+            results["floor_ms"],
+            "reference",
+        ),
+        summarise(
+            "ceiling of the guarantees alone: cores / durable minimum / broker baseline",
+            "ratio",
+            results["floor_ceiling_ratio"],
+            "reference",
+        ),
+        summarise(
+            "pipeline CPU per submission / durable minimum",
+            "ratio",
+            results["floor_gap"],
+            "reference",
+        ),
+    ]
 
 
 def cpu_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
@@ -507,7 +561,32 @@ async def rounds(
         record("machine_busy", result.machine_busy)
         record("cpu_ceiling", result.cpu_ceiling)
         record("cpu_ceiling_ratio", result.cpu_ceiling / broker)
+        await floor_round(bootstrap, url, record, sizes, result, broker)
         await new_row_round(bootstrap, url, record, sizes, result.per_second / 2, index)
+
+
+async def floor_round(
+    bootstrap: str,
+    url: str,
+    record: Callable[[str, float], None],
+    sizes: Sizes,
+    result: PipelineResult,
+    broker: float,
+) -> None:
+    """The durable minimum (bench/floor.py) with this round's pipeline counts: the least CPU a
+    submission can cost with the pipeline's guarantees, and the ceiling that puts on the rate."""
+    durable_hop, sink = await durable_minimum(bootstrap, url, sizes.floor_events, PAYLOAD)
+    published = sum(result.published.values())
+    applied = result.events_per_second / result.per_second
+    floor = floor_per_submission(durable_hop.cpu_ms, sink.cpu_ms, published, applied)
+    record("floor_hop_us", durable_hop.cpu_ms * 1000)
+    record("floor_sink_us", sink.cpu_ms * 1000)
+    record("floor_hop_rate", durable_hop.per_second)
+    record("floor_applied", applied)
+    record("floor_ms", floor)
+    record("floor_ceiling_ratio", CORES * 1000 / floor / broker)
+    own = sum(v for k, v in result.cpu_ms.items() if k != "other")
+    record("floor_gap", own / floor)
 
 
 async def new_row_round(

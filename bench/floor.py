@@ -1,0 +1,169 @@
+"""The durable minimum: what the pipeline's guarantees cost on this machine with no domain work
+at all, measured in the same run as the pipeline row, and the ceiling that puts on its rate.
+
+Every event a service applies is consumed from the broker and made durable with its inbox
+record and its state change in one transaction, offsets committed after; every event a service
+publishes is first an outbox row in that transaction, then a produced record, then cleared
+(docs/guarantees.md). Two hand-written loops do exactly that and nothing else: plain aiokafka
+and asyncpg, no framework, no validation, no JSON, one statement per table per batch, the
+largest batches the services take (``max_records``) over a pre-filled topic, a minimal schema
+(an inbox key, a state row keyed by entity, an outbox row without headers or timestamps).
+
+- a *hop* consumes an event and publishes one: inbox, state and outbox rows in one
+  transaction, then the batch produced and acknowledged, its outbox rows deleted, the offsets
+  committed;
+- a *sink* consumes an event and publishes nothing: inbox and state rows, then the offsets.
+
+Their CPU per event (this process, the broker and Postgres) times the pipeline's own counts
+(records published and events applied per submission, measured in the pipeline row) is the
+least CPU a submission can cost through four services with these guarantees, and two cores
+divided by it is the most submissions per second any implementation of them reaches here.
+It is a floor, not an estimate: the services do all of this and their domain work besides."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from bench.cpu import CpuMeter, broker_pids, postgres_pids
+from bench.relay import fill, hand_clients, topics
+from shared.settings import ServiceSettings
+
+_SETTINGS = ServiceSettings.model_fields
+BATCH = _SETTINGS["max_records"].default
+BATCH_TIMEOUT_MS = _SETTINGS["batch_timeout_ms"].default
+ENTITIES = 10_000  # state rows the events update (a portfolio's projects, say)
+
+_SCHEMA = """
+CREATE SCHEMA {s};
+CREATE TABLE {s}.inbox (event_id text PRIMARY KEY);
+CREATE TABLE {s}.state (key text PRIMARY KEY, value bytea NOT NULL, version int NOT NULL);
+CREATE TABLE {s}.outbox (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key bytea, value bytea NOT NULL
+);
+"""
+_INBOX = "INSERT INTO {s}.inbox SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING event_id"
+_STATE = (
+    "INSERT INTO {s}.state (key, value, version)"
+    " SELECT k, v, 1 FROM unnest($1::text[], $2::bytea[]) AS t (k, v)"
+    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = state.version + 1"
+)
+_OUTBOX = (
+    "INSERT INTO {s}.outbox (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])"
+    " RETURNING id"
+)
+_CLEAR = "DELETE FROM {s}.outbox WHERE id = ANY($1::bigint[])"
+
+
+@dataclass(frozen=True, slots=True)
+class FloorResult:
+    per_second: float  # events through the loop, wall clock
+    cpu_ms: float  # CPU per event: this process, the broker and Postgres together
+    cpu_by_group: dict[str, float]  # the same, per group (ms per event)
+    events_per_commit: float
+
+
+async def durable_loop(
+    bootstrap: str, url: str, source: str, messages: int, *, publish: bool
+) -> FloorResult:
+    """Consume ``messages`` events from ``source`` and apply each durably: a hop if
+    ``publish``, a sink otherwise (see the module's docstring)."""
+    schema = f"bench_floor_{uuid.uuid4().hex[:8]}"
+    sql = {
+        name: text.format(s=schema)
+        for name, text in (
+            ("inbox", _INBOX),
+            ("state", _STATE),
+            ("outbox", _OUTBOX),
+            ("clear", _CLEAR),
+        )
+    }
+    target = f"bench-floor-out-{uuid.uuid4().hex[:8]}"
+    if publish:
+        await topics(bootstrap, target)
+    conn = await asyncpg.connect(url)
+    await conn.execute(_SCHEMA.format(s=schema))
+    consumer, producer = await hand_clients(
+        bootstrap, source, group=f"bench-floor-{uuid.uuid4().hex[:8]}"
+    )
+    database = await conn.fetchval("SELECT current_database()")
+    meter = CpuMeter(
+        {
+            "client": lambda: [os.getpid()],
+            "broker": lambda: broker_pids(bootstrap),
+            "postgres": lambda: postgres_pids(database),
+        }
+    )
+    done = commits = 0
+    started: float | None = None
+    try:
+        async with asyncio.timeout(300):
+            while done < messages:
+                batches = await consumer.getmany(timeout_ms=BATCH_TIMEOUT_MS, max_records=BATCH)
+                records = [r for rs in batches.values() for r in rs]
+                if not records:
+                    continue
+                if started is None:  # the group's join is not the loop's cost
+                    meter.start()
+                    started = time.perf_counter()
+                ids = [f"{r.topic}/{r.partition}/{r.offset}" for r in records]
+                latest: dict[str, bytes] = {}
+                for r in records:
+                    assert r.key is not None
+                    assert r.value is not None
+                    latest[r.key.decode()] = r.value
+                async with conn.transaction():
+                    if len(await conn.fetch(sql["inbox"], ids)) != len(ids):
+                        raise RuntimeError("a pre-filled topic holds each event once")
+                    await conn.execute(sql["state"], list(latest), list(latest.values()))
+                    if publish:
+                        keys = [r.key for r in records]
+                        values = [r.value for r in records]
+                        outbox = [row[0] for row in await conn.fetch(sql["outbox"], keys, values)]
+                commits += 1
+                if publish:
+                    batch = producer.create_batch()
+                    for r in records:
+                        if batch.append(key=r.key, value=r.value, timestamp=None) is None:
+                            raise RuntimeError("a consumed batch does not fit in one produce batch")
+                    await (await producer.send_batch(batch, target, partition=None))
+                    await conn.execute(sql["clear"], outbox)
+                    commits += 1
+                await consumer.commit()
+                done += len(records)
+        assert started is not None
+        elapsed = time.perf_counter() - started
+        use = meter.stop()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+    return FloorResult(
+        per_second=done / elapsed,
+        cpu_ms=use.total * 1000 / done,
+        cpu_by_group={k: v * 1000 / done for k, v in use.seconds.items()},
+        events_per_commit=done / commits,
+    )
+
+
+async def durable_minimum(
+    bootstrap: str, url: str, messages: int, payload: int
+) -> tuple[FloorResult, FloorResult]:
+    """The hop and the sink over one pre-filled topic of ``messages`` events keyed by
+    ``ENTITIES`` entities."""
+    source = await fill(bootstrap, messages, payload, keys=ENTITIES)
+    hop = await durable_loop(bootstrap, url, source, messages, publish=True)
+    sink = await durable_loop(bootstrap, url, source, messages, publish=False)
+    return hop, sink
+
+
+def floor_per_submission(hop_ms: float, sink_ms: float, published: float, applied: float) -> float:
+    """The least CPU (ms) one submission can cost: each record published is at least a hop's
+    work, each further event applied at least a sink's."""
+    return published * hop_ms + max(0.0, applied - published) * sink_ms
