@@ -146,9 +146,11 @@ class ReadModelWriter:
         """Ranks that moved, each ``(ranking_version, move)``, applied over older versions
         only, and recorded in the rank history (a move is not a version of the whole row;
         migration 0007); a project whose score has not arrived yet is left to its
-        ``ProjectScored``."""
+        ``ProjectScored``. The statement runs with ``pmo.moving_ranks`` on, which keeps the
+        history trigger from making versions of the rows it moves (migration 0010)."""
         if not moves:
             return
+        await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'on', true)")
         await self._conn.execute(
             "WITH moved AS (UPDATE projects p SET rank = m.rank, ranking_version = m.version,"
             " updated_at = now()"
@@ -161,6 +163,7 @@ class ReadModelWriter:
             [m.rank for _, m in moves],
             [v for v, _ in moves],
         )
+        await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'off', true)")
 
     async def apply_plans(self, events: Sequence[ProjectPlanned]) -> None:
         latest = newest(events, lambda e: e.project_key, lambda e: e.plan_version, {})

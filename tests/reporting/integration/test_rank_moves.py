@@ -19,6 +19,7 @@ from shared.consumer_record import Record
 from shared.contracts.events import (
     Contribution,
     ProjectChanged,
+    ProjectPlanned,
     ProjectScored,
     ProjectState,
     RankChange,
@@ -239,13 +240,9 @@ async def test_a_move_is_a_rank_history_row_and_as_of_reads_ranks_through_it(
     ]
 
 
-async def test_every_column_but_the_rank_makes_a_history_version(
-    database: DatabaseSettings,
-) -> None:
-    """The history trigger lists the columns whose update makes a version (all but what a rank
-    move sets), and the history holds every column of ``projects`` in the same order (the
-    trigger copies ``NEW.*`` and ``projects_as_of`` returns its rows): a column added to
-    ``projects`` and not to both fails this."""
+async def test_the_history_holds_every_column_of_projects(database: DatabaseSettings) -> None:
+    """The history trigger copies every column of a written row and ``projects_as_of`` returns
+    history rows: a column added to ``projects`` and not to ``projects_history`` fails this."""
     await migrate(database.url, [service_component("reporting")])
     conn = await asyncpg.connect(database.url)
     try:
@@ -258,19 +255,52 @@ async def test_every_column_but_the_rank_makes_a_history_version(
             )
             return [r["column_name"] for r in rows]
 
-        columns = set(await columns_of("projects"))
         history = await columns_of("projects_history")
         assert history == [*await columns_of("projects"), "valid_from", "valid_to"]
-        listed = {
-            r["event_object_column"]
-            for r in await conn.fetch(
-                "SELECT event_object_column FROM information_schema.triggered_update_columns"
-                " WHERE trigger_schema = 'reporting' AND trigger_name = 'projects_history'"
-            )
-        }
     finally:
         await conn.close()
-    assert listed == columns - {"rank", "ranking_version", "updated_at"}
+
+
+async def test_writes_after_a_move_in_the_same_batch_still_make_versions(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """The rank move switches versions off for its own statement only (migration 0010): the
+    plan applied after it in the same batch makes a version, and each project's version holds
+    the batch's last word on it, the move's rank included."""
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "w:p:A", 0),
+            record(Topic.PROJECTS, changed("B"), "w:p:B", 1),
+            record(Topic.SCORES, scored("A", 1, 1, 90.0), "w:s:A:1", 2),
+            record(Topic.SCORES, scored("B", 1, 2, 80.0), "w:s:B:1", 3),
+        ]
+    )
+    planned = ProjectPlanned(
+        project_key=key("A"), portfolio=PORTFOLIO, plan_version=1, status="planned"
+    )
+    await handler.handle(
+        [
+            record(Topic.SCORES, moved(2, A=2, B=1), "w:r:2", 4),
+            record(Topic.PLANS, planned, "w:pl:A:1", 5),
+        ]
+    )
+    versions = await pool.fetch(
+        "SELECT project_key, rank, plan_status, valid_to IS NULL AS open FROM projects_history"
+        " WHERE portfolio = $1 ORDER BY project_key, valid_from",
+        PORTFOLIO,
+    )
+    assert [tuple(v) for v in versions] == [
+        (key("A"), 1, None, False),
+        (key("A"), 2, "planned", True),  # the plan's version, after the move
+        (key("B"), 2, None, True),  # moved only: no new version, a rank_history row
+    ]
+    assert (
+        await pool.fetchval("SELECT count(*) FROM rank_history WHERE portfolio = $1", PORTFOLIO)
+        == 2
+    )
+    setting = await pool.fetchval("SELECT current_setting('pmo.moving_ranks', true)")
+    assert setting in (None, "", "off")
 
 
 async def test_a_project_only_moved_reaches_the_warehouse_after_the_rank_delay(
