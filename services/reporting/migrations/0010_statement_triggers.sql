@@ -45,16 +45,26 @@ CREATE TRIGGER projects_versions_update AFTER UPDATE ON projects
     EXECUTE FUNCTION record_project_versions();
 
 -- The change counts the page caches read (migration 0004): each portfolio a statement touched,
--- rank moves included, noted once per transaction.
+-- rank moves included, counted once per transaction: one statement for the portfolios this
+-- connection has counted before, note_project_change for one it has not. A project's portfolio
+-- is part of its key and never changes, so an update's new rows name every portfolio it
+-- touched (and the old rows need not be kept for the trigger: a rank move writes thousands).
 CREATE FUNCTION note_project_changes(portfolios text[]) RETURNS void LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 DECLARE
+    me int := pg_backend_pid();
+    tx bigint := txid_current();
     touched text;
 BEGIN
-    FOREACH touched IN ARRAY coalesce(portfolios, '{}') LOOP
-        IF current_setting('pmo.project_change_noted', true) IS DISTINCT FROM 'p:' || touched THEN
-            PERFORM note_project_change(touched);
-        END IF;
+    UPDATE project_changes SET txid = tx, changes = changes + 1
+        WHERE writer = me AND portfolio = ANY (portfolios) AND txid <> tx;
+    FOR touched IN
+        SELECT p FROM unnest(portfolios) AS p
+        WHERE NOT EXISTS (
+            SELECT 1 FROM project_changes c WHERE c.portfolio = p AND c.writer = me
+        )
+    LOOP
+        PERFORM note_project_change(touched);
     END LOOP;
 END;
 $$;
@@ -63,14 +73,10 @@ REVOKE EXECUTE ON FUNCTION note_project_changes(text[]) FROM PUBLIC;
 CREATE FUNCTION record_project_changes() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM note_project_changes(ARRAY(SELECT DISTINCT portfolio FROM written));
-    ELSIF TG_OP = 'UPDATE' THEN
-        PERFORM note_project_changes(ARRAY(
-            SELECT portfolio FROM written UNION SELECT portfolio FROM replaced
-        ));
-    ELSE
+    IF TG_OP = 'DELETE' THEN
         PERFORM note_project_changes(ARRAY(SELECT DISTINCT portfolio FROM replaced));
+    ELSE
+        PERFORM note_project_changes(ARRAY(SELECT DISTINCT portfolio FROM written));
     END IF;
     RETURN NULL;
 END;
@@ -80,7 +86,7 @@ CREATE TRIGGER project_changes_insert AFTER INSERT ON projects
     REFERENCING NEW TABLE AS written
     FOR EACH STATEMENT EXECUTE FUNCTION record_project_changes();
 CREATE TRIGGER project_changes_update AFTER UPDATE ON projects
-    REFERENCING OLD TABLE AS replaced NEW TABLE AS written
+    REFERENCING NEW TABLE AS written
     FOR EACH STATEMENT EXECUTE FUNCTION record_project_changes();
 CREATE TRIGGER project_changes_delete AFTER DELETE ON projects
     REFERENCING OLD TABLE AS replaced
