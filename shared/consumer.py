@@ -27,7 +27,6 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.group import LeaveGroupRequest
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 
 from shared import logs, metrics, tracing
 from shared.consumer_record import Record
@@ -137,10 +136,13 @@ async def _tolerant_parser(message: Any, original: Callable[[Any], Awaitable[Any
     return parsed
 
 
-async def _no_decode(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Bodies are decoded by our handlers, record by record, so a bad one is dead-lettered
-    rather than failing the batch inside the framework."""
-    return None
+async def _message_as_body(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
+    """The batch's message itself is the handler's argument. Bodies are decoded by our
+    handlers, record by record, so a bad one is dead-lettered rather than failing the batch
+    inside the framework. And the handler does not ask FastStream's context for the message:
+    fast_depends resolves a context field with a synchronous call, which it runs on a worker
+    thread, a thread hop for every batch (about 6 % of intake's time under a steady feed)."""
+    return message
 
 
 async def _record_lag(consumer: Any, service: str) -> None:
@@ -186,11 +188,11 @@ def subscribe(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         parser=_tolerant_parser,
-        decoder=_no_decode,
+        decoder=_message_as_body,
         max_poll_interval_ms=int((settings.retry_max_seconds + 60) * 1000),
         title=f"{service}:consume",
     )
-    async def consume(body: Any, message: KafkaMessage) -> None:
+    async def consume(message: Any) -> None:
         records = [Record.from_kafka(r) for r in message.raw_message]
         first, last = records[0], records[-1]
         logs.correlation_id.set(
