@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -39,3 +40,31 @@ def usable(conn: Any) -> bool:
         return not conn.is_closed()
     except asyncpg.InterfaceError:
         return False
+
+
+# Up to this many rows go in as one INSERT over arrays; more as a COPY. A COPY takes two round
+# trips (the server asks for the data, then confirms it) and one INSERT of a prepared statement
+# one; a COPY moves many rows for less (a rescore writes 100,000 outbox rows).
+COPY_ABOVE = 500
+
+
+async def insert_rows(
+    conn: Any,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+) -> None:
+    """Append ``rows`` (values in the order of ``columns``: (name, Postgres type)) to
+    ``table``: one INSERT of ``unnest`` over one array per column for a batch's few rows, a
+    binary COPY for many."""
+    if not rows:
+        return
+    names = [name for name, _ in columns]
+    if len(rows) > COPY_ABOVE:
+        await conn.copy_records_to_table(table, columns=names, records=rows)
+        return
+    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+    await conn.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})",
+        *(list(column) for column in zip(*rows, strict=True)),
+    )

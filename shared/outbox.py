@@ -25,7 +25,7 @@ from asyncpg.pool import PoolConnectionProxy
 from pydantic_core import from_json, to_json
 
 from shared.broker import portfolio_partitioner
-from shared.db import usable
+from shared.db import insert_rows, usable
 from shared.errors import is_transient
 from shared.tracing import context_headers
 
@@ -50,10 +50,11 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
     if not messages:
         return
     trace = context_headers()
-    await conn.copy_records_to_table(
+    await insert_rows(
+        conn,
         "outbox",
-        columns=("topic", "key", "value", "headers"),
-        records=[
+        _OUTBOX_COLUMNS,
+        [
             (
                 m.topic,
                 m.key,
@@ -63,6 +64,9 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
             for m in messages
         ],
     )
+
+
+_OUTBOX_COLUMNS = (("topic", "text"), ("key", "bytea"), ("value", "bytea"), ("headers", "jsonb"))
 
 
 # A publisher hands a batch of rows to the broker in their order and returns once the broker has

@@ -11,6 +11,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.intake.domain import PortfolioView, StoredProject
 from shared.contracts.events import ProjectState
+from shared.db import insert_rows
 from shared.errors import Reason
 from shared.uow import PostgresUnitOfWork, UnitOfWork
 
@@ -108,20 +109,21 @@ class ProjectRepository:
     async def log(self, entries: Sequence[LogEntry]) -> None:
         if not entries:
             return
-        await self._conn.copy_records_to_table(
+        await insert_rows(
+            self._conn,
             "submission_log",
-            columns=(
-                "submission_id",
-                "project_key",
-                "revision",
-                "outcome",
-                "code",
-                "reasons",
-                "source_topic",
-                "source_partition",
-                "source_offset",
+            (
+                ("submission_id", "text"),
+                ("project_key", "text"),
+                ("revision", "bigint"),
+                ("outcome", "text"),
+                ("code", "text"),
+                ("reasons", "jsonb"),
+                ("source_topic", "text"),
+                ("source_partition", "int"),
+                ("source_offset", "bigint"),
             ),
-            records=[
+            [
                 (
                     e.submission_id,
                     e.project_key,
