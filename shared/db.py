@@ -68,3 +68,29 @@ async def insert_rows(
         f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})",
         *(list(column) for column in zip(*rows, strict=True)),
     )
+
+
+async def upsert_rows(
+    conn: Any,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    *,
+    key: Sequence[str],
+) -> None:
+    """Insert ``rows`` into ``table``, or overwrite every other column of the row already
+    there, in one statement over one array per column (not ``executemany``'s statement per
+    row). ``key`` names the conflict columns, the first of ``columns``. Of several rows with one
+    key, the last is written, as one statement per row in order would leave it."""
+    if not rows:
+        return
+    width = len(key)
+    latest = {tuple(row[:width]): row for row in rows}
+    names = [name for name, _ in columns]
+    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names[width:])
+    await conn.execute(
+        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
+        *(list(column) for column in zip(*latest.values(), strict=True)),
+    )

@@ -20,6 +20,7 @@ from shared.contracts.events import (
     RankChange,
 )
 from shared.contracts.inbound import ResourceUpdate
+from shared.db import upsert_rows
 from shared.uow import PostgresUnitOfWork
 
 
@@ -65,23 +66,36 @@ class CapacityRepository:
         )
 
     async def save_projects(self, events: Sequence[ProjectChanged]) -> None:
-        await self._conn.executemany(
-            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, state)"
-            " VALUES ($1, $2, $3, $4, $5::jsonb) ON CONFLICT (project_key) DO UPDATE SET"
-            " revision = excluded.revision, withdrawn = excluded.withdrawn, state = excluded.state",
+        await upsert_rows(
+            self._conn,
+            "projects",
+            (
+                ("project_key", "text"),
+                ("portfolio", "text"),
+                ("revision", "bigint"),
+                ("withdrawn", "boolean"),
+                ("state", "jsonb"),
+            ),
             [
                 (e.project_key, e.portfolio, e.revision, e.withdrawn, e.project.model_dump_json())
                 for e in events
             ],
+            key=("project_key",),
         )
 
     async def save_ranks(self, events: Sequence[ProjectScored]) -> None:
-        await self._conn.executemany(
-            "INSERT INTO ranks (project_key, portfolio, ranking_version, rank, score)"
-            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (project_key) DO UPDATE SET"
-            " ranking_version = excluded.ranking_version, rank = excluded.rank,"
-            " score = excluded.score",
+        await upsert_rows(
+            self._conn,
+            "ranks",
+            (
+                ("project_key", "text"),
+                ("portfolio", "text"),
+                ("ranking_version", "bigint"),
+                ("rank", "int"),
+                ("score", "double precision"),
+            ),
             [(e.project_key, e.portfolio, e.ranking_version, e.rank, e.score) for e in events],
+            key=("project_key",),
         )
 
     async def move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
@@ -177,11 +191,17 @@ class CapacityRepository:
     async def save_placements(
         self, portfolio: str, placements: Sequence[tuple[str, StoredPlacement]]
     ) -> None:
-        await self._conn.executemany(
-            "INSERT INTO placements (project_key, portfolio, status, start_month, end_month,"
-            " deferral) VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (project_key) DO UPDATE"
-            " SET status = excluded.status, start_month = excluded.start_month,"
-            " end_month = excluded.end_month, deferral = excluded.deferral",
+        await upsert_rows(
+            self._conn,
+            "placements",
+            (
+                ("project_key", "text"),
+                ("portfolio", "text"),
+                ("status", "text"),
+                ("start_month", "text"),
+                ("end_month", "text"),
+                ("deferral", "jsonb"),
+            ),
             [
                 (
                     key,
@@ -193,6 +213,7 @@ class CapacityRepository:
                 )
                 for key, p in placements
             ],
+            key=("project_key",),
         )
 
     async def plan_state(self, portfolio: str) -> tuple[int, str | None]:

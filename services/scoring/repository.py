@@ -19,6 +19,7 @@ from services.scoring.domain.inputs import InputColumns, ScoringInputs, Wsjf
 from services.scoring.domain.ranking import Override
 from shared.contracts.events import Contribution
 from shared.contracts.scoring import ModelEnvelope, ScoringAudit
+from shared.db import upsert_rows
 from shared.uow import PostgresUnitOfWork
 
 
@@ -184,10 +185,12 @@ class ScoringRepository:
                 for key, portfolio, revision, withdrawn, _, i in rows
             ],
         )
-        await self._conn.executemany(
-            "INSERT INTO project_states (project_key, state) VALUES ($1, $2::jsonb)"
-            " ON CONFLICT (project_key) DO UPDATE SET state = excluded.state",
+        await upsert_rows(
+            self._conn,
+            "project_states",
+            (("project_key", "text"), ("state", "jsonb")),
             [(key, state) for key, _, _, _, state, _ in rows],
+            key=("project_key",),
         )
 
     async def inputs(self, keys: Iterable[str]) -> list[ScoringInputs]:

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from shared import db
-from shared.db import insert_rows
+from shared.db import insert_rows, upsert_rows
 from shared.settings import DatabaseSettings
 
 pytestmark = pytest.mark.integration
@@ -49,3 +49,35 @@ async def test_few_rows_are_one_insert_and_many_a_copy_with_the_same_result(
         await conn.close()
     expected = [(n, p, json.loads(d), i) for n, p, d, i in [*few, *many]]
     assert [(r["name"], r["payload"], json.loads(r["doc"]), r["n"]) for r in stored] == expected
+
+
+async def test_an_upsert_overwrites_and_the_last_row_of_a_key_wins(
+    database: DatabaseSettings,
+) -> None:
+    conn = await asyncpg.connect(database.url)
+    try:
+        await conn.execute(
+            "CREATE TEMP TABLE kept (k text, part int, doc jsonb, n bigint, PRIMARY KEY (k, part))"
+        )
+        columns = (("k", "text"), ("part", "int"), ("doc", "jsonb"), ("n", "bigint"))
+        await upsert_rows(
+            conn, "kept", columns, [("a", 1, "{}", 1), ("b", 1, "{}", 1)], key=("k", "part")
+        )
+        await upsert_rows(
+            conn,
+            "kept",
+            columns,
+            # b twice in one statement (a statement per row would leave the last), a new part of
+            # a, and a row with no document
+            [("b", 1, '{"v": 2}', 2), ("a", 2, None, 5), ("b", 1, '{"v": 3}', 3)],
+            key=("k", "part"),
+        )
+        await upsert_rows(conn, "kept", columns, [], key=("k", "part"))
+        stored = await conn.fetch("SELECT k, part, doc, n FROM kept ORDER BY k, part")
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in stored] == [
+        ("a", 1, "{}", 1),
+        ("a", 2, None, 5),
+        ("b", 1, '{"v": 3}', 3),
+    ]
