@@ -153,7 +153,11 @@ async def hand_clients(
         bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS, max_batch_size=MAX_BATCH_BYTES
     )
     await producer.start()
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await producer.stop()
+        raise
     return consumer, producer
 
 

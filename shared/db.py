@@ -64,8 +64,11 @@ async def insert_rows(
         await conn.copy_records_to_table(table, columns=names, records=rows)
         return
     arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+    listed = ", ".join(names)
+    # In the rows' order, as a COPY would: an identity column (the outbox's) numbers them so.
     await conn.execute(
-        f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})",
+        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM unnest({arrays})"
+        f" WITH ORDINALITY AS t ({listed}, pmo_position) ORDER BY pmo_position",
         *(list(column) for column in zip(*rows, strict=True)),
     )
 
@@ -85,8 +88,10 @@ async def upsert_rows(
     if not rows:
         return
     width = len(key)
-    latest = {tuple(row[:width]): row for row in rows}
     names = [name for name, _ in columns]
+    if tuple(names[:width]) != tuple(key):
+        raise ValueError(f"the key {key} must be the first of the columns {names}")
+    latest = {tuple(row[:width]): row for row in rows}
     arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
     updates = ", ".join(f"{c} = excluded.{c}" for c in names[width:])
     await conn.execute(

@@ -147,9 +147,15 @@ class ReadModelWriter:
         only, and recorded in the rank history (a move is not a version of the whole row;
         migration 0007); a project whose score has not arrived yet is left to its
         ``ProjectScored``. The statement runs with ``pmo.moving_ranks`` on, which keeps the
-        history trigger from making versions of the rows it moves (migration 0010)."""
+        history trigger from making versions of the rows it moves (migration 0010); in a
+        savepoint, so that a failure in between cannot leave the setting on for the rest of
+        the transaction's writes."""
         if not moves:
             return
+        async with self._conn.transaction():
+            await self._move_ranks(moves)
+
+    async def _move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
         await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'on', true)")
         await self._conn.execute(
             "WITH moved AS (UPDATE projects p SET rank = m.rank, ranking_version = m.version,"

@@ -4,6 +4,7 @@ COPY, and the same rows stored either way (NULLs, bytes, JSON and text with quot
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import asyncpg
 import pytest
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.integration
 COLUMNS = (("name", "text"), ("payload", "bytea"), ("doc", "jsonb"), ("n", "bigint"))
 
 
-def rows(count: int, tag: str) -> list[tuple[object, ...]]:
+def rows(count: int, tag: str) -> list[tuple[Any, ...]]:
     return [
         (
             f"{tag} 'row' {i}" if i % 3 else None,
@@ -81,3 +82,8 @@ async def test_an_upsert_overwrites_and_the_last_row_of_a_key_wins(
         ("a", 2, None, 5),
         ("b", 1, '{"v": 3}', 3),
     ]
+
+
+async def test_an_upsert_refuses_a_key_that_is_not_its_first_columns() -> None:
+    with pytest.raises(ValueError, match="must be the first"):
+        await upsert_rows(None, "kept", COLUMNS, [("a", b"", "{}", 1)], key=("n",))
