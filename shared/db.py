@@ -48,6 +48,15 @@ def usable(conn: Any) -> bool:
 COPY_ABOVE = 500
 
 
+def unnest_arguments(
+    columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> tuple[str, list[list[Any]]]:
+    """For ``unnest`` over one array per column: the typed parameters (``$1::text[], …``, from
+    ``columns``' (name, Postgres type)) and the arrays themselves, ``rows`` transposed."""
+    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+    return arrays, [list(column) for column in zip(*rows, strict=True)]
+
+
 async def insert_rows(
     conn: Any,
     table: str,
@@ -63,13 +72,13 @@ async def insert_rows(
     if len(rows) > COPY_ABOVE:
         await conn.copy_records_to_table(table, columns=names, records=rows)
         return
-    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+    arrays, values = unnest_arguments(columns, rows)
     listed = ", ".join(names)
     # In the rows' order, as a COPY would: an identity column (the outbox's) numbers them so.
     await conn.execute(
         f"INSERT INTO {table} ({listed}) SELECT {listed} FROM unnest({arrays})"
         f" WITH ORDINALITY AS t ({listed}, pmo_position) ORDER BY pmo_position",
-        *(list(column) for column in zip(*rows, strict=True)),
+        *values,
     )
 
 
@@ -92,10 +101,10 @@ async def upsert_rows(
     if tuple(names[:width]) != tuple(key):
         raise ValueError(f"the key {key} must be the first of the columns {names}")
     latest = {tuple(row[:width]): row for row in rows}
-    arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(columns, start=1))
+    arrays, values = unnest_arguments(columns, list(latest.values()))
     updates = ", ".join(f"{c} = excluded.{c}" for c in names[width:])
     await conn.execute(
         f"INSERT INTO {table} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}",
-        *(list(column) for column in zip(*latest.values(), strict=True)),
+        *values,
     )

@@ -22,6 +22,7 @@ from shared.contracts.events import (
     RankChange,
 )
 from shared.contracts.scoring import ScoringAudit
+from shared.db import unnest_arguments
 from shared.uow import PostgresUnitOfWork
 
 # (column, type) of what each kind of event writes to ``projects``, key and portfolio first.
@@ -133,13 +134,13 @@ class ReadModelWriter:
         if not rows:
             return
         columns = [name for name, _ in fields]
-        arrays = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(fields, start=1))
+        arrays, values = unnest_arguments(fields, rows)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
         await self._conn.execute(
             f"INSERT INTO projects ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
             f" ON CONFLICT (project_key) DO UPDATE SET {updates}, updated_at = now()"
             f" WHERE projects.{version} IS NULL OR projects.{version} < excluded.{version}",
-            *(list(column) for column in zip(*rows, strict=True)),
+            *values,
         )
 
     async def move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
@@ -153,23 +154,20 @@ class ReadModelWriter:
         if not moves:
             return
         async with self._conn.transaction():
-            await self._move_ranks(moves)
-
-    async def _move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
-        await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'on', true)")
-        await self._conn.execute(
-            "WITH moved AS (UPDATE projects p SET rank = m.rank, ranking_version = m.version,"
-            " updated_at = now()"
-            " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS m(project_key, rank, version)"
-            " WHERE p.project_key = m.project_key AND p.ranking_version < m.version"
-            " RETURNING p.project_key, p.portfolio, p.ranking_version, p.rank)"
-            " INSERT INTO rank_history (project_key, portfolio, ranking_version, rank)"
-            " SELECT project_key, portfolio, ranking_version, rank FROM moved",
-            [m.project_key for _, m in moves],
-            [m.rank for _, m in moves],
-            [v for v, _ in moves],
-        )
-        await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'off', true)")
+            await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'on', true)")
+            await self._conn.execute(
+                "WITH moved AS (UPDATE projects p SET rank = m.rank, ranking_version = m.version,"
+                " updated_at = now()"
+                " FROM unnest($1::text[], $2::int[], $3::bigint[]) AS m(project_key, rank, version)"
+                " WHERE p.project_key = m.project_key AND p.ranking_version < m.version"
+                " RETURNING p.project_key, p.portfolio, p.ranking_version, p.rank)"
+                " INSERT INTO rank_history (project_key, portfolio, ranking_version, rank)"
+                " SELECT project_key, portfolio, ranking_version, rank FROM moved",
+                [m.project_key for _, m in moves],
+                [m.rank for _, m in moves],
+                [v for v, _ in moves],
+            )
+            await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'off', true)")
 
     async def apply_plans(self, events: Sequence[ProjectPlanned]) -> None:
         latest = newest(events, lambda e: e.project_key, lambda e: e.plan_version, {})
