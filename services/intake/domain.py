@@ -145,7 +145,10 @@ _WORDS = re.compile(r"[^\w]+")
 
 
 def _normalise(name: str) -> str:
-    return " ".join(_WORDS.sub(" ", name.casefold()).split())
+    """``name`` as compared for duplicates: case-folded words, punctuation dropped, in sorted
+    order. ``fuzz.ratio`` of two such forms is ``fuzz.token_sort_ratio`` of the names, without
+    sorting every name of the portfolio again for every submission (a quarter of the cost)."""
+    return " ".join(sorted(_WORDS.sub(" ", name.casefold()).split()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +202,8 @@ def possible_duplicates(
     limit: int = 3,
     normalised: Mapping[str, str] | None = None,
 ) -> list[PossibleDuplicate]:
-    """Projects of the portfolio whose names match ``name`` closely (word order ignored).
+    """Projects of the portfolio whose names match ``name`` closely (word order ignored: the
+    token-sort ratio of the normalised names).
 
     ``normalised`` (key -> normalised name, as ``PortfolioView`` keeps it) spares normalising
     every name of the portfolio for every submission."""
@@ -208,7 +212,7 @@ def possible_duplicates(
     found = process.extract(
         _normalise(name),
         normalised,
-        scorer=fuzz.token_sort_ratio,
+        scorer=fuzz.ratio,
         score_cutoff=DUPLICATE_THRESHOLD * 100,
         limit=limit + 1,  # the project itself may be among them
     )

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import uuid
 
 import pytest
+from rapidfuzz import fuzz, process
 
 from services.intake.domain import (
+    DUPLICATE_THRESHOLD,
     MAX_PAYLOAD_BYTES,
     TRANSITIONS,
     Accepted,
     Ignored,
+    PortfolioView,
     Refused,
     StoredProject,
     decide,
@@ -230,3 +235,26 @@ def test_duplicate_names_ignore_case_punctuation_and_word_order() -> None:
     (match,) = possible_duplicates("k9", "rewrite: checkout", names)
     assert (match.external_id, match.similarity) == ("A", 1.0)
     assert possible_duplicates("k1", "Checkout rewrite", names) == []  # not itself
+
+
+def test_duplicate_similarity_is_the_token_sort_ratio_of_the_names() -> None:
+    rnd = random.Random(7)
+    words = ["Checkout", "rewrite", "store", "inventory", "sync", "CRM", "data-lake", "v2"]
+    names = {f"k{i}": (f"E{i}", " ".join(rnd.sample(words, rnd.randint(1, 4)))) for i in range(200)}
+    view = PortfolioView()
+    for key, (external_id, name) in names.items():
+        view.add_name(key, external_id, name)
+    for _ in range(50):
+        query = " ".join(rnd.sample(words, rnd.randint(1, 4)))
+        found = possible_duplicates("new", query, names, limit=200, normalised=view.normalised)
+        expected = process.extract(
+            query,
+            {k: n for k, (_, n) in names.items()},
+            scorer=fuzz.token_sort_ratio,  # words compared in sorted order, on the names as cased
+            processor=lambda s: " ".join(re.sub(r"[^\w]+", " ", s.casefold()).split()),
+            score_cutoff=DUPLICATE_THRESHOLD * 100,
+            limit=200,
+        )
+        assert {(d.project_key, d.similarity) for d in found} == {
+            (k, round(score / 100, 3)) for _, score, k in expected
+        }
