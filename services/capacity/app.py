@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.capacity.handlers import SERVICE, CapacityHandler
-from services.capacity.repository import CapacityUnitOfWork
+from services.capacity.repository import CapacityUnitOfWork, ProjectStates
 from services.capacity.settings import CapacitySettings
 from shared.consumer import BatchHandler
 from shared.runtime import ServiceRuntime, assemble, run
@@ -22,8 +22,9 @@ def build(
     horizon_months, plan_start = settings.horizon_months, settings.plan_start
 
     def handler(runtime: ServiceRuntime) -> BatchHandler:
+        states = ProjectStates()
         capacity = CapacityHandler(
-            uow=lambda: CapacityUnitOfWork(runtime.pool),
+            uow=lambda: CapacityUnitOfWork(runtime.pool, states),
             topics=runtime.topics,
             clock=lambda: datetime.now(UTC),
             horizon_months=horizon_months,

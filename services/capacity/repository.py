@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.capacity.domain.planner import Resource
@@ -40,9 +41,29 @@ class PortfolioInputs:
     placements: dict[str, StoredPlacement]
 
 
+class ProjectStates:
+    """The project states a replica has parsed, by portfolio and project, with the revision
+    each was read at. A replan reads a whole portfolio; a project whose revision is the one
+    held here comes back without its state, which is then neither sent nor parsed again (the
+    parse was a tenth of capacity's CPU under load). A revision names one state: intake
+    refuses a revision that is not newer than the stored one, and a withdrawal is a new
+    revision (docs/contract.md)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, dict[str, tuple[int, ProjectState]]] = {}
+
+    def held(self, portfolio: str) -> dict[str, tuple[int, ProjectState]]:
+        return self._held.get(portfolio, {})
+
+    def keep(self, portfolio: str, states: dict[str, tuple[int, ProjectState]]) -> None:
+        """Hold ``states`` as the portfolio's, dropping the projects no longer in it."""
+        self._held[portfolio] = states
+
+
 class CapacityRepository:
-    def __init__(self, conn: PoolConnectionProxy[Any]) -> None:
+    def __init__(self, conn: PoolConnectionProxy[Any], states: ProjectStates | None = None) -> None:
         self._conn = conn
+        self._states = states if states is not None else ProjectStates()
 
     async def _versions(self, sql: str, keys: Iterable[Any]) -> dict[Any, int]:
         return {r[0]: r[1] for r in await self._conn.fetch(sql, list(keys))}
@@ -138,11 +159,26 @@ class CapacityRepository:
         )
 
     async def inputs(self, portfolio: str) -> PortfolioInputs:
+        held = self._states.held(portfolio)
         projects = await self._conn.fetch(
-            "SELECT p.project_key, p.withdrawn, p.state, r.rank, r.score FROM projects p"
-            " LEFT JOIN ranks r USING (project_key) WHERE p.portfolio = $1",
+            "SELECT p.project_key, p.withdrawn, p.revision, r.rank, r.score,"
+            " CASE WHEN h.revision = p.revision THEN NULL ELSE p.state END AS state"
+            " FROM projects p LEFT JOIN ranks r USING (project_key)"
+            " LEFT JOIN unnest($2::text[], $3::bigint[]) AS h(project_key, revision)"
+            " USING (project_key) WHERE p.portfolio = $1",
             portfolio,
+            list(held),
+            [revision for revision, _ in held.values()],
         )
+        states: dict[str, tuple[int, ProjectState]] = {}
+        for r in projects:
+            text = r["state"]
+            states[r["project_key"]] = (
+                (r["revision"], ProjectState.model_validate_json(text))
+                if text is not None
+                else held[r["project_key"]]
+            )
+        self._states.keep(portfolio, states)
         resources = await self._conn.fetch(
             "SELECT resource_id, role, fte, from_month, until_month, exceptions FROM resources"
             " WHERE portfolio = $1 AND NOT withdrawn",
@@ -158,7 +194,7 @@ class CapacityRepository:
                 (
                     r["project_key"],
                     r["withdrawn"],
-                    ProjectState.model_validate_json(r["state"]),
+                    states[r["project_key"]][1],
                     r["rank"],
                     r["score"],
                 )
@@ -299,7 +335,14 @@ class CapacityRepository:
 
 
 class CapacityUnitOfWork(PostgresUnitOfWork):
+    """Capacity's unit of work; ``states``, shared by a replica's units of work, spares its
+    replans reading and parsing the project states they have read before."""
+
     plans: CapacityRepository
 
+    def __init__(self, pool: asyncpg.Pool[Any], states: ProjectStates | None = None) -> None:
+        super().__init__(pool)
+        self._states = states
+
     def _bind(self, conn: PoolConnectionProxy[Any]) -> None:
-        self.plans = CapacityRepository(conn)
+        self.plans = CapacityRepository(conn, self._states)

@@ -1,0 +1,71 @@
+"""A replica's replans read each project state once per revision, on real Postgres: a state
+already held comes back from the held copy, a new revision or a withdrawal is read again, and
+a project no longer in the portfolio is let go."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.capacity.repository import CapacityUnitOfWork, ProjectStates
+from shared.contracts.events import ProjectChanged, ProjectState
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2027, 1, 5, tzinfo=UTC)
+
+
+def changed(p: str, revision: int, name: str, *, withdrawn: bool = False) -> ProjectChanged:
+    return ProjectChanged(
+        project_key=f"held/jira/{p}",
+        portfolio="held",
+        revision=revision,
+        submission_id=f"sub-{p}-{revision}",
+        occurred_at=NOW,
+        withdrawn=withdrawn,
+        project=ProjectState(name=name, portfolio="held", source="jira", external_id=p),
+    )
+
+
+async def save(pool: asyncpg.Pool[Any], *events: ProjectChanged) -> None:
+    async with CapacityUnitOfWork(pool) as uow:
+        await uow.plans.save_projects(events)
+
+
+async def read(
+    pool: asyncpg.Pool[Any], states: ProjectStates
+) -> dict[str, tuple[bool, ProjectState]]:
+    async with CapacityUnitOfWork(pool, states) as uow:
+        inputs = await uow.plans.inputs("held")
+    return {key.split("/")[-1]: (withdrawn, state) for key, withdrawn, state, *_ in inputs.projects}
+
+
+async def test_states_are_read_once_per_revision(pool: asyncpg.Pool[Any]) -> None:
+    states = ProjectStates()
+    await save(pool, changed("A", 1, "Alpha"), changed("B", 1, "Beta"))
+    first = await read(pool, states)
+    assert {p: s.name for p, (_, s) in first.items()} == {"A": "Alpha", "B": "Beta"}
+
+    # Unchanged: the very objects held are handed out, nothing parsed again.
+    second = await read(pool, states)
+    assert second["A"][1] is first["A"][1]
+    assert second["B"][1] is first["B"][1]
+
+    # A new revision of A and a withdrawal of B are read again; B stays, withdrawn.
+    await save(pool, changed("A", 2, "Alpha two"), changed("B", 2, "Beta", withdrawn=True))
+    third = await read(pool, states)
+    assert third["A"][1].name == "Alpha two"
+    assert third["A"][1] is not first["A"][1]
+    assert third["B"] == (True, first["B"][1])
+    assert third["B"][1] is not first["B"][1]
+
+    # What another replica's units of work hold does not leak into a fresh one.
+    assert (await read(pool, ProjectStates()))["A"][1].name == "Alpha two"
+
+    # A project gone from the portfolio is let go.
+    await pool.execute("DELETE FROM projects WHERE project_key = 'held/jira/B'")
+    assert set(await read(pool, states)) == {"A"}
+    assert set(states.held("held")) == {"held/jira/A"}
