@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from shared.contracts.common import month_from_index
@@ -108,6 +108,15 @@ class Plan:
     remaining: dict[str, list[float]]
 
 
+# One cell of a project's load: (month offset from its start, role, FTE).
+LoadCell = tuple[int, str, float]
+
+
+def load_cells(load: Mapping[tuple[str, int], float]) -> list[LoadCell]:
+    """A project's load as cells in the order a shortfall is looked for: by month, then role."""
+    return sorted((offset, role, fte) for (role, offset), fte in load.items())
+
+
 class _Ledger:
     """Remaining capacity per role and horizon month."""
 
@@ -120,22 +129,34 @@ class _Ledger:
         return row[month - self.horizon.start] if row is not None else 0.0
 
     def first_shortfall(
-        self, load: Mapping[tuple[str, int], float], start: int
+        self, cells: Sequence[LoadCell], start: int
     ) -> tuple[str, int, float] | None:
-        for (role, offset), fte in sorted(load.items(), key=lambda i: (i[0][1], i[0][0])):
-            month = start + offset
-            if month in self.horizon:
-                free = self.free(role, month)
+        """The first cell of a project's load (``load_cells``: by month, then role) that does
+        not fit when it starts at ``start``, as (role, month, shortfall); None if all fits.
+        The cells are sorted once per project, not once per start tried."""
+        months = self.horizon.months
+        first = start - self.horizon.start
+        remaining = self.remaining
+        for offset, role, fte in cells:
+            i = first + offset
+            if 0 <= i < months:
+                row = remaining.get(role)
+                free = row[i] if row is not None else 0.0
                 if free + EPSILON < fte:
-                    return role, month, fte - free
+                    return role, start + offset, fte - free
         return None
 
-    def take(self, load: Mapping[tuple[str, int], float], start: int) -> None:
-        for (role, offset), fte in load.items():
-            month = start + offset
-            if month in self.horizon:
-                row = self.remaining.setdefault(role, [0.0] * self.horizon.months)
-                row[month - self.horizon.start] -= fte
+    def take(self, cells: Iterable[LoadCell], start: int) -> None:
+        """Take a project's load (its cells, in any order) from the months it falls in."""
+        months = self.horizon.months
+        first = start - self.horizon.start
+        for offset, role, fte in cells:
+            i = first + offset
+            if 0 <= i < months:
+                row = self.remaining.get(role)
+                if row is None:
+                    row = self.remaining[role] = [0.0] * months
+                row[i] -= fte
 
 
 def _order(
@@ -186,7 +207,7 @@ def plan(projects: Iterable[PlanProject], resources: Iterable[Resource], horizon
             placements[p.key] = Placement("excluded")
         elif p.stage == Stage.ACTIVE:
             start = p.earliest_start if p.earliest_start is not None else horizon.start
-            ledger.take(p.load(), start)
+            ledger.take(load_cells(p.load()), start)
             placements[p.key] = Placement("committed", start, start + p.duration - 1)
         else:
             candidates.append(p)
@@ -237,12 +258,12 @@ def _place(
                 ),
             ),
         )
-    load = p.load()
+    cells = load_cells(p.load())
     first: tuple[str, int, float] | None = None
     for start in range(lo, hi + 1):
-        short = ledger.first_shortfall(load, start)
+        short = ledger.first_shortfall(cells, start)
         if short is None:
-            ledger.take(load, start)
+            ledger.take(cells, start)
             return Placement("planned", start, start + p.duration - 1)
         first = first or short
     assert first is not None
