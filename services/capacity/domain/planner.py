@@ -8,10 +8,12 @@ in every month, or deferred with the reason.
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from shared.contracts.common import month_from_index
 from shared.contracts.events import Deferral
@@ -61,13 +63,29 @@ class PlanProject:
     def duration(self) -> int:
         return max((d.offset + d.months for d in self.demand), default=1)
 
-    def load(self) -> dict[tuple[str, int], float]:
-        """FTE per (role, month offset from the start), demand lines of one role added up."""
-        total: dict[tuple[str, int], float] = defaultdict(float)
-        for d in self.demand:
-            for offset in range(d.offset, d.offset + d.months):
-                total[(d.role, offset)] += d.fte
-        return dict(total)
+    def load(self) -> Mapping[tuple[str, int], float]:
+        """FTE per (role, month offset from the start), demand lines of one role added up.
+        Read-only: one mapping serves every project with these demand lines, and is kept
+        between replans (a replan and its analysis ask for each project's load four times)."""
+        return _load_of(self.demand)
+
+    def cells(self) -> tuple[LoadCell, ...]:
+        """The load as cells in the order a shortfall is looked for (``load_cells``)."""
+        return _cells_of(self.demand)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _load_of(demand: tuple[Demand, ...]) -> Mapping[tuple[str, int], float]:
+    total: dict[tuple[str, int], float] = defaultdict(float)
+    for d in demand:
+        for offset in range(d.offset, d.offset + d.months):
+            total[(d.role, offset)] += d.fte
+    return MappingProxyType(dict(total))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _cells_of(demand: tuple[Demand, ...]) -> tuple[LoadCell, ...]:
+    return tuple(load_cells(_load_of(demand)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +225,7 @@ def plan(projects: Iterable[PlanProject], resources: Iterable[Resource], horizon
             placements[p.key] = Placement("excluded")
         elif p.stage == Stage.ACTIVE:
             start = p.earliest_start if p.earliest_start is not None else horizon.start
-            ledger.take(load_cells(p.load()), start)
+            ledger.take(p.cells(), start)
             placements[p.key] = Placement("committed", start, start + p.duration - 1)
         else:
             candidates.append(p)
@@ -258,7 +276,7 @@ def _place(
                 ),
             ),
         )
-    cells = load_cells(p.load())
+    cells = p.cells()
     first: tuple[str, int, float] | None = None
     for start in range(lo, hi + 1):
         short = ledger.first_shortfall(cells, start)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,3 +204,13 @@ def test_planned_work_never_over_allocates_and_respects_dependencies(
                 assert dep_end is not None
                 assert placed.start is not None
                 assert placed.start > dep_end
+
+
+def test_a_load_is_kept_read_only_and_its_cells_come_by_month_then_role() -> None:
+    a = project("A", 1, ("qa", 0.5, 1, 2), ("dev", 1.0, 0, 2), ("dev", 0.5, 1, 1))
+    b = project("B", 2, ("qa", 0.5, 1, 2), ("dev", 1.0, 0, 2), ("dev", 0.5, 1, 1))
+    assert dict(a.load()) == {("dev", 0): 1.0, ("dev", 1): 1.5, ("qa", 1): 0.5, ("qa", 2): 0.5}
+    assert a.load() is b.load()  # the same demand lines share one mapping, kept between replans
+    with pytest.raises(TypeError):
+        a.load()[("dev", 0)] = 9.0  # type: ignore[index]
+    assert a.cells() == ((0, "dev", 1.0), (1, "dev", 1.5), (1, "qa", 0.5), (2, "qa", 0.5))
