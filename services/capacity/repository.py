@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -47,17 +48,23 @@ class ProjectStates:
     held here comes back without its state, which is then neither sent nor parsed again (the
     parse was a tenth of capacity's CPU under load). A revision names one state: intake
     refuses a revision that is not newer than the stored one, and a withdrawal is a new
-    revision (docs/contract.md)."""
+    revision (docs/contract.md). The ``portfolios`` most recently read are held (as intake
+    holds its portfolio views); an empty portfolio is not."""
 
-    def __init__(self) -> None:
-        self._held: dict[str, dict[str, tuple[int, ProjectState]]] = {}
+    def __init__(self, portfolios: int = 64) -> None:
+        self._held: OrderedDict[str, Mapping[str, tuple[int, ProjectState]]] = OrderedDict()
+        self._portfolios = portfolios
 
-    def held(self, portfolio: str) -> dict[str, tuple[int, ProjectState]]:
+    def held(self, portfolio: str) -> Mapping[str, tuple[int, ProjectState]]:
         return self._held.get(portfolio, {})
 
-    def keep(self, portfolio: str, states: dict[str, tuple[int, ProjectState]]) -> None:
-        """Hold ``states`` as the portfolio's, dropping the projects no longer in it."""
-        self._held[portfolio] = states
+    def keep(self, portfolio: str, states: Mapping[str, tuple[int, ProjectState]]) -> None:
+        """Hold ``states`` as the portfolio's (the projects no longer in it are let go)."""
+        self._held.pop(portfolio, None)
+        if states:
+            self._held[portfolio] = states
+            while len(self._held) > self._portfolios:
+                self._held.popitem(last=False)
 
 
 class CapacityRepository:

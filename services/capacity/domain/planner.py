@@ -8,7 +8,6 @@ in every month, or deferred with the reason.
 
 from __future__ import annotations
 
-import functools
 import heapq
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,6 +57,12 @@ class PlanProject:
     demand: tuple[Demand, ...]
     depends_on: tuple[str, ...] = ()
     mandatory: bool = False
+    # Worked out on first use and kept with the project (it is immutable): a replan and its
+    # analysis ask for each project's load four times. Not part of equality or the hash.
+    _load: Mapping[tuple[str, int], float] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+    _cells: tuple[LoadCell, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def duration(self) -> int:
@@ -65,27 +70,23 @@ class PlanProject:
 
     def load(self) -> Mapping[tuple[str, int], float]:
         """FTE per (role, month offset from the start), demand lines of one role added up.
-        Read-only: one mapping serves every project with these demand lines, and is kept
-        between replans (a replan and its analysis ask for each project's load four times)."""
-        return _load_of(self.demand)
+        Read-only, and kept with the project once worked out."""
+        if self._load is None:
+            total: dict[tuple[str, int], float] = defaultdict(float)
+            for d in self.demand:
+                for offset in range(d.offset, d.offset + d.months):
+                    total[(d.role, offset)] += d.fte
+            object.__setattr__(self, "_load", MappingProxyType(dict(total)))
+        assert self._load is not None
+        return self._load
 
     def cells(self) -> tuple[LoadCell, ...]:
-        """The load as cells in the order a shortfall is looked for (``load_cells``)."""
-        return _cells_of(self.demand)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _load_of(demand: tuple[Demand, ...]) -> Mapping[tuple[str, int], float]:
-    total: dict[tuple[str, int], float] = defaultdict(float)
-    for d in demand:
-        for offset in range(d.offset, d.offset + d.months):
-            total[(d.role, offset)] += d.fte
-    return MappingProxyType(dict(total))
-
-
-@functools.lru_cache(maxsize=65_536)
-def _cells_of(demand: tuple[Demand, ...]) -> tuple[LoadCell, ...]:
-    return tuple(load_cells(_load_of(demand)))
+        """The load as cells in the order a shortfall is looked for (``load_cells``), kept
+        with the project once worked out."""
+        if self._cells is None:
+            object.__setattr__(self, "_cells", tuple(load_cells(self.load())))
+        assert self._cells is not None
+        return self._cells
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,15 +18,17 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2027, 1, 5, tzinfo=UTC)
 
 
-def changed(p: str, revision: int, name: str, *, withdrawn: bool = False) -> ProjectChanged:
+def changed(
+    p: str, revision: int, name: str, *, withdrawn: bool = False, portfolio: str = "held"
+) -> ProjectChanged:
     return ProjectChanged(
-        project_key=f"held/jira/{p}",
-        portfolio="held",
+        project_key=f"{portfolio}/jira/{p}",
+        portfolio=portfolio,
         revision=revision,
         submission_id=f"sub-{p}-{revision}",
         occurred_at=NOW,
         withdrawn=withdrawn,
-        project=ProjectState(name=name, portfolio="held", source="jira", external_id=p),
+        project=ProjectState(name=name, portfolio=portfolio, source="jira", external_id=p),
     )
 
 
@@ -36,10 +38,10 @@ async def save(pool: asyncpg.Pool[Any], *events: ProjectChanged) -> None:
 
 
 async def read(
-    pool: asyncpg.Pool[Any], states: ProjectStates
+    pool: asyncpg.Pool[Any], states: ProjectStates, portfolio: str = "held"
 ) -> dict[str, tuple[bool, ProjectState]]:
     async with CapacityUnitOfWork(pool, states) as uow:
-        inputs = await uow.plans.inputs("held")
+        inputs = await uow.plans.inputs(portfolio)
     return {key.split("/")[-1]: (withdrawn, state) for key, withdrawn, state, *_ in inputs.projects}
 
 
@@ -69,3 +71,19 @@ async def test_states_are_read_once_per_revision(pool: asyncpg.Pool[Any]) -> Non
     await pool.execute("DELETE FROM projects WHERE project_key = 'held/jira/B'")
     assert set(await read(pool, states)) == {"A"}
     assert set(states.held("held")) == {"held/jira/A"}
+
+
+async def test_only_the_portfolios_most_recently_read_are_held(pool: asyncpg.Pool[Any]) -> None:
+    states = ProjectStates(portfolios=2)
+    for portfolio in ("p1", "p2", "p3"):
+        await save(pool, changed("A", 1, "Alpha", portfolio=portfolio))
+    await read(pool, states, "p1")
+    await read(pool, states, "p2")
+    await read(pool, states, "p1")  # p1 read again: p2 is now the least recently read
+    await read(pool, states, "p3")
+    assert [p for p in ("p1", "p2", "p3") if states.held(p)] == ["p1", "p3"]
+    # A portfolio with no projects (a request naming an unknown one) is not held.
+    assert await read(pool, states, "nowhere") == {}
+    assert not states.held("nowhere")
+    assert states.held("p1")
+    assert states.held("p3")
