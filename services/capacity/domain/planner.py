@@ -143,10 +143,6 @@ class _Ledger:
         self.horizon = horizon
         self.remaining = {role: list(row) for role, row in capacity.items()}
 
-    def free(self, role: str, month: int) -> float:
-        row = self.remaining.get(role)
-        return row[month - self.horizon.start] if row is not None else 0.0
-
     def first_shortfall(
         self, cells: Sequence[LoadCell], start: int
     ) -> tuple[str, int, float] | None:
