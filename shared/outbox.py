@@ -128,6 +128,13 @@ def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> P
     return publish
 
 
+# The relay's read: a batch of unsent rows after a given id, in id order.
+UNSENT = (
+    "SELECT id, topic, key, value, headers FROM outbox"
+    " WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+)
+
+
 def _messages(rows: Sequence[asyncpg.Record]) -> list[OutboxMessage]:
     return [OutboxMessage(r["topic"], r["key"], r["value"], from_json(r["headers"])) for r in rows]
 
@@ -181,7 +188,7 @@ class OutboxRelay:
         is marked sent only once the broker has acknowledged all of it; a failure rolls the
         whole pass back, and its rows are published again (consumers deduplicate)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", self._lock_key):
+            if not await self.take_turn(conn):
                 return 0
             rows = await self._unsent(conn, after=0)
             if not rows:
@@ -217,13 +224,24 @@ class OutboxRelay:
         self.stats.published += published
         return published
 
-    async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
-        return await conn.fetch(
-            "SELECT id, topic, key, value, headers FROM outbox"
-            " WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2",
-            after,
-            self._batch_size,
+    async def take_turn(self, conn: PoolConnectionProxy[Any]) -> bool:
+        """Within the caller's transaction: whether this relay has its schema's turn (the
+        advisory lock, held until the transaction ends), with the transaction set up to read.
+
+        Unsent rows are read in id order through the partial index ``outbox_unsent``. After a
+        transaction commits many rows into an outbox last analysed when it held few (a
+        rescore's 100,000), the planner expects a few hundred, and its plan sorted every unsent
+        row, on disk, for each batch it read: 160 ms a batch of 2,000, against 6 ms through the
+        index. With sorting off for the transaction, the index's order is the plan."""
+        turn: bool = await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock($1) AND set_config('enable_sort', 'off', true)"
+            " = 'off'",
+            self._lock_key,
         )
+        return turn
+
+    async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
+        return await conn.fetch(UNSENT, after, self._batch_size)
 
     async def purge(self) -> int:
         """Delete rows sent longer ago than the retention; they are kept for inspection."""

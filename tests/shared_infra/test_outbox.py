@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -146,3 +148,47 @@ async def consume(kafka: KafkaSettings, topic: str, count: int) -> list[tuple[by
     finally:
         await consumer.stop()
     return seen
+
+
+async def test_a_backlog_written_at_once_is_read_through_the_index_not_sorted(
+    database: DatabaseSettings,
+) -> None:
+    """A transaction writing many rows into an outbox analysed while it was empty (a rescore's
+    100,000) leaves the planner expecting a few. The relay's read must still walk the unsent
+    index in id order rather than sort every unsent row for each batch it reads."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t"
+    )
+
+    async def never(messages: Sequence[OutboxMessage]) -> None:
+        raise AssertionError("nothing is published here")
+
+    try:
+        relay = OutboxRelay(pool, "scoring", never)
+        async with pool.acquire() as conn:
+            await conn.execute("ANALYZE outbox")
+            async with conn.transaction():
+                await outbox.add(
+                    conn,
+                    [
+                        OutboxMessage("t", f"retail/jira/P{i}".encode(), b"v" * 600, {})
+                        for i in range(5000)
+                    ],
+                )
+            async with conn.transaction():
+                assert await relay.take_turn(conn)
+                plan = json.loads(
+                    await conn.fetchval(f"EXPLAIN (FORMAT JSON) {outbox.UNSENT}", 0, 2000)
+                )
+    finally:
+        await pool.close()
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    steps = list(nodes(plan[0]["Plan"]))
+    assert [n["Node Type"] for n in steps] == ["Limit", "Index Scan"], steps
+    assert steps[1]["Index Name"] == "outbox_unsent"
