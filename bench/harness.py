@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -13,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import httpx
 from shared.admin import ensure_topics
 from shared.local import free_port
 from shared.migrations import SERVICES, migrate, service_component
+from shared.runtime import GC_YOUNG_THRESHOLD
 from shared.settings import KafkaSettings
 from shared.topics import TopicNames
 
@@ -207,3 +209,20 @@ async def _stop(processes: Iterable[asyncio.subprocess.Process]) -> None:
         except TimeoutError:
             p.kill()
             await p.wait()
+
+
+@contextlib.contextmanager
+def collector_as_served() -> Iterator[None]:
+    """For a row that runs a service's code in the benchmark's own process: the cyclic
+    garbage collector as a service runs it (``shared.runtime.freeze_heap``: what the process
+    holds so far frozen, young collections every ``GC_YOUNG_THRESHOLD`` allocations), put back
+    as it was afterwards."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

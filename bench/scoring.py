@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from bench.harness import fresh_database
+from bench.harness import collector_as_served, fresh_database
 from services.scoring.domain.inputs import ScoringInputs
 from services.scoring.handlers import ScoringHandler
 from services.scoring.repository import ScoringRepository, ScoringUnitOfWork
@@ -393,9 +393,10 @@ async def full_rescore(
             await load(pool, projects)
             clock = _Clock()
             handler = ScoringHandler(lambda: _TimedUnitOfWork(pool, clock), NAMES, lambda: NOW)
-            started = time.perf_counter()
-            await handler.handle([model_change(normalisation)])
-            total = time.perf_counter() - started
+            with collector_as_served():
+                started = time.perf_counter()
+                await handler.handle([model_change(normalisation)])
+                total = time.perf_counter() - started
             io = sum(clock.seconds.get(k, 0.0) for k in ("persistence", "outbox", "commit"))
             result = {
                 "seconds": total,
@@ -406,7 +407,8 @@ async def full_rescore(
                 "published": clock.seconds.get("published", 0.0),
             }
             if bootstrap is not None:
-                result["relay"] = await _drain(pool, bootstrap)
+                with collector_as_served():
+                    result["relay"] = await _drain(pool, bootstrap)
             return result
         finally:
             await pool.close()

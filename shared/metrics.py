@@ -29,6 +29,16 @@ GC_FROZEN = Gauge(
     "pmo_gc_frozen_objects",
     "Objects built before serving, moved out of the garbage collector's reach (gc.freeze)",
 )
+GC_THRESHOLD = Gauge(
+    "pmo_gc_threshold",
+    "The cyclic garbage collector's threshold of each generation (gc.get_threshold)",
+    ["generation"],
+)
+GC_SECONDS = Counter(
+    "pmo_gc_collection_seconds_total",
+    "CPU time spent in the cyclic garbage collector's collections, by generation",
+    ["generation"],
+)
 OUTBOX_PUBLISHED = Counter("pmo_outbox_published_total", "Outbox rows published", ["service"])
 REPLANS = Histogram(
     "pmo_replan_seconds",
