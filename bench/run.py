@@ -288,6 +288,12 @@ async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
             results["rescore_relay"],
             "reference",
         ),
+        summarise(
+            f"full rescore {sizes.rescore_projects:,}: relay rate / broker baseline",
+            "ratio",
+            results["rescore_relay_ratio"],
+            "reference",
+        ),
         summarise("scoring 100k projects (domain only)", "s", results["scoring"], "reference"),
         judged(
             "greedy replan 1000 x 200 x 24", "s", results["greedy"], "<= 0.1 s", lambda v: v <= 0.1
@@ -546,6 +552,8 @@ async def rounds(
         record("rescore_commit", rescore["seconds"])
         record("rescore_relay", rescore["relay"])
         record("rescore", rescore["seconds"] + rescore["relay"])
+        # The relay's events a second against the same round's raw produce + consume rate.
+        record("rescore_relay_ratio", sizes.rescore_projects / rescore["relay"] / broker)
         record("greedy", await asyncio.to_thread(greedy_replan))
         record("greedy_ratio", await asyncio.to_thread(greedy_ratio))
         record("optimiser", await asyncio.to_thread(optimiser_ratio))
