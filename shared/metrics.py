@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import time
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
 
 RECORDS = Counter("pmo_records_consumed_total", "Records consumed", ["service", "topic"])
 BATCHES = Histogram(
@@ -34,11 +38,6 @@ GC_THRESHOLD = Gauge(
     "The cyclic garbage collector's threshold of each generation (gc.get_threshold)",
     ["generation"],
 )
-GC_SECONDS = Counter(
-    "pmo_gc_collection_seconds_total",
-    "CPU time spent in the cyclic garbage collector's collections, by generation",
-    ["generation"],
-)
 OUTBOX_PUBLISHED = Counter("pmo_outbox_published_total", "Outbox rows published", ["service"])
 REPLANS = Histogram(
     "pmo_replan_seconds",
@@ -60,3 +59,37 @@ CONSUMER_LAG = Gauge(
     "Records behind the end of each assigned partition, after the last committed batch",
     ["service", "topic", "partition"],
 )
+
+
+class CollectionTime:
+    """A ``gc.callbacks`` entry that sums the CPU time of the cyclic garbage collector's
+    collections by generation, exported as ``pmo_gc_collection_seconds_total`` when scraped.
+
+    A collection can start at any allocation, including one made while prometheus_client holds
+    a metric's (non-reentrant) lock in the same thread, such as the copy of its children made
+    while it is scraped; a callback that updated a metric could then wait for that lock forever.
+    So the callback only adds to plain floats, and the registry reads them when it collects."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.seconds[info["generation"]] += time.process_time() - self._started
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "pmo_gc_collection_seconds",
+            "CPU time spent in the cyclic garbage collector's collections, by generation",
+            labels=["generation"],
+        )
+        for generation, seconds in enumerate(self.seconds):
+            family.add_metric([str(generation)], seconds)
+        yield family
+
+
+GC_TIME = CollectionTime()
+REGISTRY.register(GC_TIME)

@@ -406,26 +406,8 @@ def freeze_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     for generation, threshold in enumerate(gc.get_threshold()):
         metrics.GC_THRESHOLD.labels(str(generation)).set(threshold)
-    if _time_collections not in gc.callbacks:
-        gc.callbacks.append(_time_collections)
-
-
-class _CollectionTimer:
-    """A ``gc.callbacks`` entry adding each collection's CPU time to
-    ``pmo_gc_collection_seconds_total``."""
-
-    def __init__(self) -> None:
-        self._started = 0.0
-
-    def __call__(self, phase: str, info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.process_time()
-        else:
-            elapsed = time.process_time() - self._started
-            metrics.GC_SECONDS.labels(str(info["generation"])).inc(elapsed)
-
-
-_time_collections = _CollectionTimer()
+    if metrics.GC_TIME not in gc.callbacks:
+        gc.callbacks.append(metrics.GC_TIME)
 
 
 def assemble(

@@ -77,6 +77,7 @@ async def start(
     assert samples["pmo_gc_frozen_objects"] > 10_000
     assert samples['pmo_gc_threshold{generation="0"}'] == 50_000
     assert samples['pmo_gc_threshold{generation="2"}'] == 10
+    assert 'pmo_gc_collection_seconds_total{generation="0"}' in samples
     return process
 
 
