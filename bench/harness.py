@@ -216,7 +216,8 @@ def collector_as_served() -> Iterator[None]:
     """For a row that runs a service's code in the benchmark's own process: the cyclic
     garbage collector as a service runs it (``shared.runtime.freeze_heap``: what the process
     holds so far frozen, young collections every ``GC_YOUNG_THRESHOLD`` allocations), put back
-    as it was afterwards."""
+    as it was afterwards. Build the row's inputs inside it, as a service builds them after its
+    freeze. Not reentrant: leaving it unfreezes everything."""
     before = gc.get_threshold()
     gc.collect()
     gc.freeze()
@@ -226,3 +227,5 @@ def collector_as_served() -> Iterator[None]:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+        # Here, outside the row's clock, not in whichever row runs next.
+        gc.collect()

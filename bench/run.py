@@ -144,22 +144,22 @@ async def single_row_commits(url: str, seconds: float = 3.0) -> float:
 def scoring_100k() -> float:
     """Seconds to score and rank 100,000 projects (the domain part of a full rescore)."""
     rnd = random.Random(1)  # noqa: S311 - synthetic data
-    projects = [
-        ScoringInputs(
-            f"b/s/P{i}",
-            rnd.random() < 0.01,
-            True,
-            {"growth": rnd.randint(0, 5), "efficiency": rnd.randint(0, 5)},
-            rnd.uniform(0, 1e7),
-            rnd.uniform(1e4, 1e7),
-            rnd.randint(1, 5),
-            None,
-            None,
-            10.0,
-        )
-        for i in range(100_000)
-    ]
     with collector_as_served():
+        projects = [
+            ScoringInputs(
+                f"b/s/P{i}",
+                rnd.random() < 0.01,
+                True,
+                {"growth": rnd.randint(0, 5), "efficiency": rnd.randint(0, 5)},
+                rnd.uniform(0, 1e7),
+                rnd.uniform(1e4, 1e7),
+                rnd.randint(1, 5),
+                None,
+                None,
+                10.0,
+            )
+            for i in range(100_000)
+        ]
         started = time.perf_counter()
         scores = score_all(projects, DEFAULT_MODEL, as_of=0)
         rank(RankEntry(p.key, p.mandatory, scores[p.key].score) for p in projects)
@@ -172,8 +172,8 @@ INSTANCE = portfolio(1000, 200)
 def greedy_replan() -> float:
     # New project objects, as each replan makes from the rows it reads: a project keeps its
     # load once worked out, and a replan starts without it.
-    projects = [dataclasses.replace(p) for p in INSTANCE.projects]
     with collector_as_served():
+        projects = [dataclasses.replace(p) for p in INSTANCE.projects]
         started = time.perf_counter()
         plan(projects, INSTANCE.resources, INSTANCE.horizon)
         return time.perf_counter() - started
@@ -553,7 +553,7 @@ async def rounds(
         record("rescore_relay", rescore["relay"])
         record("rescore", rescore["seconds"] + rescore["relay"])
         # The relay's events a second against the same round's raw produce + consume rate.
-        record("rescore_relay_ratio", sizes.rescore_projects / rescore["relay"] / broker)
+        record("rescore_relay_ratio", rescore["relayed"] / rescore["relay"] / broker)
         record("greedy", await asyncio.to_thread(greedy_replan))
         record("greedy_ratio", await asyncio.to_thread(greedy_ratio))
         record("optimiser", await asyncio.to_thread(optimiser_ratio))

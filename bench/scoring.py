@@ -349,8 +349,9 @@ async def revisions(
             await pool.close()
 
 
-async def _drain(pool: asyncpg.Pool[Any], bootstrap: str) -> float:
-    """Seconds for the outbox relay to publish the whole outbox to the broker at ``bootstrap``."""
+async def _drain(pool: asyncpg.Pool[Any], bootstrap: str) -> tuple[float, int]:
+    """Seconds for the outbox relay to publish the whole outbox to the broker at ``bootstrap``,
+    and how many rows it published."""
     from shared.admin import ensure_topics
     from shared.broker import make_producer
     from shared.outbox import OutboxRelay, producer_publish
@@ -367,7 +368,7 @@ async def _drain(pool: asyncpg.Pool[Any], bootstrap: str) -> float:
         started = time.perf_counter()
         while await relay.relay_once():
             pass
-        return time.perf_counter() - started
+        return time.perf_counter() - started, relay.stats.published
     finally:
         await producer.stop()
 
@@ -408,7 +409,7 @@ async def full_rescore(
             }
             if bootstrap is not None:
                 with collector_as_served():
-                    result["relay"] = await _drain(pool, bootstrap)
+                    result["relay"], result["relayed"] = await _drain(pool, bootstrap)
             return result
         finally:
             await pool.close()

@@ -63,7 +63,8 @@ CONSUMER_LAG = Gauge(
 
 class CollectionTime:
     """A ``gc.callbacks`` entry that sums the CPU time of the cyclic garbage collector's
-    collections by generation, exported as ``pmo_gc_collection_seconds_total`` when scraped.
+    collections by generation (the collecting thread's), exported as
+    ``pmo_gc_collection_seconds_total`` when scraped.
 
     A collection can start at any allocation, including one made while prometheus_client holds
     a metric's (non-reentrant) lock in the same thread, such as the copy of its children made
@@ -76,9 +77,9 @@ class CollectionTime:
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._started = time.process_time()
+            self._started = time.thread_time()
         else:
-            self.seconds[info["generation"]] += time.process_time() - self._started
+            self.seconds[info["generation"]] += time.thread_time() - self._started
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily(

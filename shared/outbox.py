@@ -230,9 +230,11 @@ class OutboxRelay:
 
         Unsent rows are read in id order through the partial index ``outbox_unsent``. After a
         transaction commits many rows into an outbox last analysed when it held few (a
-        rescore's 100,000), the planner expects a few hundred, and its plan sorted every unsent
-        row, on disk, for each batch it read: 160 ms a batch of 2,000, against 6 ms through the
-        index. With sorting off for the transaction, the index's order is the plan."""
+        rescore's 100,000), the planner expects a few, and its plan sorted every unsent row, on
+        disk, for each batch it read (docs/performance.md). With sorting off for the
+        transaction, the index's order is the plan."""
+        # Outside a transaction the lock and the setting would end with this statement.
+        assert conn.is_in_transaction(), "take_turn needs the caller's transaction"
         turn: bool = await conn.fetchval(
             "SELECT pg_try_advisory_xact_lock($1) AND set_config('enable_sort', 'off', true)"
             " = 'off'",

@@ -390,16 +390,13 @@ def freeze_heap() -> None:
     start-up objects (modules, settings, the app) is bounded and rare.
 
     Young collections then wait for ``GC_YOUNG_THRESHOLD`` container objects, not 700. A
-    batch keeps its records, events and rows alive while it works, and at 700 the collector
-    ran hundreds of times a second over them and promoted them to older generations whose
-    collections walk everything the service holds (capacity's kept project states among it).
-    Measured with ``pmo_gc_collection_seconds_total`` on the pipeline row (8,000
-    submissions): at 700 the collector took about 29 % of capacity's CPU there, 19 % of
-    reporting's and 8-9 % of intake's and scoring's; at 50,000 it ran four times in the whole
-    row, in capacity and reporting. Under the ranking API's load (50 clients) it took 0.62 s
-    of the server's CPU at 700 and none at 50,000, for 11 % more requests a second. What
-    refcounting cannot free (cycles) waits for at most that many allocations; peak memory
-    did not change (docs/performance.md)."""
+    batch keeps its records, events and rows alive while it works; at 700 the collector ran
+    hundreds of times a second over them and promoted them to the older generations, whose
+    collections walk everything the service holds (capacity's kept project states among it),
+    and in the pipeline benchmark it took up to 29 % of a service's CPU (docs/performance.md).
+    Cycles, which only the collector frees, are found later: a young one after at most that
+    many allocations, one promoted before it became garbage at the next older collection.
+    ``pmo_gc_collection_seconds_total`` shows what the collector costs."""
     gc.collect()
     gc.freeze()
     metrics.GC_FROZEN.set(gc.get_freeze_count())
