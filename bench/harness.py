@@ -26,7 +26,7 @@ import httpx
 from shared.admin import ensure_topics
 from shared.local import free_port
 from shared.migrations import SERVICES, migrate, service_component
-from shared.runtime import GC_YOUNG_THRESHOLD
+from shared.runtime import collect_as_served
 from shared.settings import KafkaSettings
 from shared.topics import TopicNames
 
@@ -214,14 +214,11 @@ async def _stop(processes: Iterable[asyncio.subprocess.Process]) -> None:
 @contextlib.contextmanager
 def collector_as_served() -> Iterator[None]:
     """For a row that runs a service's code in the benchmark's own process: the cyclic
-    garbage collector as a service runs it (``shared.runtime.freeze_heap``: what the process
-    holds so far frozen, young collections every ``GC_YOUNG_THRESHOLD`` allocations), put back
-    as it was afterwards. Build the row's inputs inside it, as a service builds them after its
+    garbage collector as a service runs it (``shared.runtime.collect_as_served``), put back as
+    it was afterwards. Build the row's inputs inside it, as a service builds them after its
     freeze. Not reentrant: leaving it unfreezes everything."""
     before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    collect_as_served()
     try:
         yield
     finally:

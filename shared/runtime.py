@@ -397,14 +397,21 @@ def freeze_heap() -> None:
     Cycles, which only the collector frees, are found later: a young one after at most that
     many allocations, one promoted before it became garbage at the next older collection.
     ``pmo_gc_collection_seconds_total`` shows what the collector costs."""
-    gc.collect()
-    gc.freeze()
+    collect_as_served()
     metrics.GC_FROZEN.set(gc.get_freeze_count())
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     for generation, threshold in enumerate(gc.get_threshold()):
         metrics.GC_THRESHOLD.labels(str(generation)).set(threshold)
     if metrics.GC_TIME not in gc.callbacks:
         gc.callbacks.append(metrics.GC_TIME)
+
+
+def collect_as_served() -> None:
+    """The collector as a service runs it from start-up on (``freeze_heap``, which also exports
+    it): what the process holds now collected and frozen, young collections every
+    ``GC_YOUNG_THRESHOLD`` allocations."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def assemble(

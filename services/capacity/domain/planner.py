@@ -71,22 +71,24 @@ class PlanProject:
     def load(self) -> Mapping[tuple[str, int], float]:
         """FTE per (role, month offset from the start), demand lines of one role added up.
         Read-only, and kept with the project once worked out."""
-        if self._load is None:
-            total: dict[tuple[str, int], float] = defaultdict(float)
-            for d in self.demand:
-                for offset in range(d.offset, d.offset + d.months):
-                    total[(d.role, offset)] += d.fte
-            object.__setattr__(self, "_load", MappingProxyType(dict(total)))
-        assert self._load is not None
-        return self._load
+        if self._load is not None:
+            return self._load
+        total: dict[tuple[str, int], float] = defaultdict(float)
+        for d in self.demand:
+            for offset in range(d.offset, d.offset + d.months):
+                total[(d.role, offset)] += d.fte
+        load = MappingProxyType(dict(total))
+        object.__setattr__(self, "_load", load)
+        return load
 
     def cells(self) -> tuple[LoadCell, ...]:
         """The load as cells in the order a shortfall is looked for (``load_cells``), kept
         with the project once worked out."""
-        if self._cells is None:
-            object.__setattr__(self, "_cells", tuple(load_cells(self.load())))
-        assert self._cells is not None
-        return self._cells
+        if self._cells is not None:
+            return self._cells
+        cells = tuple(load_cells(self.load()))
+        object.__setattr__(self, "_cells", cells)
+        return cells
 
 
 @dataclass(frozen=True, slots=True)
