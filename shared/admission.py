@@ -11,7 +11,7 @@ from typing import Generic, TypeVar
 
 from shared import metrics
 from shared.consumer_record import Record
-from shared.contracts.events import RankChange, RankingChanged
+from shared.contracts.events import ProjectScored, RankChange, RankingChanged, ScoresChanged
 from shared.deadletter import dead_letter, dead_letter_id
 from shared.errors import Reason
 from shared.outbox import OutboxMessage
@@ -89,6 +89,18 @@ def newest(
         if version(item) > floor:
             latest[k] = item
     return list(latest.values())
+
+
+def project_scores(events: Sequence[object]) -> list[ProjectScored]:
+    """The project scores among a batch's ``events``: each ``ScoresChanged`` entry as a
+    ``ProjectScored``, and the ``ProjectScored`` records earlier versions published."""
+    out: list[ProjectScored] = []
+    for e in events:
+        if isinstance(e, ScoresChanged):
+            out.extend(e.projects())
+        elif isinstance(e, ProjectScored):
+            out.append(e)
+    return out
 
 
 def rank_moves(events: Sequence[RankingChanged]) -> list[tuple[int, RankChange]]:

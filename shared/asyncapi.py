@@ -20,6 +20,7 @@ from shared.contracts.events import (
     ProjectPlanned,
     ProjectScored,
     RankingChanged,
+    ScoresChanged,
 )
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
 from shared.contracts.scoring import ScoringAudit, ScoringCommandMessage
@@ -86,13 +87,27 @@ CHANNELS = (
     ),
     Channel(
         Topic.SCORES,
+        "ScoresChanged",
+        ScoresChanged,
+        "{portfolio}",
+        ("scoring",),
+        ("capacity", "reporting"),
+        "Scores, explanations and ranks of the projects whose score, explanation or override "
+        "changed in one re-ranking of a portfolio: one project revised or a whole portfolio "
+        f"rescored, up to {ScoresChanged.MAX_SCORES:,} projects and about "
+        f"{ScoresChanged.MAX_BYTES // 1024} KiB per event.",
+        ScoresChanged.TYPE,
+    ),
+    Channel(
+        Topic.SCORES,
         "ProjectScored",
         ProjectScored,
         "{portfolio}/{source}/{external_id}",
         ("scoring",),
         ("capacity", "reporting"),
-        "A project's score, its explanation and its rank in the portfolio, when its score, "
-        "explanation or override changes.",
+        "One project's score, explanation and rank, as versions before ScoresChanged published "
+        "them; no longer published, still applied by consumers, so records already on the "
+        "topic are read after an upgrade.",
         ProjectScored.TYPE,
     ),
     Channel(
@@ -105,7 +120,7 @@ CHANNELS = (
         "Rank moves of projects whose score did not change (those a new or rescored project "
         f"pushed up or down), up to {RankingChanged.MAX_RANKS:,} per event. Keyed by "
         "portfolio: same partition, and "
-        "so the same order, as the portfolio's ProjectScored events.",
+        "so the same order, as the portfolio's ScoresChanged events.",
         RankingChanged.TYPE,
     ),
     Channel(

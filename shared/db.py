@@ -62,14 +62,17 @@ async def insert_rows(
     table: str,
     columns: Sequence[tuple[str, str]],
     rows: Sequence[Sequence[Any]],
+    *,
+    large: bool = False,
 ) -> None:
     """Append ``rows`` (values in the order of ``columns``: (name, Postgres type)) to
     ``table``: one INSERT of ``unnest`` over one array per column for a batch's few rows, a
-    binary COPY for many."""
+    binary COPY for many, or for a few ``large`` ones (megabytes: an array that size is built,
+    unnested and sorted whole by the server)."""
     if not rows:
         return
     names = [name for name, _ in columns]
-    if len(rows) > COPY_ABOVE:
+    if large or len(rows) > COPY_ABOVE:
         await conn.copy_records_to_table(table, columns=names, records=rows)
         return
     arrays, values = unnest_arguments(columns, rows)

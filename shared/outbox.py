@@ -50,6 +50,7 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
     if not messages:
         return
     trace = context_headers()
+    size = sum(len(m.value) for m in messages)
     await insert_rows(
         conn,
         "outbox",
@@ -63,8 +64,12 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
             )
             for m in messages
         ],
+        large=size > LARGE_BYTES,
     )
 
+
+# Above this many bytes of values, rows are copied in whatever their number (``insert_rows``).
+LARGE_BYTES = 1024 * 1024
 
 _OUTBOX_COLUMNS = (("topic", "text"), ("key", "bytea"), ("value", "bytea"), ("headers", "jsonb"))
 
@@ -128,10 +133,16 @@ def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> P
     return publish
 
 
-# The relay's read: a batch of unsent rows after a given id, in id order.
+# The relay's read: a batch of unsent rows after a given id, in id order, at most $2 rows and,
+# past its first row, only while the values before a row add up to less than $3 bytes (a
+# rescore's records carry hundreds of projects each). octet_length reads a stored value's
+# size from its header, without fetching the value.
 UNSENT = (
-    "SELECT id, topic, key, value, headers FROM outbox"
-    " WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+    "SELECT id, topic, key, value, headers FROM ("
+    "SELECT id, topic, key, value, headers,"
+    " sum(octet_length(value)) OVER (ORDER BY id) - octet_length(value) AS before"
+    " FROM outbox WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+    ") unsent WHERE before < $3"
 )
 
 
@@ -157,6 +168,7 @@ class OutboxRelay:
         publish: Publish,
         *,
         batch_size: int = 2000,
+        batch_bytes: int = 4 * 1024 * 1024,
         batches_per_pass: int = 10,
         poll_interval: float = 1.0,
         retention_seconds: float = 3600.0,
@@ -165,11 +177,13 @@ class OutboxRelay:
         self._schema = schema
         self._publish = publish
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
         self._batches_per_pass = batches_per_pass
         self._poll_interval = poll_interval
         self._retention_seconds = retention_seconds
         self._lock_key = zlib.crc32(f"pmo.outbox.{schema}".encode()) - 2**31
         self._wake = asyncio.Event()
+        self._more = False  # whether the last pass stopped at its limit with rows left
         self.stats = RelayStats()
 
     @property
@@ -180,13 +194,15 @@ class OutboxRelay:
         self._wake.set()
 
     async def relay_once(self) -> int:
-        """Publish unsent rows, up to ``batches_per_pass`` batches in one transaction; returns how
+        """Publish unsent rows, up to ``batches_per_pass`` batches (each at most ``batch_size``
+        rows and, past its first, ``batch_bytes`` of values) in one transaction; returns how
         many were published.
 
         The batches are pipelined: while the broker acknowledges one batch, the next is read,
         and while Postgres marks one batch sent, the next is encoded for the producer. A batch
         is marked sent only once the broker has acknowledged all of it; a failure rolls the
         whole pass back, and its rows are published again (consumers deduplicate)."""
+        self._more = False
         async with self._pool.acquire() as conn, conn.transaction():
             if not await self.take_turn(conn):
                 return 0
@@ -197,11 +213,12 @@ class OutboxRelay:
             acks: asyncio.Future[None] = asyncio.ensure_future(self._publish(_messages(rows)))
             following: asyncio.Future[None] | None = None
             try:
-                while True:
-                    more = (
-                        len(rows) == self._batch_size
-                        and published + len(rows) < self._batch_size * self._batches_per_pass
+                for turn in range(1, self._batches_per_pass + 1):
+                    # A batch cut short by its row or byte limit may have rows after it.
+                    full = len(rows) == self._batch_size or (
+                        sum(len(r["value"]) for r in rows) >= self._batch_bytes
                     )
+                    more = full and turn < self._batches_per_pass
                     after = rows[-1]["id"]
                     upcoming = await self._unsent(conn, after=after) if more else []
                     await acks
@@ -214,6 +231,8 @@ class OutboxRelay:
                     published += len(rows)
                     self.stats.batches += 1
                     if following is None:
+                        # Stopped at the pass's limit after a full batch: rows may be left.
+                        self._more = full and not more
                         break
                     rows, acks, following = upcoming, following, None
             finally:
@@ -243,7 +262,7 @@ class OutboxRelay:
         return turn
 
     async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
-        return await conn.fetch(UNSENT, after, self._batch_size)
+        return await conn.fetch(UNSENT, after, self._batch_size, self._batch_bytes)
 
     async def purge(self) -> int:
         """Delete rows sent longer ago than the retention; they are kept for inspection."""
@@ -276,7 +295,7 @@ class OutboxRelay:
                         if listener is not None:
                             await self._unlisten(listener)
                         listener = await self._listen()
-                    published = await self.relay_once()
+                    await self.relay_once()
                     backoff = 0.05
                     if time.monotonic() - last_purge > 60:
                         await self.purge()
@@ -289,7 +308,7 @@ class OutboxRelay:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                if published % self._batch_size or not published:
+                if not self._more:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
                     self._wake.clear()

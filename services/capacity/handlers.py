@@ -42,7 +42,7 @@ from services.capacity.domain.scenarios import (
 )
 from services.capacity.repository import CapacityUnitOfWork, PortfolioInputs, StoredPlacement
 from shared import metrics
-from shared.admission import admit, newest, rank_moves, refuse
+from shared.admission import admit, newest, project_scores, rank_moves, refuse
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import (
@@ -66,6 +66,7 @@ from shared.contracts.events import (
     ProjectScored,
     ProjectState,
     RankingChanged,
+    ScoresChanged,
 )
 from shared.contracts.inbound import ResourceUpdate
 from shared.errors import Reason
@@ -109,7 +110,7 @@ class _Decoders:
         if topic == Topic.CAPACITY_COMMANDS:
             return decode_request(record)
         if topic == Topic.SCORES:
-            return decode_typed(record, ProjectScored, RankingChanged)
+            return decode_typed(record, ProjectScored, ScoresChanged, RankingChanged)
         return decode_event(record, ProjectChanged)
 
 
@@ -182,7 +183,7 @@ class CapacityHandler:
             out = list(batch.dead_letters)
             items = [item for _, item in batch.items]
             projects = [e for e in items if isinstance(e, ProjectChanged)]
-            scores = [e for e in items if isinstance(e, ProjectScored)]
+            scores = project_scores(items)
             rankings = [e for e in items if isinstance(e, RankingChanged)]
             resources = [e for e in items if isinstance(e, ResourceUpdate)]
             # No portfolio lock: every write is guarded by its version, and the replan request

@@ -13,7 +13,7 @@ from typing import Any
 
 from services.reporting.domain import DeadLetterRow, dead_letter_row
 from services.reporting.repository import ReportingUnitOfWork
-from shared.admission import admit, rank_moves
+from shared.admission import admit, project_scores, rank_moves
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
@@ -23,6 +23,7 @@ from shared.contracts.events import (
     ProjectPlanned,
     ProjectScored,
     RankingChanged,
+    ScoresChanged,
 )
 from shared.contracts.scoring import ScoringAudit
 from shared.errors import Reason
@@ -43,7 +44,7 @@ class _Decoder:
         if topic == Topic.DEAD_LETTERS:
             return dead_letter_row(record)
         if topic == Topic.SCORES:
-            return decode_typed(record, ProjectScored, RankingChanged)
+            return decode_typed(record, ProjectScored, ScoresChanged, RankingChanged)
         if topic == Topic.PLANS:
             return decode_event(record, ProjectPlanned)
         if topic == Topic.SCORING_AUDIT:
@@ -83,9 +84,10 @@ class ReportingHandler:
                 now=now,
             )
             events = [e for _, e in batch.items]
+            scores = project_scores(events)
             model = uow.read_model
             await model.apply_projects([e for e in events if isinstance(e, ProjectChanged)])
-            await model.apply_scores([e for e in events if isinstance(e, ProjectScored)])
+            await model.apply_scores(scores)
             # After the scores: a move only replaces a rank of an older version (SQL guard).
             moves = rank_moves([e for e in events if isinstance(e, RankingChanged)])
             await model.move_ranks(moves)
@@ -95,10 +97,8 @@ class ReportingHandler:
             await model.add_summaries([e for e in events if isinstance(e, PortfolioPlanned)])
             await model.add_scenario_results([e for e in events if isinstance(e, ScenarioResult)])
             changed = {
-                e.project_key
-                for e in events
-                if isinstance(e, ProjectChanged | ProjectScored | ProjectPlanned)
-            }
+                e.project_key for e in events if isinstance(e, ProjectChanged | ProjectPlanned)
+            } | {e.project_key for e in scores}
             # A project only moved in the ranking may wait; one whose own data changed may not.
             moved = dict.fromkeys((m.project_key for _, m in moves), now + self._rank_delay)
             await model.mark_for_warehouse(moved | dict.fromkeys(changed, now))

@@ -1,8 +1,9 @@
 """Scoring's use case: apply project changes and analysts' commands, rescore what they affect,
-re-rank each touched portfolio once, and publish every score that changed (ProjectScored) and
-every audit entry, in one transaction per batch. Ranks that only moved (RankingChanged, a few
-bytes a project) go out with the batch, or, with a settle time, once it is due: a steady feed
-then publishes each portfolio's moves about once per settle time, not once per batch."""
+re-rank each touched portfolio once, and publish every score that changed (ScoresChanged, many
+projects a record) and every audit entry, in one transaction per batch. Ranks that only moved
+(RankingChanged, a few bytes a project) go out with the batch, or, with a settle time, once it
+is due: a steady feed then publishes each portfolio's moves about once per settle time, not once
+per batch."""
 
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ from services.scoring.repository import PortfolioState, ScoringUnitOfWork
 from shared.admission import admit, newest, refuse
 from shared.cloudevents import event_message, headers
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectChanged, ProjectScored, RankChange, RankingChanged
+from shared.contracts.events import (
+    ProjectChanged,
+    RankChange,
+    RankingChanged,
+    ScoreCause,
+    ScoresChanged,
+)
 from shared.contracts.scoring import (
     DEFAULT_MODEL,
     DEFAULT_NAME,
@@ -315,7 +322,7 @@ class ScoringHandler:
         rescored = np.zeros(len(keys), dtype=np.bool_)
         rescored[at] = True
         # A project rescored in this pass, or whose score or override changed, is published in
-        # full (ProjectScored); one that only moved in the ranking, as a rank (RankingChanged),
+        # full (ScoresChanged); one that only moved in the ranking, as a rank (RankingChanged),
         # when its portfolio's ranks settle if ``settle`` is False.
         own = rescored | score_moved | override_moved
         pending = settle is False and bool(np.any(moved_mask & ~own))
@@ -358,11 +365,7 @@ class ScoringHandler:
             else:
                 causes.append("portfolio_change")
         full_ranks = [r or None for r in ranks[in_full].tolist()]
-        values = scored_jsons(
-            portfolio=portfolio,
-            ranking_version=version,
-            model=name,
-            model_version=state.model_version,
+        entries = score_entries(
             keys=full_keys,
             revisions=rows.revision[in_full].tolist(),
             scores=final[in_full].tolist(),
@@ -373,23 +376,15 @@ class ScoringHandler:
             overrides=[None if (t := shown.get(key)) is None else t.encode() for key in full_keys],
         )
         topic = self._topics(Topic.SCORES)
-        # The headers differ by event id and subject only.
-        common = headers(
-            event_id="",
-            event_type=ProjectScored.TYPE,
-            source="pmo/scoring",
-            time=now,
-            subject="",
+        messages = scores_changed(
+            topic,
+            portfolio=portfolio,
+            ranking_version=version,
+            model=name,
+            model_version=state.model_version,
+            entries=entries,
+            now=now,
         )
-        messages = [
-            OutboxMessage(
-                topic=topic,
-                key=key.encode(),
-                value=value,
-                headers={**common, "ce_id": f"scoring:{key}:{version}", "ce_subject": key},
-            )
-            for key, value in zip(full_keys, values, strict=True)
-        ]
         return messages + ranking_changed(
             topic,
             portfolio,
@@ -410,7 +405,7 @@ def ranking_changed(
 ) -> list[OutboxMessage]:
     """``RankingChanged`` events for projects that only moved in the ranking, at most
     ``RankingChanged.MAX_RANKS`` a record, keyed by the portfolio (the partition of its
-    ``ProjectScored`` events, so consumers see both in the order they were written)."""
+    ``ScoresChanged`` events, so consumers see both in the order they were written)."""
     out = []
     for part, start in enumerate(range(0, len(keys), RankingChanged.MAX_RANKS)):
         end = start + RankingChanged.MAX_RANKS
@@ -435,21 +430,15 @@ def ranking_changed(
     return out
 
 
-def _percent_safe(text: bytes) -> bytes:
-    return text.replace(b"%", b"%%")
+_CAUSES = {cause: to_json(cause) for cause in get_args(ScoreCause)}
+_ENTRY = (
+    b'{"project_key":%s,"project_revision":%d,"score":%s,"rank":%s,"mandatory":%s,'
+    b'"explanation":%s,"cause":%s,"override":%s}'
+)
 
 
-_CAUSES = {
-    cause: to_json(cause) for cause in get_args(ProjectScored.model_fields["cause"].annotation)
-}
-
-
-def scored_jsons(
+def score_entries(
     *,
-    portfolio: str,
-    ranking_version: int,
-    model: str,
-    model_version: int,
     keys: Sequence[str],
     revisions: Sequence[int],
     scores: Sequence[float],
@@ -459,27 +448,17 @@ def scored_jsons(
     causes: Sequence[str],
     overrides: Sequence[bytes | None],
 ) -> list[bytes]:
-    """The JSON of ``ProjectScored`` for each of these projects of one ranking version, byte
-    for byte what ``ProjectScored(...).model_dump_json()`` gives, without validating a model
-    per project: every value is already of its contract type (the scoring rules make them, and
-    explanations and overrides come as their contract JSON), so validation would only spend
-    the time of a 100,000-project rescore. Fields are in the contract's order; strings and
-    numbers are written by pydantic's serialiser, as the contract writes them."""
-    template = (
-        b'{"project_key":%s,"portfolio":'
-        + _percent_safe(to_json(portfolio))
-        + b',"project_revision":%d,"ranking_version":%d,"model":'
-        + _percent_safe(to_json(model))
-        + b',"model_version":%d,"score":%s,"rank":%s,"mandatory":%s,"explanation":%s,'
-        + b'"cause":%s,"override":%s}'
-    )
+    """The JSON of each project's ``ProjectScore`` entry, byte for byte what the contract's
+    serialiser gives, without validating a model per project: every value is already of its
+    contract type (the scoring rules make them, and explanations and overrides come as their
+    contract JSON), so validation would only spend the time of a 100,000-project rescore.
+    Fields are in the contract's order; strings and numbers are written by pydantic's
+    serialiser, as the contract writes them."""
     return [
-        template
+        _ENTRY
         % (
             to_json(key),
             revision,
-            ranking_version,
-            model_version,
             score,
             b"null" if rank is None else b"%d" % rank,
             b"true" if is_mandatory else b"false",
@@ -501,36 +480,57 @@ def scored_jsons(
     ]
 
 
-def scored_json(
+def scores_changed(
+    topic: str,
     *,
-    project_key: str,
     portfolio: str,
-    project_revision: int,
     ranking_version: int,
     model: str,
     model_version: int,
-    score: float,
-    rank: int | None,
-    mandatory: bool,
-    explanation: bytes,
-    cause: str,
-    override: OverrideInfo | None,
-) -> bytes:
-    """``scored_jsons`` of one project."""
-    return scored_jsons(
-        portfolio=portfolio,
-        ranking_version=ranking_version,
-        model=model,
-        model_version=model_version,
-        keys=[project_key],
-        revisions=[project_revision],
-        scores=[score],
-        ranks=[rank],
-        mandatory=[mandatory],
-        explanations=[explanation],
-        causes=[cause],
-        overrides=[None if override is None else override.model_dump_json().encode()],
-    )[0]
+    entries: Sequence[bytes],
+    now: datetime,
+) -> list[OutboxMessage]:
+    """``ScoresChanged`` records of these entries (``score_entries``), in order, each with at
+    most ``ScoresChanged.MAX_SCORES`` entries and, unless one entry alone is larger, at most
+    ``ScoresChanged.MAX_BYTES`` of JSON; keyed by the portfolio. The value is byte for byte the
+    contract's serialisation (tested)."""
+    head = (
+        b'{"portfolio":'
+        + to_json(portfolio)
+        + b',"ranking_version":%d,"model":' % ranking_version
+        + to_json(model)
+        + b',"model_version":%d,"scores":[' % model_version
+    )
+    budget = ScoresChanged.MAX_BYTES - len(head) - 2
+    parts: list[list[bytes]] = []
+    size = 0
+    for entry in entries:
+        if (
+            not parts
+            or len(parts[-1]) >= ScoresChanged.MAX_SCORES
+            or (parts[-1] and size + len(entry) + 1 > budget)
+        ):
+            parts.append([])
+            size = 0
+        parts[-1].append(entry)
+        size += len(entry) + 1
+    common = headers(
+        event_id="",
+        event_type=ScoresChanged.TYPE,
+        source="pmo/scoring",
+        time=now,
+        subject=portfolio,
+    )
+    key = portfolio.encode()
+    return [
+        OutboxMessage(
+            topic=topic,
+            key=key,
+            value=head + b",".join(part) + b"]}",
+            headers={**common, "ce_id": f"scoring-scores:{portfolio}:{ranking_version}:{n}"},
+        )
+        for n, part in enumerate(parts)
+    ]
 
 
 def _with_adjustment(explanation: bytes, delta: float) -> bytes:

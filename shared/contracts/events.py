@@ -7,7 +7,7 @@ Each event travels as the Kafka value (JSON) with CloudEvents 1.0 attributes in 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -63,10 +63,29 @@ class Contribution(Event):
     contribution: float
 
 
-class ProjectScored(Event):
-    """A project's score and rank in its portfolio (``pmo.scoring.scores.v1``), published when
-    its score, explanation or override changes; moves of its rank alone come as
-    ``RankingChanged``.
+ScoreCause = Literal["project_revision", "model_change", "override", "rescore", "portfolio_change"]
+
+
+class ProjectScore(Event):
+    """One project's entry in ``ScoresChanged``: its score, explanation, rank and override."""
+
+    project_key: str
+    project_revision: int
+    score: float
+    rank: int | None
+    mandatory: bool
+    explanation: list[Contribution]
+    cause: ScoreCause
+    override: OverrideInfo | None = None
+
+
+class ProjectScored(ProjectScore):
+    """A project's score and rank in its portfolio, a project a record (``pmo.scoring.scores.v1``).
+
+    Scoring publishes scores as ``ScoresChanged`` now, many projects a record; consumers still
+    apply ``ProjectScored``, which earlier versions published, so records of either kind on
+    the topic are read after an upgrade. It is also the form a consumer applies each entry of
+    a ``ScoresChanged`` in (``ScoresChanged.projects``).
 
     ``ranking_version`` increases with every re-ranking of the portfolio; a consumer keeps the
     highest it has seen. ``rank`` is None for projects that are not ranked (done, cancelled,
@@ -74,18 +93,44 @@ class ProjectScored(Event):
 
     TYPE: ClassVar[str] = "pmo.scoring.project.scored.v1"
 
-    project_key: str
     portfolio: str
-    project_revision: int
     ranking_version: int
     model: str
     model_version: int
-    score: float
-    rank: int | None
-    mandatory: bool
-    explanation: list[Contribution]
-    cause: Literal["project_revision", "model_change", "override", "rescore", "portfolio_change"]
-    override: OverrideInfo | None = None
+
+
+class ScoresChanged(Event):
+    """Projects whose score, explanation or override changed in one re-ranking of a portfolio,
+    with their new ranks (``pmo.scoring.scores.v1``, keyed by portfolio).
+
+    A pass of scoring publishes every project it scored in full here: one project revised, or
+    all 100,000 of a portfolio after a model change, split over several events of the same
+    ``ranking_version`` (at most ``MAX_SCORES`` entries and about ``MAX_BYTES`` of JSON each,
+    under the 1 MiB a consumer accepts); each is complete on its own. Moves of the projects
+    whose score did not change come as ``RankingChanged``, on the same partition, after it.
+
+    A consumer applies each entry as a ``ProjectScored`` of the event's portfolio, ranking
+    version and model (``projects``): only over an older ranking version."""
+
+    TYPE: ClassVar[str] = "pmo.scoring.scores.changed.v1"
+    MAX_SCORES: ClassVar[int] = 500
+    MAX_BYTES: ClassVar[int] = 256 * 1024
+
+    portfolio: str
+    ranking_version: int
+    model: str
+    model_version: int
+    scores: list[ProjectScore]
+
+    def projects(self) -> list[ProjectScored]:
+        """Each entry as the ``ProjectScored`` it stands for (entries are already validated)."""
+        common: dict[str, Any] = {
+            "portfolio": self.portfolio,
+            "ranking_version": self.ranking_version,
+            "model": self.model,
+            "model_version": self.model_version,
+        }
+        return [ProjectScored.model_construct(**e.__dict__, **common) for e in self.scores]
 
 
 class RankChange(Event):
@@ -98,15 +143,15 @@ class RankChange(Event):
 class RankingChanged(Event):
     """Projects whose rank moved while their score, explanation and override did not
     (``pmo.scoring.scores.v1``, keyed by portfolio, so it shares the partition of the
-    portfolio's ``ProjectScored`` events and arrives in order with them).
+    portfolio's ``ScoresChanged`` events and arrives in order with them).
 
     A new project, or one whose score changed, moves the ranks of every project between its
-    old and new place; those moves travel here, a few bytes each, instead of as a
-    ``ProjectScored`` per moved project. A consumer applies each entry as it would the rank of
-    a ``ProjectScored`` of the same ``ranking_version``: only over an older version. A large
-    move is split over several events of the same version (at most ``MAX_RANKS`` entries each);
-    each is complete on its own. Moves settle: they follow the ``ProjectScored`` that caused
-    them once the portfolio's settle time is due, so until then two projects may share a rank."""
+    old and new place; those moves travel here, a few bytes each, instead of as a full score
+    per moved project. A consumer applies each entry as it would the rank of a score of the
+    same ``ranking_version``: only over an older version. A large move is split over several
+    events of the same version (at most ``MAX_RANKS`` entries each); each is complete on its
+    own. Moves settle: they follow the ``ScoresChanged`` that caused them once the portfolio's
+    settle time is due, so until then two projects may share a rank."""
 
     TYPE: ClassVar[str] = "pmo.scoring.ranking.changed.v1"
     MAX_RANKS: ClassVar[int] = 5000

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from shared.contracts.events import ProjectChanged, ProjectPlanned, ProjectScored, RankingChanged
+from shared.contracts.events import (
+    ProjectChanged,
+    ProjectPlanned,
+    ProjectScored,
+    RankingChanged,
+    ScoresChanged,
+)
 from shared.contracts.inbound import ProjectSubmission, ResourceUpdate
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -17,6 +23,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "resource.v1": ResourceUpdate,
     "project_changed.v1": ProjectChanged,
     "project_scored.v1": ProjectScored,
+    "scores_changed.v1": ScoresChanged,
     "project_planned.v1": ProjectPlanned,
     "ranking_changed.v1": RankingChanged,
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -125,6 +127,56 @@ async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_ba
         assert mine == first + expected
 
 
+async def test_batches_are_bounded_by_bytes_and_a_full_pass_is_followed_at_once(
+    database: DatabaseSettings,
+) -> None:
+    """Records of hundreds of KiB (a rescore's, many projects each) are read a few at a time:
+    past its first row, a batch holds only while the values before a row total less than
+    ``batch_bytes``. A pass that stops at its limit with rows left is followed at once, not
+    after the poll interval."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t"
+    )
+    batches: list[list[bytes]] = []
+
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
+        batches.append([m.value for m in messages])
+
+    kib = 1024
+    values = [bytes([65 + i]) * (300 * kib) for i in range(10)] + [b"small"] * 3
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM outbox")
+            await outbox.add(conn, [OutboxMessage("t", b"retail/jira/P", v, {}) for v in values])
+        relay = OutboxRelay(
+            pool, "scoring", publish, batch_bytes=1000 * kib, batches_per_pass=2, poll_interval=60
+        )
+        assert await relay.relay_once() == 8  # two batches of four: 0, 300, 600, 900 KiB before
+        assert [len(b) for b in batches] == [4, 4]
+        batches.clear()
+        # The rest, by the running relay: the first pass stops at its limit (rows left), and
+        # the next follows without waiting for a notification or the 60 s poll.
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE outbox SET sent_at = NULL")
+        relay.wake()
+        running = asyncio.create_task(relay.run())
+        try:
+
+            async def all_sent() -> bool:
+                return (await relay.backlog())[0] == 0
+
+            await eventually(all_sent, within=20, what="every row sent")
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+        assert [len(b) for b in batches] == [4, 4, 5]
+        assert [v for b in batches for v in b] == values
+    finally:
+        await pool.close()
+
+
 async def consume(kafka: KafkaSettings, topic: str, count: int) -> list[tuple[bytes, bytes]]:
     """The first ``count`` (key, value) records of ``topic``, partition by partition."""
     consumer = AIOKafkaConsumer(
@@ -178,10 +230,10 @@ async def test_a_backlog_written_at_once_is_read_through_the_index_not_sorted(
                 )
             explain = f"EXPLAIN (FORMAT JSON) {outbox.UNSENT}"
             # The situation is real: left to itself the planner sorts the backlog.
-            unguided = json.loads(await conn.fetchval(explain, 0, 2000))
+            unguided = json.loads(await conn.fetchval(explain, 0, 2000, 4 << 20))
             async with conn.transaction():
                 assert await relay.take_turn(conn)
-                plan = json.loads(await conn.fetchval(explain, 0, 2000))
+                plan = json.loads(await conn.fetchval(explain, 0, 2000, 4 << 20))
     finally:
         await pool.close()
 
@@ -192,5 +244,11 @@ async def test_a_backlog_written_at_once_is_read_through_the_index_not_sorted(
 
     assert "Sort" in [n["Node Type"] for n in nodes(unguided[0]["Plan"])]
     steps = list(nodes(plan[0]["Plan"]))
-    assert [n["Node Type"] for n in steps] == ["Limit", "Index Scan"], steps
-    assert steps[1]["Index Name"] == "outbox_unsent"
+    # The running byte count (WindowAgg) streams in the index's order, and the limit stops it.
+    assert [n["Node Type"] for n in steps] == [
+        "Subquery Scan",
+        "Limit",
+        "WindowAgg",
+        "Index Scan",
+    ], steps
+    assert steps[3]["Index Name"] == "outbox_unsent"

@@ -1,6 +1,7 @@
-"""Ranks reach capacity two ways: with a project's score (``ProjectScored``) and as moves of
-ranks alone (``RankingChanged``). On real Postgres: moves apply only over older versions, in
-any order within a batch, and a move never touches a score."""
+"""Ranks reach capacity two ways: with projects' scores (``ScoresChanged``, or ``ProjectScored``
+as earlier versions published them) and as moves of ranks alone (``RankingChanged``). On real
+Postgres: moves apply only over older versions, in any order within a batch, and a move never
+touches a score."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ from services.capacity.handlers import CapacityHandler
 from services.capacity.repository import CapacityUnitOfWork
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectScored, RankChange, RankingChanged
+from shared.contracts.events import (
+    ProjectScore,
+    ProjectScored,
+    RankChange,
+    RankingChanged,
+    ScoresChanged,
+)
 from shared.topics import Topic, TopicNames
 from tests.helpers import consumed
 
@@ -24,7 +31,9 @@ TOPICS = TopicNames("ranks.")
 NOW = datetime(2027, 1, 5, tzinfo=UTC)
 
 
-def record(event: ProjectScored | RankingChanged, event_id: str, offset: int) -> Record:
+def record(
+    event: ProjectScored | RankingChanged | ScoresChanged, event_id: str, offset: int
+) -> Record:
     key = event.project_key if isinstance(event, ProjectScored) else event.portfolio
     message = event_message(
         topic=TOPICS(Topic.SCORES), key=key, event=event, event_id=event_id, source="t", time=NOW
@@ -97,3 +106,38 @@ async def test_moves_apply_over_older_versions_only_and_keep_scores(
     await handler.handle([record(moved(4, A=2, B=3, D=7), "r:4", 4)])
     assert (await ranks(pool))["B"] == (None, 80.0, 5)
     assert (await ranks(pool))["A"] == (2, 90.0, 4)
+
+
+def scores_changed(version: int, *events: ProjectScored) -> ScoresChanged:
+    return ScoresChanged(
+        portfolio="ranked",
+        ranking_version=version,
+        model="weighted-default",
+        model_version=1,
+        scores=[ProjectScore.model_validate(e.model_dump()) for e in events],
+    )
+
+
+async def test_scores_of_many_projects_in_one_record_apply_like_one_record_each(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """What scoring publishes (``ScoresChanged``) and what earlier versions published
+    (``ProjectScored``, still on the topic after an upgrade) apply by the same version rule."""
+    handler = CapacityHandler(
+        uow=lambda: CapacityUnitOfWork(pool), topics=TOPICS, clock=lambda: NOW, plan_start="2027-01"
+    )
+    await handler.handle(
+        [
+            record(scored("A", 1, 1, 90.0), "s:A:1", 0),
+            record(
+                scores_changed(3, scored("A", 3, 2, 50.0), scored("B", 3, 1, 95.0)), "sc:3:0", 1
+            ),
+            # Older than what the record above carries for A: not applied.
+            record(scored("A", 2, 1, 60.0), "s:A:2", 2),
+        ]
+    )
+    assert await ranks(pool) == {"A": (2, 50.0, 3), "B": (1, 95.0, 3)}
+    await handler.handle(
+        [record(scores_changed(2, scored("B", 2, 7, 1.0), scored("C", 2, 3, 70.0)), "sc:2:0", 3)]
+    )
+    assert await ranks(pool) == {"A": (2, 50.0, 3), "B": (1, 95.0, 3), "C": (3, 70.0, 2)}

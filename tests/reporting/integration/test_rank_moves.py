@@ -20,10 +20,12 @@ from shared.contracts.events import (
     Contribution,
     ProjectChanged,
     ProjectPlanned,
+    ProjectScore,
     ProjectScored,
     ProjectState,
     RankChange,
     RankingChanged,
+    ScoresChanged,
 )
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
@@ -160,6 +162,44 @@ async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
         key("B"): (3, 80.0),
         key("C"): (1, 99.0),
     }
+
+
+async def test_scores_of_many_projects_in_one_record_reach_the_read_model_and_warehouse(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """Scoring publishes a pass's scores many projects a record (``ScoresChanged``); each entry
+    applies as a ``ProjectScored`` of its version would, beside those earlier versions wrote."""
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    entries = [scored("A", 2, 2, 50.0), scored("B", 2, 1, 95.0)]
+    many = ScoresChanged(
+        portfolio=PORTFOLIO,
+        ranking_version=2,
+        model="weighted-default",
+        model_version=1,
+        scores=[ProjectScore.model_validate(e.model_dump()) for e in entries],
+    )
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "m:p:A", 0),
+            record(Topic.PROJECTS, changed("B"), "m:p:B", 1),
+            record(Topic.SCORES, scored("A", 1, 1, 90.0), "m:s:A:1", 2),
+            record(Topic.SCORES, many, "m:sc:2:0", 3),
+            # An older version after it (a late record of an earlier pass) does not apply.
+            record(Topic.SCORES, scored("B", 1, 3, 10.0), "m:s:B:1", 4),
+        ]
+    )
+    rows = await pool.fetch(
+        "SELECT project_key, rank, score, ranking_version, explanation::text"
+        " FROM projects WHERE portfolio = $1",
+        PORTFOLIO,
+    )
+    assert {r["project_key"]: (r["rank"], r["score"], r["ranking_version"]) for r in rows} == {
+        key("A"): (2, 50.0, 2),
+        key("B"): (1, 95.0, 2),
+    }
+    assert {json.loads(r["explanation"])[0]["contribution"] for r in rows} == {50.0, 95.0}
+    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    assert await feed.publish_due() == 2
 
 
 # docs/reporting.md's "as of a past instant" for BI tools, for one portfolio.

@@ -20,7 +20,13 @@ from services.scoring.domain.scoring import score_all
 from services.scoring.handlers import ScoringHandler
 from services.scoring.repository import ScoringUnitOfWork
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectChanged, ProjectScored, ProjectState, RankingChanged
+from shared.contracts.events import (
+    ProjectChanged,
+    ProjectScored,
+    ProjectState,
+    RankingChanged,
+    ScoresChanged,
+)
 from shared.contracts.scoring import DEFAULT_MODEL, ModelEnvelope
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
@@ -204,7 +210,7 @@ async def test_published_ranking_always_equals_a_full_recompute(
     portfolio = Portfolio(rnd)
     seen: dict[str, ProjectScored] = {}
     last_id = 0
-    moved_only = 0  # ranks published as moves, without a ProjectScored
+    moved_only = 0  # ranks published as moves, without a score
     settled = 0
 
     async def published() -> tuple[set[str], int]:
@@ -236,10 +242,13 @@ async def test_published_ranking_always_equals_a_full_recompute(
                         update={"rank": move.rank, "ranking_version": moves.ranking_version}
                     )
                 continue
-            event = ProjectScored.model_validate_json(row["value"])
+            assert row["type"] == ScoresChanged.TYPE
+            event = ScoresChanged.model_validate_json(row["value"])
             assert row["value"] == event.model_dump_json().encode()
-            seen[event.project_key] = event
-            in_full.add(event.project_key)
+            for scored in event.projects():
+                assert scored.project_key not in in_full, "one entry per project and version"
+                seen[scored.project_key] = scored
+                in_full.add(scored.project_key)
         return in_full, moves_seen
 
     try:

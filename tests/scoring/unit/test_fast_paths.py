@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,9 @@ from services.scoring.domain.scoring import (
     round6,
     score_all,
 )
-from services.scoring.handlers import scored_json, scored_jsons
+from services.scoring.handlers import score_entries, scores_changed
 from services.scoring.repository import _legacy_explanation
-from shared.contracts.events import Contribution, ProjectScored
+from shared.contracts.events import Contribution, ProjectScore, ScoresChanged
 from shared.contracts.scoring import (
     CRITERIA,
     AhpModel,
@@ -39,6 +40,7 @@ from shared.contracts.scoring import (
 )
 
 AS_OF = 2027 * 12
+NOW = datetime(2027, 1, 15, 9, 0, tzinfo=UTC)
 EXPLANATION = TypeAdapter(list[Contribution])
 
 Reference = tuple[float, list[tuple[str, float | None, float, float, float]]]
@@ -402,28 +404,10 @@ def test_event_json_is_the_contracts_serialisation(
     override: OverrideInfo | None,
     names: tuple[str, str],
 ) -> None:
-    fields = {
-        "project_key": key,
-        "portfolio": f'pörtfolio "q" %s {names[0]}',
-        "project_revision": revision,
-        "ranking_version": 7,
-        "model": f"growth-first %d {names[1]}",
-        "model_version": 3,
-        "score": score,
-        "rank": rank,
-        "mandatory": mandatory,
-        "cause": cause,
-        "override": override,
-    }
+    portfolio = f'pörtfolio "q" %s {names[0]}'
+    model = f"growth-first %d {names[1]}"
     contract = [Contribution.model_validate(c) for c in explanation]
-    expected = ProjectScored.model_validate({**fields, "explanation": contract}).model_dump_json()
-    got = scored_json(**fields, explanation=EXPLANATION.dump_json(contract))  # type: ignore[arg-type]
-    assert got == expected.encode()
-    many = scored_jsons(
-        portfolio=fields["portfolio"],  # type: ignore[arg-type]
-        ranking_version=7,
-        model=fields["model"],  # type: ignore[arg-type]
-        model_version=3,
+    entries = score_entries(
         keys=[key, key + "2"],
         revisions=[revision, 1],
         scores=[score, 0.5],
@@ -433,7 +417,88 @@ def test_event_json_is_the_contracts_serialisation(
         causes=[cause, "portfolio_change"],
         overrides=[None if override is None else override.model_dump_json().encode(), None],
     )
-    assert many[0] == expected.encode()
+    (message,) = scores_changed(
+        "scores",
+        portfolio=portfolio,
+        ranking_version=7,
+        model=model,
+        model_version=3,
+        entries=entries,
+        now=NOW,
+    )
+    expected = ScoresChanged(
+        portfolio=portfolio,
+        ranking_version=7,
+        model=model,
+        model_version=3,
+        scores=[
+            ProjectScore.model_validate(
+                {
+                    "project_key": key,
+                    "project_revision": revision,
+                    "score": score,
+                    "rank": rank,
+                    "mandatory": mandatory,
+                    "explanation": contract,
+                    "cause": cause,
+                    "override": override,
+                }
+            ),
+            ProjectScore(
+                project_key=key + "2",
+                project_revision=1,
+                score=0.5,
+                rank=None,
+                mandatory=False,
+                explanation=[],
+                cause="portfolio_change",
+            ),
+        ],
+    )
+    assert message.value == expected.model_dump_json().encode()
+    assert message.key == portfolio.encode()
+    assert message.headers["ce_type"] == ScoresChanged.TYPE
+
+
+def _entry(i: int, size: int) -> bytes:
+    return score_entries(
+        keys=[f"p/s/{i:06d}" + "x" * size],
+        revisions=[1],
+        scores=[float(i)],
+        ranks=[i],
+        mandatory=[False],
+        explanations=[b"[]"],
+        causes=["rescore"],
+        overrides=[None],
+    )[0]
+
+
+def test_scores_are_split_by_count_and_by_size_and_arrive_in_order() -> None:
+    def split(entries: list[bytes]) -> list[ScoresChanged]:
+        messages = scores_changed(
+            "scores",
+            portfolio="p",
+            ranking_version=4,
+            model="m",
+            model_version=1,
+            entries=entries,
+            now=NOW,
+        )
+        assert len({m.headers["ce_id"] for m in messages}) == len(messages)
+        return [ScoresChanged.model_validate_json(m.value) for m in messages]
+
+    by_count = split([_entry(i, 0) for i in range(ScoresChanged.MAX_SCORES * 2 + 1)])
+    assert [len(e.scores) for e in by_count] == [ScoresChanged.MAX_SCORES] * 2 + [1]
+    by_size = split([_entry(i, 20_000) for i in range(40)])
+    assert len(by_size) > 1
+    assert all(len(e.model_dump_json()) <= ScoresChanged.MAX_BYTES for e in by_size), (
+        "each record stays within its budget"
+    )
+    assert [s.rank for e in by_size for s in e.scores] == list(range(40))
+    # One entry larger than the budget still goes, alone.
+    alone = split([_entry(0, 10), _entry(1, ScoresChanged.MAX_BYTES), _entry(2, 10)])
+    assert [len(e.scores) for e in alone] == [1, 1, 1]
+    assert split([]) == []
 
 
 def test_explanations_stored_as_jsonb_are_read_back_as_the_contracts_json() -> None:
