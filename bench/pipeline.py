@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaProducer
 
 from bench.cpu import CpuMeter, CpuUse, broker_pids, postgres_pids
 from bench.harness import Stack, service_stack, submission, submission_key
+from shared.asyncapi import CHANNELS
+from shared.contracts.events import ScoresChanged
 from shared.migrations import SERVICES
 from shared.topics import Topic
 
@@ -25,6 +27,9 @@ from shared.topics import Topic
 class PipelineResult:
     per_second: float
     events_per_second: float  # records applied by all four services together
+    # The same, with each ScoresChanged record counted once per project it carries: the
+    # project events applied, as when every project's score was a record of its own.
+    project_events_per_second: float
     peak_rss_mb: dict[str, float]
     # CPU milliseconds per submission by process group; "other" is what the machine spent
     # beside them (other work on a shared machine), so the groups add up to its busy time.
@@ -57,6 +62,21 @@ async def _commits(conn: asyncpg.Connection, database: str) -> int:
         "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", database
     )
     return value
+
+
+async def score_entries_beyond_records(conn: asyncpg.Connection) -> int:
+    """Project events the services applied beyond the records they consumed: each
+    ``ScoresChanged`` record scoring wrote carries many projects' scores, and every reader of
+    the scores topic applies each of them."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS records, coalesce(sum(json_array_length("
+        "convert_from(value, 'UTF8')::json -> 'scores')), 0) AS entries"
+        " FROM scoring.outbox WHERE headers ->> 'ce_type' = $1",
+        ScoresChanged.TYPE,
+    )
+    assert row is not None
+    readers = next(c.readers for c in CHANNELS if c.payload is ScoresChanged)
+    return len(readers) * (int(row["entries"]) - int(row["records"]))
 
 
 async def published_per_submission(conn: asyncpg.Connection, submissions: int) -> dict[str, float]:
@@ -138,17 +158,20 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             applied = 0
             for s in SERVICES:
                 applied += await conn.fetchval(f"SELECT count(*) FROM {s}.inbox")
+            beyond = await score_entries_beyond_records(conn)
             peaks = {s: _peak_rss_mb(p.pid) for s, p in stack.processes.items()}
             published = await published_per_submission(conn, submissions)
             # The services' commits: the statistics arrive within a second of each commit.
             # This connection's own, each a transaction: the first reading's, the polls, the
-            # inbox and outbox counts, and the next reading's clearing of its snapshot.
+            # inbox and outbox counts, the score entries' count, and the next reading's clearing
+            # of its snapshot.
             await asyncio.sleep(1.5)
-            own = 1 + polls + 2 * len(SERVICES) + 1
+            own = 1 + polls + 2 * len(SERVICES) + 2
             commits = await _commits(conn, database) - commits_before - own
             return PipelineResult(
                 submissions / elapsed,
                 applied / elapsed,
+                (applied + beyond) / elapsed,
                 peaks,
                 cpu_ms,
                 use.machine_busy,

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from shared import metrics
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectScored, RankChange, RankingChanged, ScoresChanged
+from shared.contracts.events import RankChange, RankingChanged
 from shared.deadletter import dead_letter, dead_letter_id
 from shared.errors import Reason
 from shared.outbox import OutboxMessage
@@ -91,14 +91,15 @@ def newest(
     return list(latest.values())
 
 
-def project_scores(events: Sequence[object]) -> list[ProjectScored]:
-    """The project scores among a batch's ``events``: each ``ScoresChanged`` entry as a
-    ``ProjectScored``, and the ``ProjectScored`` records earlier versions published."""
-    out: list[ProjectScored] = []
+def per_project(events: Sequence[object], many: type[Any], one: type[T]) -> list[T]:
+    """Among a batch's ``events``, each entry of the ``many`` kind (``ScoresChanged``,
+    ``PlansChanged``) as the ``one`` it stands for (its ``projects()``), and each ``one`` as
+    earlier versions published them, a project a record."""
+    out: list[T] = []
     for e in events:
-        if isinstance(e, ScoresChanged):
+        if isinstance(e, many):
             out.extend(e.projects())
-        elif isinstance(e, ProjectScored):
+        elif isinstance(e, one):
             out.append(e)
     return out
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from shared import deadletter
 from shared.contracts.capacity import CapacityRequestMessage, PortfolioPlanned, ScenarioResult
 from shared.contracts.events import (
+    PlansChanged,
     PortfolioProject,
     ProjectChanged,
     ProjectPlanned,
@@ -136,12 +137,27 @@ CHANNELS = (
     ),
     Channel(
         Topic.PLANS,
+        "PlansChanged",
+        PlansChanged,
+        "{portfolio}",
+        ("capacity",),
+        ("reporting",),
+        "The projects whose place in the portfolio's capacity plan changed in one replan, "
+        "each planned (start and end month), committed, deferred (and why) or excluded; up to "
+        f"{PlansChanged.MAX_PLANS:,} projects and {PlansChanged.MAX_BYTES // 1024} KiB per "
+        "event.",
+        PlansChanged.TYPE,
+    ),
+    Channel(
+        Topic.PLANS,
         "ProjectPlanned",
         ProjectPlanned,
         "{portfolio}/{source}/{external_id}",
         ("capacity",),
         ("reporting",),
-        "A project's place in its portfolio's capacity plan, or why it is deferred.",
+        "One project's place in the plan, as versions before PlansChanged published it; no "
+        "longer published, still applied by reporting, so records already on the topic are "
+        "read after an upgrade.",
         ProjectPlanned.TYPE,
     ),
     Channel(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar, Protocol
 
@@ -57,3 +58,47 @@ def event_message(
             subject=key,
         ),
     )
+
+
+def batched_messages(
+    *,
+    topic: str,
+    key: str,
+    head: bytes,
+    entries: Sequence[bytes],
+    max_entries: int,
+    max_bytes: int,
+    event_type: str,
+    event_id: str,
+    source: str,
+    time: datetime,
+) -> list[OutboxMessage]:
+    """Records of an event whose last field is a list of ``entries`` (each an entry's JSON),
+    the entries in order: each value is ``head`` (the event's JSON up to the list's ``[``),
+    entries joined by commas, then ``]}``; at most ``max_entries`` entries and, unless one entry
+    alone is larger, ``max_bytes`` of JSON a record. Each record's id is ``event_id`` and
+    ``:<part>``; none for no entries."""
+    budget = max_bytes - len(head) - 2
+    parts: list[list[bytes]] = []
+    size = 0
+    for entry in entries:
+        if (
+            not parts
+            or len(parts[-1]) >= max_entries
+            or (parts[-1] and size + len(entry) + 1 > budget)
+        ):
+            parts.append([])
+            size = 0
+        parts[-1].append(entry)
+        size += len(entry) + 1
+    common = headers(event_id="", event_type=event_type, source=source, time=time, subject=key)
+    encoded = key.encode()
+    return [
+        OutboxMessage(
+            topic=topic,
+            key=encoded,
+            value=head + b",".join(part) + b"]}",
+            headers={**common, "ce_id": f"{event_id}:{n}"},
+        )
+        for n, part in enumerate(parts)
+    ]

@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from services.capacity.domain.analysis import conflicts, skill_gaps, utilisation
 from services.capacity.domain.optimiser import optimise
@@ -42,8 +43,8 @@ from services.capacity.domain.scenarios import (
 )
 from services.capacity.repository import CapacityUnitOfWork, PortfolioInputs, StoredPlacement
 from shared import metrics
-from shared.admission import admit, newest, project_scores, rank_moves, refuse
-from shared.cloudevents import event_message
+from shared.admission import admit, newest, per_project, rank_moves, refuse
+from shared.cloudevents import batched_messages, event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import (
     CAPACITY_REQUEST,
@@ -61,8 +62,9 @@ from shared.contracts.capacity import (
 )
 from shared.contracts.common import month_from_index, month_index
 from shared.contracts.events import (
+    PlansChanged,
     ProjectChanged,
-    ProjectPlanned,
+    ProjectPlan,
     ProjectScored,
     ProjectState,
     RankingChanged,
@@ -131,6 +133,42 @@ def plan_project(
     )
 
 
+def plans_changed(
+    topic: str,
+    portfolio: str,
+    version: int,
+    moved: Sequence[tuple[str, StoredPlacement]],
+    now: datetime,
+) -> list[OutboxMessage]:
+    """``PlansChanged`` records of a replan's moved projects, in order, keyed by the portfolio;
+    each value is the contract's serialisation (tested)."""
+    head = b'{"portfolio":' + to_json(portfolio) + b',"plan_version":%d,"plans":[' % version
+    entries = [
+        ProjectPlan(
+            project_key=key,
+            status=p.status,
+            start_month=p.start_month,
+            end_month=p.end_month,
+            deferral=p.deferral,
+        )
+        .model_dump_json()
+        .encode()
+        for key, p in moved
+    ]
+    return batched_messages(
+        topic=topic,
+        key=portfolio,
+        head=head,
+        entries=entries,
+        max_entries=PlansChanged.MAX_PLANS,
+        max_bytes=PlansChanged.MAX_BYTES,
+        event_type=PlansChanged.TYPE,
+        event_id=f"capacity-plans:{portfolio}:{version}",
+        source="pmo/capacity",
+        time=now,
+    )
+
+
 def _month(m: int | None) -> str | None:
     return month_from_index(m) if m is not None else None
 
@@ -183,7 +221,7 @@ class CapacityHandler:
             out = list(batch.dead_letters)
             items = [item for _, item in batch.items]
             projects = [e for e in items if isinstance(e, ProjectChanged)]
-            scores = project_scores(items)
+            scores = per_project(items, ScoresChanged, ProjectScored)
             rankings = [e for e in items if isinstance(e, RankingChanged)]
             resources = [e for e in items if isinstance(e, ResourceUpdate)]
             # No portfolio lock: every write is guarded by its version, and the replan request
@@ -309,25 +347,7 @@ class CapacityHandler:
             return [], None, None
         version = last_version + 1
         await uow.plans.save_placements(portfolio, moved)
-        messages = [
-            event_message(
-                topic=self._topics(Topic.PLANS),
-                key=key,
-                event=ProjectPlanned(
-                    project_key=key,
-                    portfolio=portfolio,
-                    plan_version=version,
-                    status=p.status,
-                    start_month=p.start_month,
-                    end_month=p.end_month,
-                    deferral=p.deferral,
-                ),
-                event_id=f"capacity:{key}:{version}",
-                source="pmo/capacity",
-                time=now,
-            )
-            for key, p in moved
-        ]
+        messages = plans_changed(self._topics(Topic.PLANS), portfolio, version, moved, now)
         if summary_changed:
             messages.append(
                 event_message(

@@ -13,11 +13,12 @@ from typing import Any
 
 from services.reporting.domain import DeadLetterRow, dead_letter_row
 from services.reporting.repository import ReportingUnitOfWork
-from shared.admission import admit, project_scores, rank_moves
+from shared.admission import admit, per_project, rank_moves
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
 from shared.contracts.events import (
+    PlansChanged,
     PortfolioProject,
     ProjectChanged,
     ProjectPlanned,
@@ -46,7 +47,7 @@ class _Decoder:
         if topic == Topic.SCORES:
             return decode_typed(record, ProjectScored, ScoresChanged, RankingChanged)
         if topic == Topic.PLANS:
-            return decode_event(record, ProjectPlanned)
+            return decode_typed(record, ProjectPlanned, PlansChanged)
         if topic == Topic.SCORING_AUDIT:
             return decode_event(record, ScoringAudit)
         if topic == Topic.PLAN_SUMMARIES:
@@ -84,21 +85,22 @@ class ReportingHandler:
                 now=now,
             )
             events = [e for _, e in batch.items]
-            scores = project_scores(events)
+            scores = per_project(events, ScoresChanged, ProjectScored)
+            plans = per_project(events, PlansChanged, ProjectPlanned)
             model = uow.read_model
             await model.apply_projects([e for e in events if isinstance(e, ProjectChanged)])
             await model.apply_scores(scores)
             # After the scores: a move only replaces a rank of an older version (SQL guard).
             moves = rank_moves([e for e in events if isinstance(e, RankingChanged)])
             await model.move_ranks(moves)
-            await model.apply_plans([e for e in events if isinstance(e, ProjectPlanned)])
+            await model.apply_plans(plans)
             await model.add_dead_letters([e for e in events if isinstance(e, DeadLetterRow)])
             await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
             await model.add_summaries([e for e in events if isinstance(e, PortfolioPlanned)])
             await model.add_scenario_results([e for e in events if isinstance(e, ScenarioResult)])
-            changed = {
-                e.project_key for e in events if isinstance(e, ProjectChanged | ProjectPlanned)
-            } | {e.project_key for e in scores}
+            changed = {e.project_key for e in events if isinstance(e, ProjectChanged)}
+            changed.update(e.project_key for e in scores)
+            changed.update(e.project_key for e in plans)
             # A project only moved in the ranking may wait; one whose own data changed may not.
             moved = dict.fromkeys((m.project_key for _, m in moves), now + self._rank_delay)
             await model.mark_for_warehouse(moved | dict.fromkeys(changed, now))

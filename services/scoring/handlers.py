@@ -29,7 +29,7 @@ from services.scoring.domain.scoring import (
 )
 from services.scoring.repository import PortfolioState, ScoringUnitOfWork
 from shared.admission import admit, newest, refuse
-from shared.cloudevents import event_message, headers
+from shared.cloudevents import batched_messages, event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
     ProjectChanged,
@@ -501,36 +501,18 @@ def scores_changed(
         + to_json(model)
         + b',"model_version":%d,"scores":[' % model_version
     )
-    budget = ScoresChanged.MAX_BYTES - len(head) - 2
-    parts: list[list[bytes]] = []
-    size = 0
-    for entry in entries:
-        if (
-            not parts
-            or len(parts[-1]) >= ScoresChanged.MAX_SCORES
-            or (parts[-1] and size + len(entry) + 1 > budget)
-        ):
-            parts.append([])
-            size = 0
-        parts[-1].append(entry)
-        size += len(entry) + 1
-    common = headers(
-        event_id="",
+    return batched_messages(
+        topic=topic,
+        key=portfolio,
+        head=head,
+        entries=entries,
+        max_entries=ScoresChanged.MAX_SCORES,
+        max_bytes=ScoresChanged.MAX_BYTES,
         event_type=ScoresChanged.TYPE,
+        event_id=f"scoring-scores:{portfolio}:{ranking_version}",
         source="pmo/scoring",
         time=now,
-        subject=portfolio,
     )
-    key = portfolio.encode()
-    return [
-        OutboxMessage(
-            topic=topic,
-            key=key,
-            value=head + b",".join(part) + b"]}",
-            headers={**common, "ce_id": f"scoring-scores:{portfolio}:{ranking_version}:{n}"},
-        )
-        for n, part in enumerate(parts)
-    ]
 
 
 def _with_adjustment(explanation: bytes, delta: float) -> bytes:

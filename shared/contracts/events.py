@@ -172,20 +172,55 @@ class Deferral(Event):
     shortfall_fte: float | None = None
 
 
-class ProjectPlanned(Event):
-    """A project's place in its portfolio's capacity plan (``pmo.capacity.plans.v1``).
+PlanStatus = Literal["committed", "planned", "deferred", "excluded"]
+
+
+class ProjectPlan(Event):
+    """One project's entry in ``PlansChanged``: its place in the plan, or why it has none."""
+
+    project_key: str
+    status: PlanStatus
+    start_month: str | None = None
+    end_month: str | None = None
+    deferral: Deferral | None = None
+
+
+class ProjectPlanned(ProjectPlan):
+    """A project's place in its portfolio's capacity plan, a project a record
+    (``pmo.capacity.plans.v1``).
+
+    Capacity publishes placements as ``PlansChanged`` now, many projects a record; reporting
+    still applies ``ProjectPlanned``, which earlier versions published, and it is the form a
+    consumer applies each entry of a ``PlansChanged`` in (``PlansChanged.projects``).
 
     ``plan_version`` increases with every replan of the portfolio."""
 
     TYPE: ClassVar[str] = "pmo.capacity.project.planned.v1"
 
-    project_key: str
     portfolio: str
     plan_version: int
-    status: Literal["committed", "planned", "deferred", "excluded"]
-    start_month: str | None = None
-    end_month: str | None = None
-    deferral: Deferral | None = None
+
+
+class PlansChanged(Event):
+    """The projects whose place in their portfolio's plan changed in one replan
+    (``pmo.capacity.plans.v1``, keyed by portfolio): split over several events of the same
+    ``plan_version`` when there are many (at most ``MAX_PLANS`` entries and ``MAX_BYTES`` of
+    JSON each); each is complete on its own. A consumer applies each entry as a
+    ``ProjectPlanned`` of the event's portfolio and plan version (``projects``): only over an
+    older plan version."""
+
+    TYPE: ClassVar[str] = "pmo.capacity.plans.changed.v1"
+    MAX_PLANS: ClassVar[int] = 1000
+    MAX_BYTES: ClassVar[int] = 256 * 1024
+
+    portfolio: str
+    plan_version: int
+    plans: list[ProjectPlan]
+
+    def projects(self) -> list[ProjectPlanned]:
+        """Each entry as the ``ProjectPlanned`` it stands for (entries are already validated)."""
+        common: dict[str, Any] = {"portfolio": self.portfolio, "plan_version": self.plan_version}
+        return [ProjectPlanned.model_construct(**e.__dict__, **common) for e in self.plans]
 
 
 class PortfolioProject(Event):

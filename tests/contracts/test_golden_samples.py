@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from shared.contracts.events import (
+    PlansChanged,
     ProjectChanged,
     ProjectPlanned,
     ProjectScored,
@@ -25,6 +26,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "project_scored.v1": ProjectScored,
     "scores_changed.v1": ScoresChanged,
     "project_planned.v1": ProjectPlanned,
+    "plans_changed.v1": PlansChanged,
     "ranking_changed.v1": RankingChanged,
 }
 

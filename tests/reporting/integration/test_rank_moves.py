@@ -18,7 +18,9 @@ from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
     Contribution,
+    PlansChanged,
     ProjectChanged,
+    ProjectPlan,
     ProjectPlanned,
     ProjectScore,
     ProjectScored,
@@ -164,11 +166,13 @@ async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
     }
 
 
-async def test_scores_of_many_projects_in_one_record_reach_the_read_model_and_warehouse(
+async def test_scores_and_plans_of_many_projects_a_record_reach_the_read_model_and_warehouse(
     pool: asyncpg.Pool[Any],
 ) -> None:
-    """Scoring publishes a pass's scores many projects a record (``ScoresChanged``); each entry
-    applies as a ``ProjectScored`` of its version would, beside those earlier versions wrote."""
+    """Scoring publishes a pass's scores many projects a record (``ScoresChanged``), capacity a
+    replan's placements (``PlansChanged``); each entry applies as the project's own event of
+    its version would, beside those earlier versions wrote (``ProjectScored``,
+    ``ProjectPlanned``)."""
     handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
     entries = [scored("A", 2, 2, 50.0), scored("B", 2, 1, 95.0)]
     many = ScoresChanged(
@@ -186,8 +190,38 @@ async def test_scores_of_many_projects_in_one_record_reach_the_read_model_and_wa
             record(Topic.SCORES, many, "m:sc:2:0", 3),
             # An older version after it (a late record of an earlier pass) does not apply.
             record(Topic.SCORES, scored("B", 1, 3, 10.0), "m:s:B:1", 4),
+            record(
+                Topic.PLANS,
+                PlansChanged(
+                    portfolio=PORTFOLIO,
+                    plan_version=3,
+                    plans=[
+                        ProjectPlan(project_key=key("A"), status="planned", start_month="2027-02"),
+                        ProjectPlan(project_key=key("B"), status="excluded"),
+                    ],
+                ),
+                "m:pl:3:0",
+                5,
+            ),
+            record(
+                Topic.PLANS,
+                ProjectPlanned(
+                    project_key=key("B"), portfolio=PORTFOLIO, plan_version=2, status="planned"
+                ),
+                "m:pl:B:2",
+                6,
+            ),
         ]
     )
+    plans = await pool.fetch(
+        "SELECT project_key, plan_status, start_month, plan_version FROM projects"
+        " WHERE portfolio = $1",
+        PORTFOLIO,
+    )
+    assert {r["project_key"]: tuple(r)[1:] for r in plans} == {
+        key("A"): ("planned", "2027-02", 3),
+        key("B"): ("excluded", None, 3),
+    }
     rows = await pool.fetch(
         "SELECT project_key, rank, score, ranking_version, explanation::text"
         " FROM projects WHERE portfolio = $1",
