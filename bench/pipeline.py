@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
 
 from bench.cpu import CpuMeter, CpuUse, broker_pids, postgres_pids
 from bench.harness import Stack, service_stack, submission, submission_key
 from shared.asyncapi import CHANNELS
-from shared.contracts.events import ScoresChanged
+from shared.contracts.events import PlansChanged, ScoresChanged
 from shared.migrations import SERVICES
 from shared.topics import Topic
 
@@ -27,8 +28,8 @@ from shared.topics import Topic
 class PipelineResult:
     per_second: float
     events_per_second: float  # records applied by all four services together
-    # The same, with each ScoresChanged record counted once per project it carries: the
-    # project events applied, as when every project's score was a record of its own.
+    # The same, with each ScoresChanged or PlansChanged record counted once per project it
+    # carries: the project events applied, as when every project's was a record of its own.
     project_events_per_second: float
     peak_rss_mb: dict[str, float]
     # CPU milliseconds per submission by process group; "other" is what the machine spent
@@ -64,19 +65,29 @@ async def _commits(conn: asyncpg.Connection, database: str) -> int:
     return value
 
 
-async def score_entries_beyond_records(conn: asyncpg.Connection) -> int:
+# Events that carry many projects each: the service writing them, and the list of projects.
+BATCHED: tuple[tuple[type[BaseModel], str, str], ...] = (
+    (ScoresChanged, "scoring", "scores"),
+    (PlansChanged, "capacity", "plans"),
+)
+
+
+async def entries_beyond_records(conn: asyncpg.Connection) -> int:
     """Project events the services applied beyond the records they consumed: each
-    ``ScoresChanged`` record scoring wrote carries many projects' scores, and every reader of
-    the scores topic applies each of them."""
-    row = await conn.fetchrow(
-        "SELECT count(*) AS records, coalesce(sum(json_array_length("
-        "convert_from(value, 'UTF8')::json -> 'scores')), 0) AS entries"
-        " FROM scoring.outbox WHERE headers ->> 'ce_type' = $1",
-        ScoresChanged.TYPE,
-    )
-    assert row is not None
-    readers = next(c.readers for c in CHANNELS if c.payload is ScoresChanged)
-    return len(readers) * (int(row["entries"]) - int(row["records"]))
+    ``ScoresChanged`` or ``PlansChanged`` record carries many projects, and every reader of its
+    topic applies each of them."""
+    beyond = 0
+    for event, writer, field in BATCHED:
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS records, coalesce(sum(json_array_length("
+            f"convert_from(value, 'UTF8')::json -> '{field}')), 0) AS entries"
+            f" FROM {writer}.outbox WHERE headers ->> 'ce_type' = $1",
+            event.TYPE,  # type: ignore[attr-defined]
+        )
+        assert row is not None
+        readers = next(c.readers for c in CHANNELS if c.payload is event)
+        beyond += len(readers) * (int(row["entries"]) - int(row["records"]))
+    return beyond
 
 
 async def published_per_submission(conn: asyncpg.Connection, submissions: int) -> dict[str, float]:
@@ -158,15 +169,15 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             applied = 0
             for s in SERVICES:
                 applied += await conn.fetchval(f"SELECT count(*) FROM {s}.inbox")
-            beyond = await score_entries_beyond_records(conn)
+            beyond = await entries_beyond_records(conn)
             peaks = {s: _peak_rss_mb(p.pid) for s, p in stack.processes.items()}
             published = await published_per_submission(conn, submissions)
             # The services' commits: the statistics arrive within a second of each commit.
             # This connection's own, each a transaction: the first reading's, the polls, the
-            # inbox and outbox counts, the score entries' count, and the next reading's clearing
-            # of its snapshot.
+            # inbox and outbox counts, the batched events' entries, and the next reading's
+            # clearing of its snapshot.
             await asyncio.sleep(1.5)
-            own = 1 + polls + 2 * len(SERVICES) + 2
+            own = 1 + polls + 2 * len(SERVICES) + len(BATCHED) + 1
             commits = await _commits(conn, database) - commits_before - own
             return PipelineResult(
                 submissions / elapsed,

@@ -569,7 +569,7 @@ async def rounds(
         result = await pipeline(bootstrap, url, sizes.pipeline_submissions)
         record("pipeline", result.per_second)
         record("pipeline_ratio", result.per_second / broker)
-        # Events: a ScoresChanged record counts as the project scores it carries.
+        # Events: a ScoresChanged or PlansChanged record counts as the projects it carries.
         record("amortisation", result.project_events_per_second / commits)
         record("amortisation_records", result.events_per_second / commits)
         record("events_per_commit", result.events_per_commit)
