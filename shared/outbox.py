@@ -142,7 +142,7 @@ UNSENT = (
     "SELECT id, topic, key, value, headers,"
     " sum(octet_length(value)) OVER (ORDER BY id) - octet_length(value) AS before"
     " FROM outbox WHERE sent_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
-    ") unsent WHERE before < $3"
+    ") unsent WHERE before < $3 ORDER BY id"
 )
 
 

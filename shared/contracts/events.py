@@ -130,7 +130,11 @@ class ScoresChanged(Event):
             "model": self.model,
             "model_version": self.model_version,
         }
-        return [ProjectScored.model_construct(**e.__dict__, **common) for e in self.scores]
+        fields = ProjectScore.model_fields
+        return [
+            ProjectScored.model_construct(**{f: getattr(e, f) for f in fields}, **common)
+            for e in self.scores
+        ]
 
 
 class RankChange(Event):
@@ -220,7 +224,11 @@ class PlansChanged(Event):
     def projects(self) -> list[ProjectPlanned]:
         """Each entry as the ``ProjectPlanned`` it stands for (entries are already validated)."""
         common: dict[str, Any] = {"portfolio": self.portfolio, "plan_version": self.plan_version}
-        return [ProjectPlanned.model_construct(**e.__dict__, **common) for e in self.plans]
+        fields = ProjectPlan.model_fields
+        return [
+            ProjectPlanned.model_construct(**{f: getattr(e, f) for f in fields}, **common)
+            for e in self.plans
+        ]
 
 
 class PortfolioProject(Event):

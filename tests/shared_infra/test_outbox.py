@@ -156,10 +156,11 @@ async def test_batches_are_bounded_by_bytes_and_a_full_pass_is_followed_at_once(
         assert [len(b) for b in batches] == [4, 4]
         batches.clear()
         # The rest, by the running relay: the first pass stops at its limit (rows left), and
-        # the next follows without waiting for a notification or the 60 s poll.
+        # the next follows without waiting for a notification (an UPDATE sends none) or the
+        # 60 s poll.
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute("UPDATE outbox SET sent_at = NULL")
-        relay.wake()
+        assert not relay._wake.is_set()
         running = asyncio.create_task(relay.run())
         try:
 

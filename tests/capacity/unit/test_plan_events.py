@@ -66,3 +66,13 @@ def test_many_moved_projects_are_split_in_order() -> None:
     assert len({m.headers["ce_id"] for m in messages}) == 3
     assert all(len(m.value) <= PlansChanged.MAX_BYTES for m in messages)
     assert plans_changed("plans", "p", 3, [], NOW) == []
+
+
+def test_long_deferrals_split_a_replan_by_size() -> None:
+    long = DEFERRAL.model_copy(update={"detail": "x" * 2000})
+    moved = [(f"p/jira/{i:05d}", StoredPlacement("deferred", None, None, long)) for i in range(300)]
+    messages = plans_changed("plans", "p", 4, moved, NOW)
+    assert len(messages) > 1, "300 entries of about 2 KiB exceed one record's budget"
+    assert all(len(m.value) <= PlansChanged.MAX_BYTES for m in messages)
+    events = [PlansChanged.model_validate_json(m.value) for m in messages]
+    assert [p.project_key for e in events for p in e.plans] == [k for k, _ in moved]
