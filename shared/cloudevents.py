@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar, Protocol
@@ -78,19 +80,21 @@ def batched_messages(
     entries joined by commas, then ``]}``; at most ``max_entries`` entries and, unless one entry
     alone is larger, ``max_bytes`` of JSON a record. Each record's id is ``event_id`` and
     ``:<part>``; none for no entries."""
-    budget = max_bytes - len(head) - 2
-    parts: list[list[bytes]] = []
-    size = 0
-    for entry in entries:
-        if (
-            not parts
-            or len(parts[-1]) >= max_entries
-            or (parts[-1] and size + len(entry) + 1 > budget)
-        ):
-            parts.append([])
-            size = 0
-        parts[-1].append(entry)
-        size += len(entry) + 1
+    # A record of n entries is head, the entries, n - 1 commas and "]}": with a comma counted
+    # after every entry, the entries may take max_bytes - len(head) - 1.
+    budget = max_bytes - len(head) - 1
+    # Greedy: each record takes entries while they fit. ends[i] is the size of entries[: i + 1]
+    # with a comma each, so a record from ``start`` ends before the first entry whose end is
+    # beyond the budget past ``start`` (binary search), and has at least one entry.
+    ends = list(itertools.accumulate(len(entry) + 1 for entry in entries))
+    parts: list[Sequence[bytes]] = []
+    start = 0
+    while start < len(entries):
+        before = ends[start - 1] if start else 0
+        limit = min(len(entries), start + max_entries)
+        end = max(start + 1, bisect.bisect_right(ends, before + budget, start, limit))
+        parts.append(entries[start:end])
+        start = end
     common = headers(event_id="", event_type=event_type, source=source, time=time, subject=key)
     encoded = key.encode()
     return [

@@ -3,6 +3,12 @@ per project: ``projects()`` gives each entry as that event, however the record w
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.cloudevents import batched_messages
 from shared.contracts.events import (
     Contribution,
     PlansChanged,
@@ -13,6 +19,7 @@ from shared.contracts.events import (
     ScoresChanged,
 )
 
+NOW = datetime(2027, 1, 5, tzinfo=UTC)
 SCORED = ProjectScored(
     project_key="retail/jira/A",
     portfolio="retail",
@@ -55,3 +62,46 @@ def test_entries_stand_for_the_per_project_events_from_json_and_from_objects() -
         event = PlansChanged(portfolio="retail", plan_version=5, plans=plans)
         for built in (event, PlansChanged.model_validate_json(event.model_dump_json())):
             assert built.projects() == [PLANNED]
+
+
+def _greedy(entries: list[bytes], head: bytes, max_entries: int, max_bytes: int) -> list[bytes]:
+    """The packing ``batched_messages`` promises, one entry at a time: a record takes the next
+    entry while it has fewer than ``max_entries`` and the entry fits its bytes, or is empty."""
+    parts: list[list[bytes]] = []
+    for entry in entries:
+        if not parts or len(parts[-1]) >= max_entries:
+            parts.append([entry])
+            continue
+        value = head + b",".join([*parts[-1], entry]) + b"]}"
+        if len(value) > max_bytes:
+            parts.append([entry])
+        else:
+            parts[-1].append(entry)
+    return [head + b",".join(part) + b"]}" for part in parts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 120), max_size=60),
+    max_entries=st.integers(1, 9),
+    max_bytes=st.integers(40, 400),
+)
+def test_records_are_packed_greedily_by_count_and_bytes(
+    lengths: list[int], max_entries: int, max_bytes: int
+) -> None:
+    head = b'{"portfolio":"p","scores":['
+    entries = [b'"' + bytes([97 + i % 26]) * n + b'"' for i, n in enumerate(lengths)]
+    messages = batched_messages(
+        topic="t",
+        key="p",
+        head=head,
+        entries=entries,
+        max_entries=max_entries,
+        max_bytes=max_bytes,
+        event_type="x",
+        event_id="x:1",
+        source="t",
+        time=NOW,
+    )
+    assert [m.value for m in messages] == _greedy(entries, head, max_entries, max_bytes)
+    assert [m.headers["ce_id"] for m in messages] == [f"x:1:{n}" for n in range(len(messages))]

@@ -17,6 +17,7 @@ Python floats (tests/scoring/unit/test_fast_paths.py holds that reference), to t
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -162,7 +163,12 @@ def _fits(fits: Sequence[Mapping[str, float]], objectives: Mapping[str, float]) 
         total = sum(weights)
         if not names or total == 0:
             continue
-        scores = np.array([list(fits[row].values()) for row in rows], dtype=np.float64)
+        # The group's values in one pass, row by row (each mapping's order is ``names``).
+        scores = np.fromiter(
+            itertools.chain.from_iterable(fits[row].values() for row in rows),
+            np.float64,
+            count=len(rows) * len(names),
+        ).reshape(len(rows), len(names))
         weighted = np.zeros(len(rows))
         for j, weight in enumerate(weights):
             weighted = weighted + scores[:, j] * weight
