@@ -65,28 +65,33 @@ async def _commits(conn: asyncpg.Connection, database: str) -> int:
     return value
 
 
-# Events that carry many projects each: the service writing them, and the list of projects.
-BATCHED: tuple[tuple[type[BaseModel], str, str], ...] = (
-    (ScoresChanged, "scoring", "scores"),
-    (PlansChanged, "capacity", "plans"),
+# Events that carry many projects each, with the service writing them, the field listing the
+# projects, and each service that reads them.
+BATCHED_READS: tuple[tuple[type[BaseModel], str, str, str], ...] = tuple(
+    (event, writer, field, reader)
+    for event, writer, field in (
+        (ScoresChanged, "scoring", "scores"),
+        (PlansChanged, "capacity", "plans"),
+    )
+    for reader in next(c.readers for c in CHANNELS if c.payload is event)
 )
 
 
 async def entries_beyond_records(conn: asyncpg.Connection) -> int:
     """Project events the services applied beyond the records they consumed: each
     ``ScoresChanged`` or ``PlansChanged`` record carries many projects, and each reader of its
-    topic that applied the record (its id is in the reader's inbox) applied every one."""
+    topic that applied the record (its id is in the reader's inbox) applied every one. One
+    statement per reader (``BATCHED_READS``)."""
     beyond = 0
-    for event, writer, field in BATCHED:
-        for reader in next(c.readers for c in CHANNELS if c.payload is event):
-            extra = await conn.fetchval(
-                f"SELECT coalesce(sum(json_array_length("
-                f"convert_from(o.value, 'UTF8')::json -> '{field}') - 1), 0)"
-                f" FROM {writer}.outbox o JOIN {reader}.inbox i"
-                f" ON i.event_id = o.headers ->> 'ce_id' WHERE o.headers ->> 'ce_type' = $1",
-                event.TYPE,  # type: ignore[attr-defined]
-            )
-            beyond += int(extra)
+    for event, writer, field, reader in BATCHED_READS:
+        extra = await conn.fetchval(
+            f"SELECT coalesce(sum(json_array_length("
+            f"convert_from(o.value, 'UTF8')::json -> '{field}') - 1), 0)"
+            f" FROM {writer}.outbox o JOIN {reader}.inbox i"
+            f" ON i.event_id = o.headers ->> 'ce_id' WHERE o.headers ->> 'ce_type' = $1",
+            event.TYPE,  # type: ignore[attr-defined]
+        )
+        beyond += int(extra)
     return beyond
 
 
@@ -177,8 +182,7 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             # inbox and outbox counts, the batched events' entries, and the next reading's
             # clearing of its snapshot.
             await asyncio.sleep(1.5)
-            readers = sum(len(c.readers) for c in CHANNELS if c.payload in {b[0] for b in BATCHED})
-            own = 1 + polls + 2 * len(SERVICES) + readers + 1
+            own = 1 + polls + 2 * len(SERVICES) + len(BATCHED_READS) + 1
             commits = await _commits(conn, database) - commits_before - own
             return PipelineResult(
                 submissions / elapsed,

@@ -6,14 +6,17 @@ Each event travels as the Kafka value (JSON) with CloudEvents 1.0 attributes in 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal, TypeVar
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.contracts.common import Event
 from shared.contracts.inbound import ProjectData, Stage
 from shared.contracts.scoring import OverrideInfo
+
+E = TypeVar("E", bound=BaseModel)
 
 
 class ProjectState(ProjectData):
@@ -124,17 +127,7 @@ class ScoresChanged(Event):
 
     def projects(self) -> list[ProjectScored]:
         """Each entry as the ``ProjectScored`` it stands for (entries are already validated)."""
-        common: dict[str, Any] = {
-            "portfolio": self.portfolio,
-            "ranking_version": self.ranking_version,
-            "model": self.model,
-            "model_version": self.model_version,
-        }
-        fields = ProjectScore.model_fields
-        return [
-            ProjectScored.model_construct(**{f: getattr(e, f) for f in fields}, **common)
-            for e in self.scores
-        ]
+        return _each_as(ProjectScored, ProjectScore, self.scores, self)
 
 
 class RankChange(Event):
@@ -223,12 +216,18 @@ class PlansChanged(Event):
 
     def projects(self) -> list[ProjectPlanned]:
         """Each entry as the ``ProjectPlanned`` it stands for (entries are already validated)."""
-        common: dict[str, Any] = {"portfolio": self.portfolio, "plan_version": self.plan_version}
-        fields = ProjectPlan.model_fields
-        return [
-            ProjectPlanned.model_construct(**{f: getattr(e, f) for f in fields}, **common)
-            for e in self.plans
-        ]
+        return _each_as(ProjectPlanned, ProjectPlan, self.plans, self)
+
+
+def _each_as(
+    event: type[E], entry: type[BaseModel], entries: Sequence[BaseModel], record: BaseModel
+) -> list[E]:
+    """``entries`` of a record carrying many projects as the per-project ``event`` each stands
+    for: the entry's own fields (those of ``entry``, whatever subclass an entry is) and the
+    record's fields that ``event`` has beside them (portfolio, version ...)."""
+    own = entry.model_fields
+    common = {f: getattr(record, f) for f in event.model_fields if f not in own}
+    return [event.model_construct(**{f: getattr(e, f) for f in own}, **common) for e in entries]
 
 
 class PortfolioProject(Event):
