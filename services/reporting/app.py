@@ -41,6 +41,7 @@ def build(
     settings = settings or ReportingSettings()
     interval = settings.warehouse_interval_ms / 1000
     rank_delay = timedelta(milliseconds=settings.warehouse_rank_delay_ms)
+    change_delay = timedelta(milliseconds=settings.warehouse_change_delay_ms)
 
     def handler(runtime: ServiceRuntime) -> BatchHandler:
         def uow() -> ReportingUnitOfWork:
@@ -52,7 +53,11 @@ def build(
         feed = WarehouseFeed(uow, runtime.topics, now, interval=interval)
         runtime.background("warehouse", feed.run)
         return ReportingHandler(
-            uow=uow, topics=runtime.topics, clock=now, rank_delay=rank_delay
+            uow=uow,
+            topics=runtime.topics,
+            clock=now,
+            rank_delay=rank_delay,
+            change_delay=change_delay,
         ).handle
 
     return assemble(SERVICE, settings, kafka, database, topics=TOPICS, handler=handler)

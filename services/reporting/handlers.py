@@ -65,13 +65,17 @@ class ReportingHandler:
         clock: Callable[[], datetime],
         *,
         rank_delay: timedelta = timedelta(0),
+        change_delay: timedelta = timedelta(0),
     ) -> None:
         """``rank_delay``: how long the warehouse record of a project that only moved in its
-        portfolio's ranking may wait (one whose own data changed is due at once)."""
+        portfolio's ranking may wait; ``change_delay``: how long that of a project whose own
+        data changed may (shorter: what follows a change soon, such as the new project's score
+        and plan, goes out in the same record)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock
         self._rank_delay = rank_delay
+        self._change_delay = change_delay
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
@@ -101,9 +105,13 @@ class ReportingHandler:
             changed = {e.project_key for e in events if isinstance(e, ProjectChanged)}
             changed.update(e.project_key for e in scores)
             changed.update(e.project_key for e in plans)
-            # A project only moved in the ranking may wait; one whose own data changed may not.
-            moved = dict.fromkeys((m.project_key for _, m in moves), now + self._rank_delay)
-            await model.mark_for_warehouse(moved | dict.fromkeys(changed, now))
+            # A project only moved in the ranking may wait; one whose own data changed only until
+            # what usually follows the change (its score, its plan) has arrived. A mark keeps
+            # the earlier of its due times, so a later change never delays a record.
+            due = dict.fromkeys((m.project_key for _, m in moves), now + self._rank_delay)
+            soon = now + self._change_delay
+            due.update({k: min(due.get(k, soon), soon) for k in changed})
+            await model.mark_for_warehouse(due)
             await uow.emit(batch.dead_letters)
 
 

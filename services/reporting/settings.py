@@ -28,3 +28,6 @@ class ReportingSettings(ServiceSettings):
     # How long the warehouse record of a project only moved in its portfolio's ranking may wait,
     # so that a busy portfolio's moves are published a few times a minute (docs/reporting.md).
     warehouse_rank_delay_ms: int = Field(default=5000, ge=0, le=600_000)
+    # How long the warehouse record of a project whose own data changed (project, score, plan)
+    # may wait, so that a new project's intake, score and plan go out as one record.
+    warehouse_change_delay_ms: int = Field(default=1000, ge=0, le=600_000)

@@ -421,6 +421,51 @@ async def test_a_project_only_moved_reaches_the_warehouse_after_the_rank_delay(
     assert await feed.publish_due() == 1
 
 
+async def test_a_change_and_what_follows_it_within_the_change_delay_are_one_record(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A new project's state, then its score a moment later: with a change delay, the
+    warehouse gets one record carrying both, due at the first change's time plus the delay
+    (a later change does not push it back)."""
+    clock = [NOW]
+    handler = ReportingHandler(
+        lambda: ReportingUnitOfWork(pool),
+        NAMES,
+        lambda: clock[0],
+        rank_delay=timedelta(seconds=5),
+        change_delay=timedelta(seconds=1),
+    )
+    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0])
+    before = await pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    await handler.handle([record(Topic.PROJECTS, changed("D"), "c:p:D", 0)])
+    assert await feed.publish_due() == 0  # not due yet
+    clock[0] = NOW + timedelta(milliseconds=600)
+    await handler.handle([record(Topic.SCORES, scored("D", 1, 1, 70.0), "c:s:D:1", 1)])
+    assert await feed.publish_due() == 0
+    clock[0] = NOW + timedelta(seconds=1)  # the first change's due time, not the score's
+    assert await feed.publish_due() == 1
+    published = await pool.fetch(
+        "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2 ORDER BY id",
+        before,
+        NAMES(Topic.PORTFOLIO_PROJECTS),
+    )
+    assert [(bytes(r["key"]).decode(), json.loads(r["value"])["score"]) for r in published] == [
+        (key("D"), 70.0)
+    ]
+    # A move and a change in one batch: the change's (earlier) time wins.
+    clock[0] = NOW + timedelta(seconds=2)
+    await handler.handle(
+        [
+            record(Topic.SCORES, scored("D", 3, 2, 60.0), "c:s:D:3", 2),
+            record(Topic.SCORES, moved(4, D=1), "c:r:4", 3),
+        ]
+    )
+    due = await pool.fetchval(
+        "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key("D")
+    )
+    assert due == NOW + timedelta(seconds=3)
+
+
 async def test_a_project_marked_again_while_its_record_is_built_stays_marked(
     pool: asyncpg.Pool[Any],
 ) -> None:
