@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from bench.cpu import CpuMeter, CpuUse, broker_pids, postgres_pids
 from bench.harness import Stack, service_stack, submission, submission_key
 from shared.asyncapi import CHANNELS
-from shared.contracts.events import PlansChanged, ScoresChanged
+from shared.contracts.events import PlansChanged, ProjectsChanged, ScoresChanged
 from shared.migrations import SERVICES
 from shared.topics import Topic
 
@@ -28,8 +28,9 @@ from shared.topics import Topic
 class PipelineResult:
     per_second: float
     events_per_second: float  # records applied by all four services together
-    # The same, with each ScoresChanged or PlansChanged record counted once per project it
-    # carries: the project events applied, as when every project's was a record of its own.
+    # The same, with each record of many projects (ProjectsChanged, ScoresChanged, PlansChanged)
+    # counted once per project it carries: the project events applied, as when every project's
+    # was a record of its own.
     project_events_per_second: float
     peak_rss_mb: dict[str, float]
     # CPU milliseconds per submission by process group; "other" is what the machine spent
@@ -70,6 +71,7 @@ async def _commits(conn: asyncpg.Connection, database: str) -> int:
 BATCHED_READS: tuple[tuple[type[BaseModel], str, str, str], ...] = tuple(
     (event, writer, field, reader)
     for event, writer, field in (
+        (ProjectsChanged, "intake", "changes"),
         (ScoresChanged, "scoring", "scores"),
         (PlansChanged, "capacity", "plans"),
     )
@@ -79,9 +81,9 @@ BATCHED_READS: tuple[tuple[type[BaseModel], str, str, str], ...] = tuple(
 
 async def entries_beyond_records(conn: asyncpg.Connection) -> int:
     """Project events the services applied beyond the records they consumed: each
-    ``ScoresChanged`` or ``PlansChanged`` record carries many projects, and each reader of its
-    topic that applied the record (its id is in the reader's inbox) applied every one. One
-    statement per reader (``BATCHED_READS``)."""
+    ``ProjectsChanged``, ``ScoresChanged`` or ``PlansChanged`` record carries many projects,
+    and each reader of its topic that applied the record (its id is in the reader's inbox)
+    applied every one. One statement per reader (``BATCHED_READS``)."""
     beyond = 0
     for event, writer, field, reader in BATCHED_READS:
         extra = await conn.fetchval(

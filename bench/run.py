@@ -570,7 +570,7 @@ async def rounds(
         record("pipeline", result.per_second)
         record("pipeline_ratio", result.per_second / broker)
         # Records applied, as the services' inboxes count them; and the project events they
-        # carry (a ScoresChanged or PlansChanged record counts as its projects).
+        # carry (a ProjectsChanged, ScoresChanged or PlansChanged record counts as its projects).
         record("amortisation", result.events_per_second / commits)
         record("amortisation_projects", result.project_events_per_second / commits)
         record("events_per_commit", result.events_per_commit)

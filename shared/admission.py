@@ -92,9 +92,9 @@ def newest(
 
 
 def per_project(events: Sequence[object], many: type[Any], one: type[T]) -> list[T]:
-    """Among a batch's ``events``, each entry of the ``many`` kind (``ScoresChanged``,
-    ``PlansChanged``) as the ``one`` it stands for (its ``projects()``), and each ``one`` as
-    earlier versions published them, a project a record."""
+    """Among a batch's ``events``, each entry of the ``many`` kind (``ProjectsChanged``,
+    ``ScoresChanged``, ``PlansChanged``) as the ``one`` it stands for (its ``projects()``), and
+    each ``one`` as earlier versions published them, a project a record."""
     out: list[T] = []
     for e in events:
         if isinstance(e, many):

@@ -19,6 +19,7 @@ from shared.contracts.events import (
     PortfolioProject,
     ProjectChanged,
     ProjectPlanned,
+    ProjectsChanged,
     ProjectScored,
     RankingChanged,
     ScoresChanged,
@@ -77,13 +78,27 @@ CHANNELS = (
     ),
     Channel(
         Topic.PROJECTS,
+        "ProjectsChanged",
+        ProjectsChanged,
+        "{portfolio}",
+        ("intake",),
+        ("scoring", "capacity", "reporting"),
+        "The submissions of a portfolio that intake accepted in one batch: each project's full "
+        "state (event-carried state transfer), with its revision and the fields that changed; "
+        f"up to {ProjectsChanged.MAX_PROJECTS:,} projects and about "
+        f"{ProjectsChanged.MAX_BYTES // 1024} KiB per event.",
+        ProjectsChanged.TYPE,
+    ),
+    Channel(
+        Topic.PROJECTS,
         "ProjectChanged",
         ProjectChanged,
         "{portfolio}/{source}/{external_id}",
         ("intake",),
         ("scoring", "capacity", "reporting"),
-        "A project's full state after intake accepted a submission (event-carried state "
-        "transfer), with its revision and the fields that changed.",
+        "One project's full state, as versions before ProjectsChanged published it; no longer "
+        "published, still applied by consumers, so records already on the topic are read "
+        "after an upgrade.",
         ProjectChanged.TYPE,
     ),
     Channel(

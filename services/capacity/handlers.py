@@ -65,6 +65,7 @@ from shared.contracts.events import (
     PlansChanged,
     ProjectChanged,
     ProjectPlan,
+    ProjectsChanged,
     ProjectScored,
     ProjectState,
     RankingChanged,
@@ -72,7 +73,7 @@ from shared.contracts.events import (
 )
 from shared.contracts.inbound import ResourceUpdate
 from shared.errors import Reason
-from shared.events_io import decode_event, decode_json, decode_typed
+from shared.events_io import decode_json, decode_typed
 from shared.loops import Isolation, keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
@@ -113,7 +114,7 @@ class _Decoders:
             return decode_request(record)
         if topic == Topic.SCORES:
             return decode_typed(record, ProjectScored, ScoresChanged, RankingChanged)
-        return decode_event(record, ProjectChanged)
+        return decode_typed(record, ProjectChanged, ProjectsChanged)
 
 
 def plan_project(
@@ -220,7 +221,7 @@ class CapacityHandler:
             )
             out = list(batch.dead_letters)
             items = [item for _, item in batch.items]
-            projects = [e for e in items if isinstance(e, ProjectChanged)]
+            projects = per_project(items, ProjectsChanged, ProjectChanged)
             scores = per_project(items, ScoresChanged, ProjectScored)
             rankings = [e for e in items if isinstance(e, RankingChanged)]
             resources = [e for e in items if isinstance(e, ResourceUpdate)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from pydantic_core import to_json
+
 from services.intake.domain import (
     Accepted,
     Ignored,
@@ -15,10 +17,10 @@ from services.intake.domain import (
 )
 from services.intake.repository import IntakeTransaction, LogEntry
 from shared.admission import admit, refuse
-from shared.cloudevents import event_message
+from shared.cloudevents import batched_messages
 from shared.consumer_record import Record
 from shared.contracts.common import project_key
-from shared.contracts.events import ProjectChanged
+from shared.contracts.events import ProjectChange, ProjectChanged, ProjectsChanged
 from shared.contracts.inbound import ProjectSubmission
 from shared.deadletter import dead_letter_id
 from shared.errors import Reason
@@ -33,7 +35,7 @@ def event_id(submission_id: str) -> str:
 
 
 class IntakeHandler:
-    """Applies submissions: accepted ones update the project and publish ``ProjectChanged``;
+    """Applies submissions: accepted ones update the project and publish ``ProjectsChanged``;
     stale ones are logged; invalid ones are logged and dead-lettered with reasons."""
 
     def __init__(
@@ -74,6 +76,7 @@ class IntakeHandler:
             views = self._cached_views(versions)
             views |= await uow.projects.portfolio_views(versions.keys() - views.keys())
             changed: dict[str, StoredProject] = {}
+            accepted: dict[str, list[ProjectChanged]] = {}
             for record, sub in batch.items:
                 key = project_key(sub.portfolio, sub.source, sub.external_id)
                 sid = str(sub.submission_id)
@@ -82,7 +85,7 @@ class IntakeHandler:
                 if isinstance(decision, Accepted):
                     stored[key] = changed[key] = _stored(decision.event)
                     view.apply(decision.event)
-                    out.append(self._publish(decision.event, now))
+                    accepted.setdefault(sub.portfolio, []).append(decision.event)
                     notes = [
                         Reason(
                             "possible_duplicate", f"{d.name} ({d.similarity:.0%})", d.project_key
@@ -110,6 +113,9 @@ class IntakeHandler:
                     log.append(_entry(record, "refused", decision.reasons, sid, key, sub.revision))
             await uow.projects.save(changed.items())
             await uow.projects.log(log)
+            topic = self._topics(Topic.PROJECTS)
+            for portfolio, events in accepted.items():
+                out += projects_changed(topic, portfolio, events, now)
             await uow.emit(out)
         # Committed: the views are the portfolios as of their new counts.
         self._views.update(
@@ -129,15 +135,30 @@ class IntakeHandler:
                 views[portfolio] = kept[1]
         return views
 
-    def _publish(self, event: ProjectChanged, now: datetime) -> OutboxMessage:
-        return event_message(
-            topic=self._topics(Topic.PROJECTS),
-            key=event.project_key,
-            event=event,
-            event_id=event_id(event.submission_id),
-            source="pmo/intake",
-            time=now,
-        )
+
+def projects_changed(
+    topic: str, portfolio: str, events: Sequence[ProjectChanged], now: datetime
+) -> list[OutboxMessage]:
+    """``ProjectsChanged`` records of one portfolio's accepted submissions, in order, keyed by
+    the portfolio; each value is the contract's serialisation (tested). The records' ids come
+    from the first submission's: a submission is accepted once, so no two batches share one."""
+    head = b'{"portfolio":' + to_json(portfolio) + b',"changes":['
+    return batched_messages(
+        topic=topic,
+        key=portfolio,
+        head=head,
+        entries=[e.model_dump_json(exclude=_RECORD_FIELDS).encode() for e in events],
+        max_entries=ProjectsChanged.MAX_PROJECTS,
+        max_bytes=ProjectsChanged.MAX_BYTES,
+        event_type=ProjectsChanged.TYPE,
+        event_id=f"intake-projects:{portfolio}:{events[0].submission_id}",
+        source="pmo/intake",
+        time=now,
+    )
+
+
+# What a ProjectChanged has beside its entry's fields: the record's own.
+_RECORD_FIELDS = set(ProjectChanged.model_fields) - set(ProjectChange.model_fields)
 
 
 def _decode(record: Record) -> tuple[str, ProjectSubmission] | list[Reason]:

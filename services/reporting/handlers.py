@@ -22,6 +22,7 @@ from shared.contracts.events import (
     PortfolioProject,
     ProjectChanged,
     ProjectPlanned,
+    ProjectsChanged,
     ProjectScored,
     RankingChanged,
     ScoresChanged,
@@ -54,7 +55,7 @@ class _Decoder:
             return decode_event(record, PortfolioPlanned)
         if topic == Topic.SCENARIOS:
             return decode_event(record, ScenarioResult)
-        return decode_event(record, ProjectChanged)
+        return decode_typed(record, ProjectChanged, ProjectsChanged)
 
 
 class ReportingHandler:
@@ -89,10 +90,11 @@ class ReportingHandler:
                 now=now,
             )
             events = [e for _, e in batch.items]
+            projects = per_project(events, ProjectsChanged, ProjectChanged)
             scores = per_project(events, ScoresChanged, ProjectScored)
             plans = per_project(events, PlansChanged, ProjectPlanned)
             model = uow.read_model
-            await model.apply_projects([e for e in events if isinstance(e, ProjectChanged)])
+            await model.apply_projects(projects)
             await model.apply_scores(scores)
             # After the scores: a move only replaces a rank of an older version (SQL guard).
             moves = rank_moves([e for e in events if isinstance(e, RankingChanged)])
@@ -102,7 +104,7 @@ class ReportingHandler:
             await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
             await model.add_summaries([e for e in events if isinstance(e, PortfolioPlanned)])
             await model.add_scenario_results([e for e in events if isinstance(e, ScenarioResult)])
-            changed = {e.project_key for e in events if isinstance(e, ProjectChanged)}
+            changed = {e.project_key for e in projects}
             changed.update(e.project_key for e in scores)
             changed.update(e.project_key for e in plans)
             # A project only moved in the ranking may wait; one whose own data changed only until

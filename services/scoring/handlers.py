@@ -28,11 +28,12 @@ from services.scoring.domain.scoring import (
     score_columns,
 )
 from services.scoring.repository import PortfolioState, ScoringUnitOfWork
-from shared.admission import admit, newest, refuse
+from shared.admission import admit, newest, per_project, refuse
 from shared.cloudevents import batched_messages, event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
     ProjectChanged,
+    ProjectsChanged,
     RankChange,
     RankingChanged,
     ScoreCause,
@@ -52,7 +53,7 @@ from shared.contracts.scoring import (
 )
 from shared.deadletter import dead_letter_id
 from shared.errors import Reason
-from shared.events_io import decode_event, decode_json
+from shared.events_io import decode_json, decode_typed
 from shared.loops import Isolation, keep_running
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
@@ -99,7 +100,7 @@ class ScoringHandler:
     def _decode(self, record: Record) -> tuple[str, Any] | list[Reason]:
         if self._topics.base(record.topic) == Topic.SCORING_COMMANDS:
             return decode_command(record)
-        return decode_event(record, ProjectChanged)
+        return decode_typed(record, ProjectChanged, ProjectsChanged)
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
@@ -116,7 +117,7 @@ class ScoringHandler:
             out = list(batch.dead_letters)
             work: dict[str, _Work] = defaultdict(_Work)
             await uow.lock(*sorted({item.portfolio for _, item in batch.items}))
-            events = [e for _, e in batch.items if isinstance(e, ProjectChanged)]
+            events = per_project([e for _, e in batch.items], ProjectsChanged, ProjectChanged)
             known = await uow.projects.revisions({e.project_key for e in events})
             latest = newest(events, lambda e: e.project_key, lambda e: e.revision, known)
             await uow.projects.save_inputs(
@@ -135,7 +136,7 @@ class ScoringHandler:
             for e in latest:
                 work[e.portfolio].revised.add(e.project_key)
             for record, item in batch.items:
-                if not isinstance(item, ProjectChanged):
+                if not isinstance(item, ProjectChanged | ProjectsChanged):
                     out += await self._command(uow, record, item, work[item.portfolio], now)
             for portfolio in sorted(work):
                 out += await self._rank(

@@ -39,13 +39,11 @@ class PossibleDuplicate(Event):
     similarity: float
 
 
-class ProjectChanged(Event):
-    """Intake accepted a submission: the project's new full state (``pmo.intake.projects.v1``)."""
-
-    TYPE: ClassVar[str] = "pmo.intake.project.changed.v1"
+class ProjectChange(Event):
+    """One project's entry in ``ProjectsChanged``: intake accepted a submission, and this is
+    the project's new full state (event-carried state transfer)."""
 
     project_key: str
-    portfolio: str
     revision: int
     submission_id: str
     occurred_at: datetime
@@ -54,6 +52,42 @@ class ProjectChanged(Event):
     changed: list[str] = Field(default_factory=list)
     possible_duplicates: list[PossibleDuplicate] = Field(default_factory=list)
     project: ProjectState
+
+
+class ProjectChanged(ProjectChange):
+    """A project's new full state, a project a record (``pmo.intake.projects.v1``).
+
+    Intake publishes accepted submissions as ``ProjectsChanged`` now, many projects a record;
+    consumers still apply ``ProjectChanged``, which earlier versions published (keyed by the
+    project), so records of either kind on the topic are read after an upgrade. It is also the
+    form a consumer applies each entry of a ``ProjectsChanged`` in (``ProjectsChanged.projects``).
+    """
+
+    TYPE: ClassVar[str] = "pmo.intake.project.changed.v1"
+
+    portfolio: str
+
+
+class ProjectsChanged(Event):
+    """The submissions of one portfolio that intake accepted in one batch, in the order they
+    were applied (``pmo.intake.projects.v1``, keyed by portfolio): at most ``MAX_PROJECTS``
+    entries and, unless one entry alone is larger, ``MAX_BYTES`` of JSON an event, so a batch
+    may be split over several; each is complete on its own. A project may appear more than
+    once, at increasing revisions.
+
+    A consumer applies each entry as a ``ProjectChanged`` of the event's portfolio
+    (``projects``): only over an older revision of the project."""
+
+    TYPE: ClassVar[str] = "pmo.intake.projects.changed.v1"
+    MAX_PROJECTS: ClassVar[int] = 500
+    MAX_BYTES: ClassVar[int] = 256 * 1024
+
+    portfolio: str
+    changes: list[ProjectChange]
+
+    def projects(self) -> list[ProjectChanged]:
+        """Each entry as the ``ProjectChanged`` it stands for (entries are already validated)."""
+        return _each_as(ProjectChanged, ProjectChange, self.changes, self)
 
 
 class Contribution(Event):

@@ -34,6 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from shared.cli.publishing import partitions_of
+from shared.contracts.events import ProjectsChanged
 from shared.local import free_port, tansu_binary, wait_for_port
 from shared.settings import KafkaSettings
 from shared.topics import Topic, TopicNames
@@ -762,12 +763,18 @@ class Ledger:
         self.topics = topics
 
     async def seen(self) -> set[str]:
-        """Submission ids whose effect reached the read model (reporting applied the project
-        event they caused), or that intake recorded as stale (their correct end)."""
+        """Submission ids whose effect reached the read model (reporting applied the record
+        carrying the project event they caused: its id is in reporting's inbox, and intake's
+        outbox, which keeps sent rows, says which submissions it carried), or that intake
+        recorded as stale (their correct end)."""
         rows = await self.conn.fetch(
-            "SELECT substr(event_id, 8) AS sid FROM reporting.inbox WHERE event_id LIKE 'intake:%'"
+            "SELECT change ->> 'submission_id' AS sid FROM intake.outbox o"
+            " JOIN reporting.inbox i ON i.event_id = o.headers ->> 'ce_id',"
+            " json_array_elements(convert_from(o.value, 'UTF8')::json -> 'changes') AS change"
+            " WHERE o.headers ->> 'ce_type' = $1"
             " UNION SELECT submission_id FROM intake.submission_log"
-            " WHERE outcome = 'ignored' AND submission_id IS NOT NULL"
+            " WHERE outcome = 'ignored' AND submission_id IS NOT NULL",
+            ProjectsChanged.TYPE,
         )
         return {r["sid"] for r in rows}
 

@@ -7,6 +7,7 @@ import pytest
 
 from services.intake.app import build
 from services.intake.settings import IntakeSettings
+from shared.contracts.events import ProjectsChanged
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
@@ -121,15 +122,19 @@ async def test_a_near_duplicate_name_is_flagged_with_the_match(
         row = await runtime.pool.fetchrow(
             "SELECT outcome, reasons FROM submission_log WHERE project_key = 'retail/sheet/B'"
         )
-        event = await runtime.pool.fetchval(
-            "SELECT value FROM outbox WHERE key = 'retail/sheet/B'::bytea"
-        )
+        values = await runtime.pool.fetch("SELECT value FROM outbox WHERE key = 'retail'::bytea")
     assert row["outcome"] == "accepted"
     (note,) = json.loads(row["reasons"])
     assert (note["code"], note["path"]) == ("possible_duplicate", "retail/jira/A")
-    (match,) = json.loads(event)["possible_duplicates"]
-    assert match["external_id"] == "A"
-    assert match["similarity"] >= 0.85
+    (event,) = (
+        e
+        for v in values
+        for e in ProjectsChanged.model_validate_json(v["value"]).changes
+        if e.project_key == "retail/sheet/B"
+    )
+    (match,) = event.possible_duplicates
+    assert match.external_id == "A"
+    assert match.similarity >= 0.85
 
 
 def _log_count(runtime):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from services.intake.handlers import IntakeHandler
 from services.intake.repository import LogEntry
 from shared import deadletter
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectState
+from shared.contracts.events import ProjectChanged, ProjectsChanged, ProjectState
 from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 from tests.helpers import key_of, submission
@@ -116,6 +116,17 @@ def topics(uow: FakeUnitOfWork) -> list[str]:
     return [m.topic for m in uow.published]
 
 
+def changes(uow: FakeUnitOfWork) -> list[dict[str, Any]]:
+    """Every project event published, in order, each entry as the ``ProjectChanged`` it stands
+    for (as JSON, as a consumer would read it)."""
+    return [
+        json.loads(e.model_dump_json())
+        for m in uow.published
+        if m.topic == NAMES(Topic.PROJECTS)
+        for e in ProjectsChanged.model_validate_json(m.value).projects()
+    ]
+
+
 async def test_one_batch_accepts_refuses_ignores_and_deduplicates() -> None:
     uow = FakeUnitOfWork()
     first = submission("PRJ-1", revision=2)
@@ -163,7 +174,8 @@ async def test_later_revisions_in_the_same_batch_build_on_earlier_ones() -> None
             record(submission("PRJ-1", stage="active", revision=3), 2),
         ]
     )
-    events = [json.loads(m.value) for m in uow.published]
+    events = changes(uow)
+    assert len(uow.published) == 1  # one portfolio: one record
     assert [(e["revision"], e["previous_stage"]) for e in events] == [
         (1, None),
         (2, "proposal"),
@@ -193,10 +205,7 @@ async def test_a_new_project_with_a_near_identical_name_is_flagged_not_refused()
     await handler(uow).handle([record(submission("A", name="Checkout rewrite"), 0)])
     await handler(uow).handle([record(submission("B", name="Rewrite the checkout!"), 1)])
     await handler(uow).handle([record(submission("C", name="Warehouse robots"), 2)])
-    events = {
-        e["project"]["external_id"]: e
-        for e in (json.loads(m.value) for m in uow.published if m.topic == NAMES(Topic.PROJECTS))
-    }
+    events = {e["project"]["external_id"]: e for e in changes(uow)}
     assert events["C"]["possible_duplicates"] == []
     (match,) = events["B"]["possible_duplicates"]
     assert match["external_id"] == "A"
@@ -205,11 +214,7 @@ async def test_a_new_project_with_a_near_identical_name_is_flagged_not_refused()
 
 
 def _duplicates_of(uow: FakeUnitOfWork, external_id: str) -> list[str]:
-    (event,) = (
-        e
-        for e in (json.loads(m.value) for m in uow.published if m.topic == NAMES(Topic.PROJECTS))
-        if e["project"]["external_id"] == external_id
-    )
+    (event,) = (e for e in changes(uow) if e["project"]["external_id"] == external_id)
     return [d["external_id"] for d in event["possible_duplicates"]]
 
 
@@ -272,3 +277,43 @@ async def test_views_are_kept_for_the_portfolios_most_recently_submitted_to() ->
     await intake.handle([record(submission("P4", portfolio="wholesale"), 4)])
     await intake.handle([record(submission("P5", portfolio="online"), 5)])
     assert uow.projects.views_read == ["retail", "wholesale", "online", "wholesale"]
+
+
+async def test_accepted_submissions_go_out_a_record_per_portfolio_as_the_contract_writes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One batch over two portfolios: a ``ProjectsChanged`` per portfolio, keyed by it, its
+    entries in the order they were applied, byte for byte what the contract serialises, and
+    split when a portfolio has more entries than a record may carry. The ids come from each
+    portfolio's first submission, so a redelivered batch (nothing new in it) publishes none."""
+    monkeypatch.setattr(ProjectsChanged, "MAX_PROJECTS", 2)
+
+    def sid(n: int) -> str:
+        return f"00000000-0000-4000-8000-{n:012d}"
+
+    uow = FakeUnitOfWork()
+    sent = [
+        submission("A", submission_id=sid(1)),
+        submission("X", portfolio="energy", submission_id=sid(2)),
+        submission("B", submission_id=sid(3)),
+        submission("A", revision=2, submission_id=sid(4), stage="approved"),
+    ]
+    await handler(uow).handle([record(m, n) for n, m in enumerate(sent)])
+    published = [m for m in uow.published if m.topic == NAMES(Topic.PROJECTS)]
+    assert [(m.key, m.headers["ce_id"], m.headers["ce_type"]) for m in published] == [
+        (b"retail", f"intake-projects:retail:{sid(1)}:0", ProjectsChanged.TYPE),
+        (b"retail", f"intake-projects:retail:{sid(1)}:1", ProjectsChanged.TYPE),
+        (b"energy", f"intake-projects:energy:{sid(2)}:0", ProjectsChanged.TYPE),
+    ]
+    for m in published:
+        parsed = ProjectsChanged.model_validate_json(m.value)
+        assert m.value == parsed.model_dump_json().encode()
+        assert all(isinstance(e, ProjectChanged) for e in parsed.projects())
+    assert [(e["project_key"], e["revision"], e["submission_id"]) for e in changes(uow)] == [
+        ("retail/jira/A", 1, sid(1)),
+        ("retail/jira/B", 1, sid(3)),
+        ("retail/jira/A", 2, sid(4)),
+        ("energy/jira/X", 1, sid(2)),
+    ]
+    await handler(uow).handle([record(m, n) for n, m in enumerate(sent)])
+    assert len([m for m in uow.published if m.topic == NAMES(Topic.PROJECTS)]) == 3
