@@ -32,6 +32,7 @@ from typing import Any, Literal
 import asyncpg
 
 from bench.harness import collector_as_served, fresh_database
+from services.intake.handlers import projects_changed
 from services.scoring.domain.inputs import ScoringInputs
 from services.scoring.handlers import ScoringHandler
 from services.scoring.repository import ScoringRepository, ScoringUnitOfWork
@@ -280,7 +281,7 @@ async def load(pool: asyncpg.Pool[Any], projects: int, *, seed: int = 1) -> None
 
 def revision(number: int, data: dict[str, Any]) -> Record:
     """A new revision (``1 + number``) of a loaded project with inputs ``data``, as intake
-    would publish it."""
+    publishes it (a ``ProjectsChanged`` record of one project)."""
     key = f"{PORTFOLIO}/jira/{data['external_id']}"
     event = ProjectChanged(
         project_key=key,
@@ -290,13 +291,14 @@ def revision(number: int, data: dict[str, Any]) -> Record:
         occurred_at=NOW,
         project=ProjectState.model_validate(data),
     )
+    (message,) = projects_changed(NAMES(Topic.PROJECTS), PORTFOLIO, [event], NOW)
     return Record(
-        topic=NAMES(Topic.PROJECTS),
+        topic=message.topic,
         partition=0,
         offset=number,
-        key=key.encode(),
-        value=event.model_dump_json().encode(),
-        headers=(("ce_id", f"intake:{key}:{1 + number}".encode()),),
+        key=message.key,
+        value=message.value,
+        headers=tuple((k, v.encode()) for k, v in message.headers.items()),
         timestamp_ms=0,
     )
 

@@ -30,7 +30,8 @@ from shared.topics import Topic, TopicNames
 SERVICE = "intake"
 
 
-def event_id(submission_id: str) -> str:
+def inbox_id(submission_id: str) -> str:
+    """The id intake records a submission under in its inbox (its idempotency key)."""
     return f"intake:{submission_id}"
 
 
@@ -102,7 +103,7 @@ class IntakeHandler:
                     # A refusal has no effect: the submission id is forgotten so the same
                     # submission, once fixed or replayed, is processed again. The record's
                     # own dead-letter id keeps a redelivery from dead-lettering it twice.
-                    await uow.release([event_id(sid)])
+                    await uow.release([inbox_id(sid)])
                     if not await uow.claim([dead_letter_id(SERVICE, record)]):
                         continue
                     out.append(
@@ -165,7 +166,7 @@ def _decode(record: Record) -> tuple[str, ProjectSubmission] | list[Reason]:
     parsed = parse_submission(record.value, record.key)
     if isinstance(parsed, list):
         return parsed
-    return event_id(str(parsed.submission_id)), parsed
+    return inbox_id(str(parsed.submission_id)), parsed
 
 
 def _sent_key(record: Record) -> str | None:

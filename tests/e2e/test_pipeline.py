@@ -28,7 +28,8 @@ async def system(database: DatabaseSettings, kafka: KafkaSettings) -> AsyncItera
 
 
 async def _consume_all(kafka: KafkaSettings, topic: str, expected: int) -> list[Any]:
-    """Read ``topic`` from the beginning until ``expected`` records have arrived."""
+    """Read ``topic`` from the beginning until ``expected`` records have arrived, and for half a
+    second more, so that a record beyond them shows."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=kafka.bootstrap_servers,
@@ -47,6 +48,8 @@ async def _consume_all(kafka: KafkaSettings, topic: str, expected: int) -> list[
             return len(records) >= expected
 
         await eventually(enough, what=f"{expected} records on {topic}")
+        for items in (await consumer.getmany(timeout_ms=500)).values():
+            records.extend(items)
     finally:
         await consumer.stop()
     return records
@@ -121,6 +124,7 @@ async def test_submission_flows_to_the_api_scored_and_planned(system: System) ->
     # The duplicate had one effect: one canonical event for PRJ-42, not two.
     # Two batches, so two records (a record carries one portfolio's batch).
     records = await _consume_all(system.kafka, system.topics(Topic.PROJECTS), 2)
+    assert len(records) == 2
     changes = [e for r in records for e in ProjectsChanged.model_validate_json(r.value).projects()]
     assert sorted(e.submission_id for e in changes) == sorted(
         s["submission_id"] for s in (first, second)

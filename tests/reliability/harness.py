@@ -783,7 +783,8 @@ class Ledger:
 
     async def duplicates(self) -> dict[str, int]:
         """Effects recorded more than once. Intake: submission log rows per submission (or per
-        source record when unreadable). Every service: outbox rows per event id — the
+        source record when unreadable), and project events per submission across the records
+        that carry them. Every service: outbox rows per event id — the
         deterministic event ids mean a consumed event applied twice writes its output twice."""
         found = {
             "intake.submission_log": int(
@@ -794,6 +795,16 @@ class Ledger:
                 )
             )
         }
+        # A submission's project event carried by two records would be two effects, though
+        # each record's id is once in the outbox.
+        found["intake.outbox entries"] = int(
+            await self.conn.fetchval(
+                "SELECT count(*) - count(DISTINCT change ->> 'submission_id') FROM intake.outbox o,"
+                " json_array_elements(convert_from(o.value, 'UTF8')::json -> 'changes') AS change"
+                " WHERE o.headers ->> 'ce_type' = $1",
+                ProjectsChanged.TYPE,
+            )
+        )
         for schema in _SCHEMAS:
             found[f"{schema}.outbox"] = int(
                 await self.conn.fetchval(

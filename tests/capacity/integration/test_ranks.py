@@ -16,8 +16,11 @@ from services.capacity.repository import CapacityUnitOfWork
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
+    ProjectChanged,
+    ProjectsChanged,
     ProjectScore,
     ProjectScored,
+    ProjectState,
     RankChange,
     RankingChanged,
     ScoresChanged,
@@ -141,3 +144,57 @@ async def test_scores_of_many_projects_in_one_record_apply_like_one_record_each(
         [record(scores_changed(2, scored("B", 2, 7, 1.0), scored("C", 2, 3, 70.0)), "sc:2:0", 3)]
     )
     assert await ranks(pool) == {"A": (2, 50.0, 3), "B": (1, 95.0, 3), "C": (3, 70.0, 2)}
+
+
+def change(project: str, revision: int, name: str) -> ProjectChanged:
+    return ProjectChanged(
+        project_key=f"ranked/jira/{project}",
+        portfolio="ranked",
+        revision=revision,
+        submission_id=f"{project}-{revision}",
+        occurred_at=NOW,
+        project=ProjectState(name=name, portfolio="ranked", source="jira", external_id=project),
+    )
+
+
+async def test_project_states_of_many_projects_in_one_record_apply_like_one_record_each(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """What intake publishes (``ProjectsChanged``, a project possibly more than once) and what
+    earlier versions published (``ProjectChanged``) apply by the same revision rule."""
+    handler = CapacityHandler(
+        uow=lambda: CapacityUnitOfWork(pool), topics=TOPICS, clock=lambda: NOW, plan_start="2027-01"
+    )
+
+    def projects_record(event: ProjectChanged | ProjectsChanged, event_id: str, n: int) -> Record:
+        key = event.project_key if isinstance(event, ProjectChanged) else event.portfolio
+        message = event_message(
+            topic=TOPICS(Topic.PROJECTS),
+            key=key,
+            event=event,
+            event_id=event_id,
+            source="t",
+            time=NOW,
+        )
+        return consumed(message, n)
+
+    batched = ProjectsChanged(
+        portfolio="ranked",
+        changes=[change("A", 2, "A2"), change("B", 1, "B1"), change("A", 3, "A3")],
+    )
+    await handler.handle(
+        [
+            projects_record(change("A", 1, "A1"), "p:A:1", 0),
+            projects_record(batched, "ps:0", 1),
+            # Older than what the record above carries for A: not applied.
+            projects_record(change("A", 2, "A2 again"), "p:A:2", 2),
+        ]
+    )
+    rows = await pool.fetch(
+        "SELECT project_key, revision, state ->> 'name' AS name FROM projects"
+        " WHERE portfolio = 'ranked' ORDER BY project_key"
+    )
+    assert [(r["project_key"], r["revision"], r["name"]) for r in rows] == [
+        ("ranked/jira/A", 3, "A3"),
+        ("ranked/jira/B", 1, "B1"),
+    ]

@@ -285,7 +285,8 @@ async def test_accepted_submissions_go_out_a_record_per_portfolio_as_the_contrac
     """One batch over two portfolios: a ``ProjectsChanged`` per portfolio, keyed by it, its
     entries in the order they were applied, byte for byte what the contract serialises, and
     split when a portfolio has more entries than a record may carry. The ids come from each
-    portfolio's first submission, so a redelivered batch (nothing new in it) publishes none."""
+    portfolio's first accepted submission, which no other batch can accept again: a redelivered
+    batch is all duplicates and publishes nothing, and the next batch's ids are new."""
     monkeypatch.setattr(ProjectsChanged, "MAX_PROJECTS", 2)
 
     def sid(n: int) -> str:
@@ -317,3 +318,7 @@ async def test_accepted_submissions_go_out_a_record_per_portfolio_as_the_contrac
     ]
     await handler(uow).handle([record(m, n) for n, m in enumerate(sent)])
     assert len([m for m in uow.published if m.topic == NAMES(Topic.PROJECTS)]) == 3
+    await handler(uow).handle([record(submission("C", submission_id=sid(5)), 4)])
+    ids = [m.headers["ce_id"] for m in uow.published if m.topic == NAMES(Topic.PROJECTS)]
+    assert ids[-1] == f"intake-projects:retail:{sid(5)}:0"
+    assert len(set(ids)) == len(ids) == 4

@@ -464,6 +464,27 @@ async def test_a_change_and_what_follows_it_within_the_change_delay_are_one_reco
         "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key("D")
     )
     assert due == NOW + timedelta(seconds=3)
+    # And where moves may wait less than changes, a project both moved and changed is due by
+    # the earlier of the two.
+    eager = ReportingHandler(
+        lambda: ReportingUnitOfWork(pool),
+        NAMES,
+        lambda: clock[0],
+        rank_delay=timedelta(0),
+        change_delay=timedelta(seconds=1),
+    )
+    clock[0] = NOW + timedelta(seconds=10)
+    assert await feed.publish_due() == 1  # D's mark above
+    await eager.handle(
+        [
+            record(Topic.SCORES, scored("D", 5, 2, 55.0), "c:s:D:5", 4),
+            record(Topic.SCORES, moved(6, D=1), "c:r:6", 5),
+        ]
+    )
+    due = await pool.fetchval(
+        "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key("D")
+    )
+    assert due == NOW + timedelta(seconds=10)
 
 
 async def test_a_project_marked_again_while_its_record_is_built_stays_marked(

@@ -18,6 +18,7 @@ from shared.contracts.events import (
     Contribution,
     ProjectChanged,
     ProjectPlanned,
+    ProjectsChanged,
     ProjectScored,
     ProjectState,
 )
@@ -35,22 +36,24 @@ NOW = datetime(2026, 11, 25, tzinfo=UTC)
 
 
 def _record(topic: Topic, event_id: str, event: Any, offset: int) -> Record:
+    key = event.project_key if hasattr(event, "project_key") else event.portfolio
     return Record(
         topic=NAMES(topic),
         partition=0,
         offset=offset,
-        key=event.project_key.encode(),
+        key=key.encode(),
         value=event.model_dump_json().encode(),
-        headers=(("ce_id", event_id.encode()),),
+        headers=(("ce_id", event_id.encode()), ("ce_type", type(event).TYPE.encode())),
         timestamp_ms=0,
     )
 
 
 def _events() -> list[Record]:
+    """Three revisions of a project: the first as a record of its own (as earlier versions of
+    intake wrote it), the next two in one record of many projects; three scores and plans."""
     state = ProjectState(name="A", portfolio="retail", source="jira", external_id="A")
-    out: list[Record] = []
-    for revision, stage in enumerate(["idea", "proposal", "approved"], start=1):
-        change = ProjectChanged(
+    changes = [
+        ProjectChanged(
             project_key="retail/jira/A",
             portfolio="retail",
             revision=revision,
@@ -58,7 +61,12 @@ def _events() -> list[Record]:
             occurred_at=NOW,
             project=state.model_copy(update={"stage": Stage(stage), "name": f"A{revision}"}),
         )
-        out.append(_record(Topic.PROJECTS, f"p{revision}", change, len(out)))
+        for revision, stage in enumerate(["idea", "proposal", "approved"], start=1)
+    ]
+    out = [
+        _record(Topic.PROJECTS, "p1", changes[0], 0),
+        _record(Topic.PROJECTS, "p2", ProjectsChanged(portfolio="retail", changes=changes[1:]), 1),
+    ]
     for version in (1, 2, 3):
         scored = ProjectScored(
             project_key="retail/jira/A",
