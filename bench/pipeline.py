@@ -178,23 +178,23 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
                 applied += await conn.fetchval(f"SELECT count(*) FROM {s}.inbox")
             beyond = await entries_beyond_records(conn)
             peaks = {s: _peak_rss_mb(p.pid) for s, p in stack.processes.items()}
+            # The services' commits: the statistics arrive within a second of each commit.
+            # This connection's own, each a transaction: the first reading's, the polls, the
+            # inbox counts, the batched events' entries, and the next reading's clearing of its
+            # snapshot.
+            await asyncio.sleep(1.5)
+            own = 1 + polls + len(SERVICES) + len(BATCHED_READS) + 1
+            commits = await _commits(conn, database) - commits_before - own
             # Reporting's warehouse records trail the read model by their marks' delays: count
             # the records published once the marks have gone out (up to 10 s), so that a longer
-            # delay is not counted as fewer records. The clock and the CPU meter stopped above.
+            # delay is not counted as fewer records. The clock, the CPU meter and the commits
+            # were taken above.
             drained = time.perf_counter() + 10
             while time.perf_counter() < drained:
-                polls += 1
                 if not await conn.fetchval("SELECT count(*) FROM reporting.warehouse_pending"):
                     break
                 await asyncio.sleep(0.2)
             published = await published_per_submission(conn, submissions)
-            # The services' commits: the statistics arrive within a second of each commit.
-            # This connection's own, each a transaction: the first reading's, the polls, the
-            # inbox and outbox counts, the batched events' entries, and the next reading's
-            # clearing of its snapshot.
-            await asyncio.sleep(1.5)
-            own = 1 + polls + 2 * len(SERVICES) + len(BATCHED_READS) + 1
-            commits = await _commits(conn, database) - commits_before - own
             return PipelineResult(
                 submissions / elapsed,
                 applied / elapsed,
