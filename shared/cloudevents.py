@@ -66,20 +66,24 @@ def batched_messages(
     *,
     topic: str,
     key: str,
-    head: bytes,
+    empty: TypedEvent,
     entries: Sequence[bytes],
     max_entries: int,
     max_bytes: int,
-    event_type: str,
     event_id: str,
     source: str,
     time: datetime,
 ) -> list[OutboxMessage]:
-    """Records of an event whose last field is a list of ``entries`` (each an entry's JSON),
-    the entries in order: each value is ``head`` (the event's JSON up to the list's ``[``),
-    entries joined by commas, then ``]}``; at most ``max_entries`` entries and, unless one entry
-    alone is larger, ``max_bytes`` of JSON a record. Each record's id is ``event_id`` and
-    ``:<part>``; none for no entries."""
+    """Records of an event whose last field is a list, carrying ``entries`` (each an entry's
+    JSON) in order. ``empty`` is the event with that list empty: each value is its JSON up to
+    the list's ``[``, entries joined by commas, then ``]}``, so it is the event's serialisation
+    with those entries; at most ``max_entries`` entries and, unless one entry alone is larger,
+    ``max_bytes`` of JSON a record. Each record's id is ``event_id`` and ``:<part>``; none for
+    no entries."""
+    whole = empty.model_dump_json().encode()
+    if not whole.endswith(b"[]}"):
+        raise ValueError(f"{type(empty).__name__}'s last field is not an empty list")
+    head = whole[:-2]
     # A record of n entries is head, the entries, n - 1 commas and "]}": with a comma counted
     # after every entry, the entries may take max_bytes - len(head) - 1.
     budget = max_bytes - len(head) - 1
@@ -95,7 +99,9 @@ def batched_messages(
         end = max(start + 1, bisect.bisect_right(ends, before + budget, start, limit))
         parts.append(entries[start:end])
         start = end
-    common = headers(event_id="", event_type=event_type, source=source, time=time, subject=key)
+    common = headers(
+        event_id="", event_type=type(empty).TYPE, source=source, time=time, subject=key
+    )
     encoded = key.encode()
     return [
         OutboxMessage(

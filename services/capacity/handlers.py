@@ -29,7 +29,6 @@ from functools import partial
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic_core import to_json
 
 from services.capacity.domain.analysis import conflicts, skill_gaps, utilisation
 from services.capacity.domain.optimiser import optimise
@@ -143,7 +142,6 @@ def plans_changed(
 ) -> list[OutboxMessage]:
     """``PlansChanged`` records of a replan's moved projects, in order, keyed by the portfolio;
     each value is the contract's serialisation (tested)."""
-    head = b'{"portfolio":' + to_json(portfolio) + b',"plan_version":%d,"plans":[' % version
     entries = [
         ProjectPlan(
             project_key=key,
@@ -159,11 +157,10 @@ def plans_changed(
     return batched_messages(
         topic=topic,
         key=portfolio,
-        head=head,
+        empty=PlansChanged(portfolio=portfolio, plan_version=version, plans=[]),
         entries=entries,
         max_entries=PlansChanged.MAX_PLANS,
         max_bytes=PlansChanged.MAX_BYTES,
-        event_type=PlansChanged.TYPE,
         event_id=f"capacity-plans:{portfolio}:{version}",
         source="pmo/capacity",
         time=now,

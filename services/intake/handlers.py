@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from pydantic_core import to_json
-
 from services.intake.domain import (
     Accepted,
     Ignored,
@@ -143,15 +141,13 @@ def projects_changed(
     """``ProjectsChanged`` records of one portfolio's accepted submissions, in order, keyed by
     the portfolio; each value is the contract's serialisation (tested). The records' ids come
     from the first submission's: a submission is accepted once, so no two batches share one."""
-    head = b'{"portfolio":' + to_json(portfolio) + b',"changes":['
     return batched_messages(
         topic=topic,
         key=portfolio,
-        head=head,
+        empty=ProjectsChanged(portfolio=portfolio, changes=[]),
         entries=[e.model_dump_json(exclude=_RECORD_FIELDS).encode() for e in events],
         max_entries=ProjectsChanged.MAX_PROJECTS,
         max_bytes=ProjectsChanged.MAX_BYTES,
-        event_type=ProjectsChanged.TYPE,
         event_id=f"intake-projects:{portfolio}:{events[0].submission_id}",
         source="pmo/intake",
         time=now,

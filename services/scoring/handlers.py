@@ -495,21 +495,20 @@ def scores_changed(
     most ``ScoresChanged.MAX_SCORES`` entries and, unless one entry alone is larger, at most
     ``ScoresChanged.MAX_BYTES`` of JSON; keyed by the portfolio. The value is byte for byte the
     contract's serialisation (tested)."""
-    head = (
-        b'{"portfolio":'
-        + to_json(portfolio)
-        + b',"ranking_version":%d,"model":' % ranking_version
-        + to_json(model)
-        + b',"model_version":%d,"scores":[' % model_version
+    empty = ScoresChanged(
+        portfolio=portfolio,
+        ranking_version=ranking_version,
+        model=model,
+        model_version=model_version,
+        scores=[],
     )
     return batched_messages(
         topic=topic,
         key=portfolio,
-        head=head,
+        empty=empty,
         entries=entries,
         max_entries=ScoresChanged.MAX_SCORES,
         max_bytes=ScoresChanged.MAX_BYTES,
-        event_type=ScoresChanged.TYPE,
         event_id=f"scoring-scores:{portfolio}:{ranking_version}",
         source="pmo/scoring",
         time=now,

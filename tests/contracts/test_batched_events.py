@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,19 +90,34 @@ def _greedy(entries: list[bytes], head: bytes, max_entries: int, max_bytes: int)
 def test_records_are_packed_greedily_by_count_and_bytes(
     lengths: list[int], max_entries: int, max_bytes: int
 ) -> None:
-    head = b'{"portfolio":"p","scores":['
+    empty = PlansChanged(portfolio="p", plan_version=1, plans=[])
+    head = b'{"portfolio":"p","plan_version":1,"plans":['
     entries = [b'"' + bytes([97 + i % 26]) * n + b'"' for i, n in enumerate(lengths)]
     messages = batched_messages(
         topic="t",
         key="p",
-        head=head,
+        empty=empty,
         entries=entries,
         max_entries=max_entries,
         max_bytes=max_bytes,
-        event_type="x",
         event_id="x:1",
         source="t",
         time=NOW,
     )
     assert [m.value for m in messages] == _greedy(entries, head, max_entries, max_bytes)
     assert [m.headers["ce_id"] for m in messages] == [f"x:1:{n}" for n in range(len(messages))]
+
+
+def test_an_event_whose_last_field_is_not_an_empty_list_is_refused() -> None:
+    with pytest.raises(ValueError, match="last field"):
+        batched_messages(
+            topic="t",
+            key="p",
+            empty=PlansChanged(portfolio="p", plan_version=1, plans=[PLANNED]),
+            entries=[b"{}"],
+            max_entries=5,
+            max_bytes=1000,
+            event_id="x:1",
+            source="t",
+            time=NOW,
+        )
