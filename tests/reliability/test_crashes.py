@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
-import zlib
 from collections import Counter
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -94,13 +92,6 @@ class TopicTail:
         await self._consumer.stop()
 
 
-def relay_lock(schema: str) -> tuple[int, int]:
-    """pg_locks' (classid, objid) of the relay's advisory lock on ``schema`` (shared/outbox.py:
-    the bigint key crc32("pmo.outbox.<schema>") - 2**31, split into its two 32-bit halves)."""
-    key = (zlib.crc32(f"pmo.outbox.{schema}".encode()) - 2**31) & 0xFFFFFFFFFFFFFFFF
-    return key >> 32, key & 0xFFFFFFFF
-
-
 @pytest.mark.timeout(SIZES.timeout)
 async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
     rig: Rig,
@@ -117,42 +108,39 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
         [(s.key, s.value) for s in sent],
         SIZES.feed_seconds * 2,
     ).start()
-    classid, objid = relay_lock("intake")
+    # The window between the broker's acknowledgement and the relay's UPDATE ... SET sent_at is
+    # a few milliseconds. The test holds it open: it takes row locks on the unsent rows, so the
+    # relay publishes them (its read takes no lock) and then waits at its UPDATE; once they are
+    # on the topic, intake is killed with its relay's transaction still open, and the lock is
+    # let go. The dead session's transaction never commits, so the rows stay unsent and the
+    # restarted relay publishes them again.
+    holder = await asyncpg.connect(rig.database_url)
     caught = attempts = 0
     try:
-        while caught < SIZES.relay_kills and attempts < 400 and feed.sent < len(sent):
+        while caught < SIZES.relay_kills:
             attempts += 1
             intake = pipeline.one("intake")
-            holding = await rig.conn.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND classid = $1::bigint::oid AND objid = $2::bigint::oid AND objsubid = 1"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                classid,
-                objid,
-            )
-            if not holding:
-                await asyncio.sleep(0.002)  # the poll interval of a bounded wait for the lock
-                continue
-            os.kill(intake.pid, signal.SIGSTOP)
-            unsent = {
-                r["id"]
-                for r in await rig.conn.fetch(
-                    "SELECT headers ->> 'ce_id' AS id FROM intake.outbox"
-                    " WHERE sent_at IS NULL AND topic = $1",
-                    projects,
-                )
-            }
+            async with holder.transaction():
+                held = {
+                    r["id"]
+                    for r in await holder.fetch(
+                        "SELECT headers ->> 'ce_id' AS id FROM intake.outbox"
+                        " WHERE sent_at IS NULL AND topic = $1 FOR UPDATE",
+                        projects,
+                    )
+                }
+                if not held:
+                    if feed.sent >= len(sent):
+                        break  # the stream is in and its records are out: nothing left to catch
+                    await asyncio.sleep(0.01)
+                    continue
 
-            async def published(unsent: set[str] = unsent) -> bool:
-                return any(i in tail.seen for i in unsent)
+                async def published(held: set[str] = held) -> bool:
+                    return any(i in tail.seen for i in held)
 
-            try:
-                await eventually(published, within=0.5, what="the batch on the topic")
-            except AssertionError:
-                os.kill(intake.pid, signal.SIGCONT)  # stopped before publishing: not this time
-                continue
-            caught += 1  # published, not yet marked sent: the moment to die
-            await intake.kill()
+                await eventually(published, within=30, what="the held batch on the topic")
+                caught += 1  # published, held before mark-sent: the moment to die
+                await intake.kill()
             await intake.start()
         restarted = time.monotonic()
         await feed.join()
@@ -161,6 +149,7 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
         )
         republished = sum(n - 1 for n in tail.seen.values() if n > 1)
     finally:
+        await holder.close()
         await tail.stop()
     figures = await rig.ledger.figures(
         "5. relay killed between publish and mark-sent",
