@@ -27,7 +27,7 @@ from services.scoring.domain.scoring import (
     float_texts,
     score_columns,
 )
-from services.scoring.repository import PortfolioState, ScoringUnitOfWork
+from services.scoring.repository import PortfolioState, ScoringRepository, ScoringUnitOfWork
 from shared.admission import admit, newest, per_project, refuse
 from shared.cloudevents import batched_messages, event_message
 from shared.consumer_record import Record
@@ -49,6 +49,7 @@ from shared.contracts.scoring import (
     Pin,
     Rescore,
     ScoringAudit,
+    ScoringModel,
     SetModel,
 )
 from shared.deadletter import dead_letter_id
@@ -338,21 +339,22 @@ class ScoringHandler:
         explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         in_full = np.flatnonzero(moved_mask & own).tolist()
         shifted = np.flatnonzero(moved_mask & ~own)
-        stored = await repo.explanations(keys[i] for i in in_full if not rescored[i])
         moved_keys = [keys[i] for i in moved]
         moved_ranks = [r or None for r in ranks[moved].tolist()]
         moved_scores = final[moved].tolist()
         await repo.save_results(
-            (scored.keys, scored.scores.tolist(), scored.explanations),
+            (scored.keys, scored.scores.tolist()),
             (moved_keys, moved_ranks, moved_scores, [shown.get(k) for k in moved_keys]),
         )
         if not moved:
             return []
         full_keys = [keys[i] for i in in_full]
+        unscored = [key for i, key in zip(in_full, full_keys, strict=True) if not rescored[i]]
+        explained = await _explanations(repo, portfolio, model, as_of, unscored)
         explanations = []
         causes = []
         for i, key in zip(in_full, full_keys, strict=True):
-            explanation = explanation_of[i] if rescored[i] else stored[key]
+            explanation = explanation_of[i] if rescored[i] else explained[key]
             override = overrides.get(key)
             if override is not None and override.kind == "adjust" and override.delta is not None:
                 explanation = _with_adjustment(explanation, override.delta)
@@ -394,6 +396,31 @@ class ScoringHandler:
             [r or None for r in ranks[shifted].tolist()],
             now,
         )
+
+
+async def _explanations(
+    repo: ScoringRepository, portfolio: str, model: ScoringModel, as_of: int, keys: list[str]
+) -> dict[str, bytes]:
+    """The explanations of projects published in full without being rescored (an override
+    changed), made again by the scoring rules: the scores they explain were made from the same
+    inputs, model and month, since a change of any of them rescores the project (a new
+    revision, a model, a month its model counts, or for a model normalised over the portfolio,
+    any project's revision). Under such a model a project's explanation depends on the whole
+    portfolio, so the whole portfolio is scored again."""
+    if not keys:
+        return {}
+    if depends_on_whole_portfolio(model):
+        columns = (await repo.rows(portfolio, inputs=True)).inputs
+        assert columns is not None
+    else:
+        columns = InputColumns.of(await repo.inputs(keys))
+    scored = score_columns(columns, model, as_of=as_of)
+    wanted = set(keys)
+    return {
+        key: explanation
+        for key, explanation in zip(scored.keys, scored.explanations, strict=True)
+        if key in wanted
+    }
 
 
 def ranking_changed(

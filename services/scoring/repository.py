@@ -13,11 +13,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from asyncpg.pool import PoolConnectionProxy
-from pydantic_core import to_json
 
 from services.scoring.domain.inputs import InputColumns, ScoringInputs, Wsjf
 from services.scoring.domain.ranking import Override
-from shared.contracts.events import Contribution
 from shared.contracts.scoring import ModelEnvelope, ScoringAudit
 from shared.db import upsert_rows
 from shared.uow import PostgresUnitOfWork
@@ -100,15 +98,15 @@ _ROW_INPUTS = (
 # Up to this many staged rows are emptied with DELETE, more with TRUNCATE (save_results).
 _STAGE_DELETE_MAX = 5000
 
-# What a staged result row changes: score and explanation, the published ranking, or both.
+# What a staged result row changes: the score, the published ranking, or both.
 _SCORED, _PUBLISHED, _BOTH = 1, 2, 3
-_SET_SCORE = "score = s.score, explanation = convert_from(s.explanation, 'UTF8')::json"
+_SET_SCORE = "score = s.score"
 _SET_PUBLISHED = (
     "published_rank = s.rank, published_score = s.published_score,"
     " published_override = s.published_override::json"
 )
 _APPLY = {
-    kind: f"UPDATE projects p SET {sets} FROM result_stage s"
+    kind: f"UPDATE projects p SET {sets} FROM scores_stage s"
     f" WHERE p.project_key = s.project_key AND s.kind = {kind}"
     for kind, sets in (
         (_SCORED, _SET_SCORE),
@@ -121,15 +119,6 @@ _APPLY = {
 def _floats(values: list[float | None] | None) -> npt.NDArray[np.float64]:
     """A float column, NULL as NaN."""
     return np.array(values or [], dtype=np.float64)
-
-
-def _legacy_explanation(text: str) -> bytes:
-    """An explanation stored before they were stored as written (jsonb reorders keys and
-    rewrites numbers) in the contract's JSON."""
-    return to_json(
-        [Contribution.model_validate(c).model_dump() for c in json.loads(text)],
-        inf_nan_mode="null",
-    )
 
 
 class ScoringRepository:
@@ -151,8 +140,8 @@ class ScoringRepository:
             return
         await self._conn.executemany(
             "INSERT INTO projects (project_key, portfolio, revision, withdrawn, mandatory, ranked,"
-            " score, explanation, strategic_fit, value, cost, risk, deadline, wsjf, effort)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 0, '[]', $7::jsonb, $8, $9, $10, $11, $12, $13)"
+            " score, strategic_fit, value, cost, risk, deadline, wsjf, effort)"
+            " VALUES ($1, $2, $3, $4, $5, $6, 0, $7::jsonb, $8, $9, $10, $11, $12, $13)"
             " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
             " withdrawn = excluded.withdrawn, mandatory = excluded.mandatory,"
             " ranked = excluded.ranked, strategic_fit = excluded.strategic_fit,"
@@ -262,27 +251,31 @@ class ScoringRepository:
 
     async def save_results(
         self,
-        scored: tuple[Sequence[str], Sequence[float], Sequence[bytes]],
+        scored: tuple[Sequence[str], Sequence[float]],
         published: tuple[
             Sequence[str], Sequence[int | None], Sequence[float], Sequence[str | None]
         ],
     ) -> None:
-        """Write new (keys, scores, explanation JSON), and record (keys, ranks, scores,
-        override JSON) as the ranking now published.
+        """Write new (keys, scores), and record (keys, ranks, scores, override JSON) as the
+        ranking now published.
 
         The rows go into a staging table with one COPY, and each row of ``projects`` is
         rewritten once, by one UPDATE per kind of change (new score and published; new score
         only; published only). Each UPDATE sets its columns outright: an UPDATE that chose
-        between new and old values would carry every old value, the explanation included,
-        through its join (a rescore of 100,000 projects took about 30 % longer so)."""
-        keys, scores, explanations = scored
+        between new and old values would carry every old value through its join (a rescore of
+        100,000 projects took about 30 % longer so, when the rows held explanations).
+
+        Explanations are not stored: the scoring rules make them again from the inputs
+        whenever one is published (docs/scoring.md). Rewriting them took 60 % of a 100,000
+        project rescore's UPDATE (docs/performance.md)."""
+        keys, scores = scored
         shown_keys, ranks, shown_scores, overrides = published
         if not keys and not shown_keys:
             return
         await self._conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS result_stage (project_key text, kind int,"
-            " score double precision, explanation bytea, rank int,"
-            " published_score double precision, published_override text) ON COMMIT DELETE ROWS"
+            "CREATE TEMP TABLE IF NOT EXISTS scores_stage (project_key text, kind int,"
+            " score double precision, rank int, published_score double precision,"
+            " published_override text) ON COMMIT DELETE ROWS"
         )
         shown = {
             key: (rank, score, override)
@@ -292,23 +285,15 @@ class ScoringRepository:
         }
         unpublished = (None, None, None)
         records: list[tuple[Any, ...]] = [
-            (
-                key,
-                _BOTH if key in shown else _SCORED,
-                score,
-                explanation,
-                *shown.get(key, unpublished),
-            )
-            for key, score, explanation in zip(keys, scores, explanations, strict=True)
+            (key, _BOTH if key in shown else _SCORED, score, *shown.get(key, unpublished))
+            for key, score in zip(keys, scores, strict=True)
         ]
         rescored = set(keys)
         records += [
-            (key, _PUBLISHED, None, None, *values)
-            for key, values in shown.items()
-            if key not in rescored
+            (key, _PUBLISHED, None, *values) for key, values in shown.items() if key not in rescored
         ]
         kinds = {record[1] for record in records}
-        await self._conn.copy_records_to_table("result_stage", records=records)
+        await self._conn.copy_records_to_table("scores_stage", records=records)
         for kind in sorted(kinds):
             await self._conn.execute(_APPLY[kind])
         # Emptied for a second call in the same transaction; the commit empties it anyway (ON
@@ -317,24 +302,10 @@ class ScoringRepository:
         # steady feed. Many are truncated: deleted rows stay in the table until the commit, and
         # each later UPDATE of the transaction would scan them again.
         await self._conn.execute(
-            "TRUNCATE result_stage"
+            "TRUNCATE scores_stage"
             if len(records) > _STAGE_DELETE_MAX
-            else "DELETE FROM result_stage"
+            else "DELETE FROM scores_stage"
         )
-
-    async def explanations(self, keys: Iterable[str]) -> dict[str, bytes]:
-        """The stored explanations of these projects, as the contract's JSON."""
-        rows = await self._conn.fetch(
-            "SELECT project_key, explanation::text AS explanation FROM projects"
-            " WHERE project_key = ANY($1::text[])",
-            list(keys),
-        )
-        return {
-            r["project_key"]: r["explanation"].encode()
-            if r["explanation"].startswith(('[{"criterion":', "[]"))
-            else _legacy_explanation(r["explanation"])
-            for r in rows
-        }
 
     async def portfolio(self, portfolio: str) -> PortfolioState:
         row = await self._conn.fetchrow(

@@ -366,3 +366,57 @@ async def test_a_batch_publishes_moves_that_are_due_itself(database: DatabaseSet
         assert await moves() == 1
     finally:
         await pool.close()
+
+
+@pytest.mark.parametrize("model", MODELS, ids=["weighted", "weighted-portfolio", "wsjf"])
+async def test_an_override_alone_publishes_the_explanation_made_again(
+    database: DatabaseSettings, model: dict[str, Any]
+) -> None:
+    """Explanations are not stored: a batch of override commands alone publishes its projects
+    with explanations the scoring rules make again from their inputs (for a model normalised
+    over the portfolio, from the whole portfolio's), equal to a from-scratch scoring's."""
+    pool, handler, _ = await _scoring(database, settle=0)
+    rnd = random.Random(11)
+    portfolio = Portfolio(rnd)
+    try:
+        await handler.handle(
+            [portfolio.command("set_model", model={"name": "m", "model": model})]
+            + [portfolio.revise(f"P{i:02d}") for i in range(30)]
+        )
+        async with pool.acquire() as conn:
+            before = await conn.fetchval("SELECT max(id) FROM outbox")
+        keys = [  # ranked projects: a pin is refused for a project outside the ranking
+            k
+            for k, state in sorted(portfolio.states.items())
+            if ScoringInputs.of(k, state, withdrawn=False).ranked
+        ]
+        commands = [
+            portfolio.command(
+                "adjust", project_key=keys[3], delta=4.5, justification="agreed at review"
+            ),
+            portfolio.command("pin", project_key=keys[9], rank=2, justification="agreed at review"),
+        ]
+        await handler.handle(commands)
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT value FROM outbox WHERE id > $1 AND headers ->> 'ce_type' = $2",
+                before,
+                ScoresChanged.TYPE,
+            )
+        published = {
+            s.project_key: s
+            for row in rows
+            for s in ScoresChanged.model_validate_json(row["value"]).projects()
+        }
+        assert {keys[3], keys[9]} <= published.keys()
+        expected = portfolio.expected()
+        assert {published[keys[3]].cause, published[keys[9]].cause} == {"override"}
+        for key, scored in published.items():
+            assert (scored.score, [c.model_dump() for c in scored.explanation]) == (
+                expected[key][0],
+                expected[key][2],
+            ), key
+        assert published[keys[3]].explanation[-1].criterion == "adjustment"
+        assert published[keys[9]].explanation, "a real explanation, not an empty one"
+    finally:
+        await pool.close()

@@ -4,7 +4,6 @@ and the contract's own serialisation give: floats to the last bit, JSON to the b
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -28,7 +27,6 @@ from services.scoring.domain.scoring import (
     score_all,
 )
 from services.scoring.handlers import score_entries, scores_changed
-from services.scoring.repository import _legacy_explanation
 from shared.contracts.events import Contribution, ProjectScore, ScoresChanged
 from shared.contracts.scoring import (
     CRITERIA,
@@ -499,17 +497,3 @@ def test_scores_are_split_by_count_and_by_size_and_arrive_in_order() -> None:
     alone = split([_entry(0, 10), _entry(1, ScoresChanged.MAX_BYTES), _entry(2, 10)])
     assert [len(e.scores) for e in alone] == [1, 1, 1]
     assert split([]) == []
-
-
-def test_explanations_stored_as_jsonb_are_read_back_as_the_contracts_json() -> None:
-    # As jsonb wrote them before explanations were kept as written: keys reordered, spaces.
-    stored = (
-        '[{"raw": 3.333333, "weight": 0.4, "criterion": "strategic_fit", "normalised": 0.666667,'
-        ' "contribution": 26.666667}, {"raw": null, "weight": 0.2, "criterion": "risk",'
-        ' "normalised": 0.5, "contribution": 10}]'
-    )
-    parts = json.loads(stored)
-    assert _legacy_explanation(stored) == EXPLANATION.dump_json(
-        [Contribution.model_validate(c) for c in parts]
-    )
-    assert _legacy_explanation("[]") == b"[]"
