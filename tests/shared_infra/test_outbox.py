@@ -96,7 +96,7 @@ async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_ba
             raise ConnectionError("broker went away")
         await send(messages)
 
-    large = b"x" * (300 * 1024)  # above max_batch_size (256 KiB), below the request limit
+    large = b"x" * 1_010_000  # above max_batch_size (1,000,000), below the request limit (1 MiB)
     values = [large if i == 4 else f"{i}".encode() for i in range(11)]
     messages = [
         OutboxMessage(topic, f"{'retail' if i % 2 else 'energy'}/jira/P{i}".encode(), v, {})
