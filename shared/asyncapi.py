@@ -261,6 +261,10 @@ _DLQ_HEADERS = {
     deadletter.ORIGINAL_SIZE: "Size of the original value in bytes",
     deadletter.ORIGINAL_SHA256: "SHA-256 of the original value",
     deadletter.TRUNCATED: "`true` when the value was cut to fit the topic",
+    deadletter.ORIGINAL_HEADERS: (
+        "JSON object of the original record's CloudEvents headers (`ce_*`, `content-type`),"
+        " which `pmo deadletters replay` restores"
+    ),
 }
 
 

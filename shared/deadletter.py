@@ -2,8 +2,11 @@
 
 Following Kafka Connect's convention the dead-letter record's key and value are the original
 bytes, so replaying one is publishing it again; the reasons and the record's origin travel in
-``pmo_dlq_*`` headers next to the CloudEvents ones. Dead letters go through the outbox, in the
-same transaction as the inbox record of the refused message, so each refusal is published once.
+``pmo_dlq_*`` headers next to the CloudEvents ones. The dead letter's own CloudEvents headers
+take the original's names, so the original's (its event id and type, which internal consumers
+need to apply it) travel as one JSON header, and ``pmo deadletters replay`` restores them.
+Dead letters go through the outbox, in the same transaction as the inbox record of the refused
+message, so each refusal is published once.
 """
 
 from __future__ import annotations
@@ -29,6 +32,29 @@ CONSUMER = "pmo_dlq_consumer"
 ORIGINAL_SIZE = "pmo_dlq_original_size"
 ORIGINAL_SHA256 = "pmo_dlq_original_sha256"
 TRUNCATED = "pmo_dlq_truncated"
+ORIGINAL_HEADERS = "pmo_dlq_original_headers"
+
+
+def _event_headers(record: Record) -> dict[str, str]:
+    """The original record's CloudEvents headers (binary mode: ``ce_*`` and ``content-type``)
+    that are text; a header that is not UTF-8 is not one of them."""
+    kept = {}
+    for name, value in record.headers:
+        if name.startswith("ce_") or name == "content-type":
+            try:
+                kept[name] = value.decode()
+            except UnicodeDecodeError:
+                continue
+    return kept
+
+
+def original_headers(letter: Record) -> list[tuple[str, bytes]]:
+    """The headers of the record a dead letter holds, as ``dead_letter`` kept them; none for a
+    dead letter written before they were kept."""
+    text = letter.header(ORIGINAL_HEADERS)
+    if not text:
+        return []
+    return [(name, value.encode()) for name, value in json.loads(text).items()]
 
 
 def dead_letter_id(consumer: str, record: Record) -> str:
@@ -59,6 +85,7 @@ def dead_letter(
             ORIGINAL_SIZE: str(len(original)),
             ORIGINAL_SHA256: hashlib.sha256(original).hexdigest(),
             TRUNCATED: "true" if truncated else "false",
+            ORIGINAL_HEADERS: json.dumps(_event_headers(record), ensure_ascii=True),
             # The original bytes are not necessarily JSON.
             "content-type": "application/octet-stream",
         }

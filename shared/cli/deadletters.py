@@ -109,12 +109,16 @@ async def read_all(kafka: KafkaSettings, *, idle_seconds: float = 2.0) -> list[D
 def replay_records(
     letters: list[DeadLetter],
 ) -> list[tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]]:
-    """Each dead letter's original key and value, addressed to the topic it came from."""
+    """Each dead letter's original key, value and CloudEvents headers, addressed to the topic it
+    came from."""
     out = []
     for letter in letters:
         source = letter.record.header(deadletter.SOURCE_TOPIC)
         if not source or letter.record.header(deadletter.TRUNCATED) == "true":
             continue  # nowhere to send it, or not the original bytes any more
-        headers = [(REPLAYED_FROM, f"{letter.record.topic}/{letter.position}".encode())]
+        headers = [
+            (REPLAYED_FROM, f"{letter.record.topic}/{letter.position}".encode()),
+            *deadletter.original_headers(letter.record),
+        ]
         out.append((source, letter.record.key, letter.record.value or b"", headers))
     return out

@@ -652,12 +652,16 @@ class Feed:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
         self.finished_at = time.monotonic()
 
+    def raise_if_failed(self) -> None:
+        """The feed's own error, if it stopped with one."""
+        if self._task is not None and self._task.done():
+            self._task.result()
+
     async def reached(self, fraction: float, within: float = 600) -> None:
         target = int(len(self._items) * fraction)
 
         async def probe() -> bool:
-            if self._task is not None and self._task.done():
-                self._task.result()
+            self.raise_if_failed()
             return self.sent >= target
 
         await eventually(probe, within=within, what=f"{fraction:.0%} of the stream sent")

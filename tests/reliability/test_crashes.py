@@ -111,32 +111,37 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
     # The window between the broker's acknowledgement and the relay's UPDATE ... SET sent_at is
     # a few milliseconds. The test holds it open: it takes row locks on the unsent rows, so the
     # relay publishes them (its read takes no lock) and then waits at its UPDATE; once they are
-    # on the topic, intake is killed with its relay's transaction still open, and the lock is
-    # let go. The dead session's transaction never commits, so the rows stay unsent and the
-    # restarted relay publishes them again.
+    # on the topic again, intake is killed with its relay's transaction still open, and the
+    # lock is let go. The dead session's transaction never commits, so the rows stay unsent
+    # and the restarted relay publishes them again. SKIP LOCKED: rows the relay is marking are
+    # not waited for (the holder never waits, so it cannot deadlock with the relay).
     holder = await asyncpg.connect(rig.database_url)
-    caught = attempts = 0
+    caught = polls = 0
     try:
         while caught < SIZES.relay_kills:
-            attempts += 1
+            feed.raise_if_failed()
+            polls += 1
             intake = pipeline.one("intake")
             async with holder.transaction():
                 held = {
                     r["id"]
                     for r in await holder.fetch(
                         "SELECT headers ->> 'ce_id' AS id FROM intake.outbox"
-                        " WHERE sent_at IS NULL AND topic = $1 FOR UPDATE",
+                        " WHERE sent_at IS NULL AND topic = $1 ORDER BY id FOR UPDATE SKIP LOCKED",
                         projects,
                     )
                 }
                 if not held:
                     if feed.sent >= len(sent):
-                        break  # the stream is in and its records are out: nothing left to catch
+                        break  # the stream is all sent and nothing is held: no more to catch
                     await asyncio.sleep(0.01)
                     continue
+                # Rows left unsent by the last kill are on the topic already: the catch is a
+                # copy published while they are held.
+                before = {i: tail.seen[i] for i in held}
 
-                async def published(held: set[str] = held) -> bool:
-                    return any(i in tail.seen for i in held)
+                async def published(held: set[str] = held, before: dict[str, int] = before) -> bool:
+                    return any(tail.seen[i] > before[i] for i in held)
 
                 await eventually(published, within=30, what="the held batch on the topic")
                 caught += 1  # published, held before mark-sent: the moment to die
@@ -158,6 +163,6 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
         relay_kills=caught,
         republished_in_transport=republished,
     )
-    assert caught >= 1, f"no kill landed between publish and mark-sent in {attempts} attempts"
+    assert caught >= 1, f"no kill landed between publish and mark-sent in {polls} polls"
     assert republished > 0, "the restarted relay published the caught batch again"
     assert (figures.lost, figures.duplicated, figures.dead_lettered) == (0, 0, 0), figures

@@ -3,9 +3,10 @@ measured from) comes in as an argument.
 
 A portfolio is scored a criterion at a time, on numpy columns (``InputColumns``), and each
 project's explanation comes out as the JSON of the event contract's ``list[Contribution]``:
-that is what is stored with the score and put into the event, and a rescore makes 100,000 of
-them. Every number is still the one the rules give when applied to one project at a time in
-Python floats (tests/scoring/unit/test_fast_paths.py holds that reference), to the last bit:
+that is what is put into the event (explanations are not stored; they are made again when
+published without a rescore), and a rescore makes 100,000 of them. Every number is still the
+one the rules give when applied to one project at a time in Python floats
+(tests/scoring/unit/test_fast_paths.py holds that reference), to the last bit:
 
 - numpy's ``+ - * /`` are the same IEEE operations as Python's, applied in the same order;
 - ``min``/``max`` are written as the comparisons Python's builtins make (``np.where``), so

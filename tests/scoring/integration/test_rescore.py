@@ -368,7 +368,22 @@ async def test_a_batch_publishes_moves_that_are_due_itself(database: DatabaseSet
         await pool.close()
 
 
-@pytest.mark.parametrize("model", MODELS, ids=["weighted", "weighted-portfolio", "wsjf"])
+AHP_PORTFOLIO = {
+    "method": "ahp",
+    "criteria": ["strategic_fit", "value_for_money", "risk"],
+    "comparisons": {
+        "strategic_fit": {"value_for_money": 3.0, "risk": 5.0},
+        "value_for_money": {"risk": 2.0},
+    },
+    "normalisation": "portfolio",
+}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [*MODELS, AHP_PORTFOLIO],
+    ids=["weighted", "weighted-portfolio", "wsjf", "ahp-portfolio"],
+)
 async def test_an_override_alone_publishes_the_explanation_made_again(
     database: DatabaseSettings, model: dict[str, Any]
 ) -> None:
@@ -378,45 +393,59 @@ async def test_an_override_alone_publishes_the_explanation_made_again(
     pool, handler, _ = await _scoring(database, settle=0)
     rnd = random.Random(11)
     portfolio = Portfolio(rnd)
-    try:
-        await handler.handle(
-            [portfolio.command("set_model", model={"name": "m", "model": model})]
-            + [portfolio.revise(f"P{i:02d}") for i in range(30)]
-        )
+
+    async def published_by(commands: list[Record]) -> dict[str, ProjectScored]:
+        """The projects the batch of ``commands`` published in full."""
         async with pool.acquire() as conn:
-            before = await conn.fetchval("SELECT max(id) FROM outbox")
-        keys = [  # ranked projects: a pin is refused for a project outside the ranking
-            k
-            for k, state in sorted(portfolio.states.items())
-            if ScoringInputs.of(k, state, withdrawn=False).ranked
-        ]
-        commands = [
-            portfolio.command(
-                "adjust", project_key=keys[3], delta=4.5, justification="agreed at review"
-            ),
-            portfolio.command("pin", project_key=keys[9], rank=2, justification="agreed at review"),
-        ]
-        await handler.handle(commands)
-        async with pool.acquire() as conn:
+            before = await conn.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+            await handler.handle(commands)
             rows = await conn.fetch(
                 "SELECT value FROM outbox WHERE id > $1 AND headers ->> 'ce_type' = $2",
                 before,
                 ScoresChanged.TYPE,
             )
-        published = {
+        return {
             s.project_key: s
             for row in rows
             for s in ScoresChanged.model_validate_json(row["value"]).projects()
         }
+
+    def explained(scored: ProjectScored) -> tuple[float, list[dict[str, Any]]]:
+        return scored.score, [c.model_dump() for c in scored.explanation]
+
+    try:
+        await handler.handle(
+            [portfolio.command("set_model", model={"name": "m", "model": model})]
+            + [portfolio.revise(f"P{i:02d}") for i in range(30)]
+        )
+        keys = [  # ranked projects: a pin is refused for a project outside the ranking
+            k
+            for k, state in sorted(portfolio.states.items())
+            if ScoringInputs.of(k, state, withdrawn=False).ranked
+        ]
+        why = {"justification": "agreed at review"}
+        published = await published_by(
+            [
+                portfolio.command("adjust", project_key=keys[3], delta=4.5, **why),
+                portfolio.command("pin", project_key=keys[9], rank=2, **why),
+            ]
+        )
         assert {keys[3], keys[9]} <= published.keys()
-        expected = portfolio.expected()
         assert {published[keys[3]].cause, published[keys[9]].cause} == {"override"}
+        expected = portfolio.expected()
         for key, scored in published.items():
-            assert (scored.score, [c.model_dump() for c in scored.explanation]) == (
-                expected[key][0],
-                expected[key][2],
-            ), key
+            assert explained(scored) == (expected[key][0], expected[key][2]), key
         assert published[keys[3]].explanation[-1].criterion == "adjustment"
         assert published[keys[9]].explanation, "a real explanation, not an empty one"
+
+        # Cleared, the adjustment's line goes and the rules' explanation stays.
+        published = await published_by(
+            [portfolio.command("clear_override", project_key=keys[3], **why)]
+        )
+        assert published[keys[3]].cause == "override"
+        expected = portfolio.expected()
+        for key, scored in published.items():
+            assert explained(scored) == (expected[key][0], expected[key][2]), key
+        assert "adjustment" not in {c.criterion for c in published[keys[3]].explanation}
     finally:
         await pool.close()
