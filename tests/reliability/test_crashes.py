@@ -134,7 +134,7 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
                 if not held:
                     if feed.sent >= len(sent):
                         break  # the stream is all sent and nothing is held: no more to catch
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # the poll interval while the feed runs
                     continue
                 # Rows left unsent by the last kill are on the topic already: the catch is a
                 # copy published while they are held.

@@ -4,10 +4,10 @@ headers take the names of."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from services.intake.handlers import projects_changed
 from shared import deadletter
@@ -19,6 +19,7 @@ from shared.events_io import decode_typed
 from shared.outbox import OutboxMessage
 from shared.settings import KafkaSettings
 from shared.topics import Topic, TopicNames
+from tests.helpers import consumed, publish_raw
 from tests.reliability.harness import read_topic
 from tests.system import run_pmo
 
@@ -43,24 +44,11 @@ def _projects_changed(topic: str) -> OutboxMessage:
     return message
 
 
-def _consumed(message: OutboxMessage, *, partition: int = 0, offset: int = 7) -> Record:
-    """The record a consumer reads for an outbox message."""
-    return Record(
-        topic=message.topic,
-        partition=partition,
-        offset=offset,
-        key=message.key,
-        value=message.value,
-        headers=tuple((k, v.encode()) for k, v in message.headers.items()),
-        timestamp_ms=0,
-    )
-
-
 async def test_a_replayed_internal_event_is_applied_as_the_event_it_was(
     kafka: KafkaSettings,
 ) -> None:
     names = TopicNames(kafka.topic_prefix)
-    original = _consumed(_projects_changed(names(Topic.PROJECTS)))
+    original = consumed(_projects_changed(names(Topic.PROJECTS)))
     letter = deadletter.dead_letter(
         original,
         [Reason("unknown_event_type", "an older reader")],
@@ -69,17 +57,12 @@ async def test_a_replayed_internal_event_is_applied_as_the_event_it_was(
         now=NOW,
     )
     assert letter.headers["ce_id"] != original.header("ce_id"), "the dead letter's own id"
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    await producer.start()
-    try:
-        await producer.send_and_wait(
-            letter.topic,
-            value=letter.value,
-            key=letter.key,
-            headers=[(k, v.encode()) for k, v in letter.headers.items()],
-        )
-    finally:
-        await producer.stop()
+    await publish_raw(
+        kafka.bootstrap_servers,
+        letter.topic,
+        [(letter.key, letter.value)],
+        headers=list(consumed(letter).headers),
+    )
 
     code, out = await run_pmo(kafka, "", "deadletters", "replay", "--code", "unknown_event_type")
     assert code == 0, out
@@ -101,8 +84,8 @@ async def test_a_replayed_internal_event_is_applied_as_the_event_it_was(
 
 
 def test_a_dead_letter_written_before_headers_were_kept_replays_without_them() -> None:
-    original = _consumed(_projects_changed("pmo.intake.projects.v1"))
-    letter = _consumed(
+    original = consumed(_projects_changed("pmo.intake.projects.v1"))
+    letter = consumed(
         deadletter.dead_letter(
             original, [Reason("x", "y")], consumer="scoring", topic="dlq", now=NOW
         )
@@ -110,13 +93,7 @@ def test_a_dead_letter_written_before_headers_were_kept_replays_without_them() -
     assert deadletter.original_headers(letter) == [
         (k, v) for k, v in original.headers if k.startswith("ce_") or k == "content-type"
     ]
-    older = Record(
-        topic=letter.topic,
-        partition=0,
-        offset=1,
-        key=letter.key,
-        value=letter.value,
-        headers=tuple((k, v) for k, v in letter.headers if k != deadletter.ORIGINAL_HEADERS),
-        timestamp_ms=0,
+    older = replace(
+        letter, headers=tuple((k, v) for k, v in letter.headers if k != deadletter.ORIGINAL_HEADERS)
     )
     assert deadletter.original_headers(older) == []

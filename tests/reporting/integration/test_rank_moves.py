@@ -452,18 +452,23 @@ async def test_a_change_and_what_follows_it_within_the_change_delay_are_one_reco
     assert [(bytes(r["key"]).decode(), json.loads(r["value"])["score"]) for r in published] == [
         (key("D"), 70.0)
     ]
+
+    async def moved_and_changed(by: ReportingHandler, version: int, score: float) -> Any:
+        """D's due time after ``by`` applies a batch of D's new score and a move of D."""
+        change = scored("D", version, 2, score)
+        await by.handle(
+            [
+                record(Topic.SCORES, change, f"c:s:D:{version}", version - 1),
+                record(Topic.SCORES, moved(version + 1, D=1), f"c:r:{version + 1}", version),
+            ]
+        )
+        return await pool.fetchval(
+            "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key("D")
+        )
+
     # A move and a change in one batch: the change's (earlier) time wins.
     clock[0] = NOW + timedelta(seconds=2)
-    await handler.handle(
-        [
-            record(Topic.SCORES, scored("D", 3, 2, 60.0), "c:s:D:3", 2),
-            record(Topic.SCORES, moved(4, D=1), "c:r:4", 3),
-        ]
-    )
-    due = await pool.fetchval(
-        "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key("D")
-    )
-    assert due == NOW + timedelta(seconds=3)
+    assert await moved_and_changed(handler, 3, 60.0) == NOW + timedelta(seconds=3)
     # And where moves may wait less than changes, a project both moved and changed is due by
     # the earlier of the two.
     eager = ReportingHandler(
@@ -475,16 +480,7 @@ async def test_a_change_and_what_follows_it_within_the_change_delay_are_one_reco
     )
     clock[0] = NOW + timedelta(seconds=10)
     assert await feed.publish_due() == 1  # D's mark above
-    await eager.handle(
-        [
-            record(Topic.SCORES, scored("D", 5, 2, 55.0), "c:s:D:5", 4),
-            record(Topic.SCORES, moved(6, D=1), "c:r:6", 5),
-        ]
-    )
-    due = await pool.fetchval(
-        "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key("D")
-    )
-    assert due == NOW + timedelta(seconds=10)
+    assert await moved_and_changed(eager, 5, 55.0) == NOW + timedelta(seconds=10)
 
 
 async def test_a_project_marked_again_while_its_record_is_built_stays_marked(
