@@ -110,12 +110,16 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
     ).start()
     # The window between the broker's acknowledgement and the relay's UPDATE ... SET sent_at is
     # a few milliseconds. The test holds it open: it takes row locks on the unsent rows, so the
-    # relay publishes them (its read takes no lock) and then waits at its UPDATE; once they are
-    # on the topic again, intake is killed with its relay's transaction still open, and the
-    # lock is let go. The dead session's transaction never commits, so the rows stay unsent
-    # and the restarted relay publishes them again. SKIP LOCKED: rows the relay is marking are
-    # not waited for (the holder never waits, so it cannot deadlock with the relay).
+    # relay publishes them (its read takes no lock) and then waits at its UPDATE, which it runs
+    # only once the broker has acknowledged the batch. When the relay's session is seen waiting
+    # on the holder (pg_blocking_pids), intake is killed with that transaction still open, and
+    # the locks are let go. The dead session's transaction never commits, so the rows stay unsent
+    # and the restarted relay publishes them again. Waiting on the relay's lock wait rather than
+    # on a new copy on the topic also covers a batch the relay had published just before the
+    # holder took its locks. SKIP LOCKED: rows the relay is marking are not waited for (the
+    # holder never waits, so it cannot deadlock with the relay).
     holder = await asyncpg.connect(rig.database_url)
+    watcher = await asyncpg.connect(rig.database_url)  # pg_locks read outside the holder's snapshot
     caught = polls = 0
     try:
         while caught < SIZES.relay_kills:
@@ -123,28 +127,28 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
             polls += 1
             intake = pipeline.one("intake")
             async with holder.transaction():
-                held = {
-                    r["id"]
-                    for r in await holder.fetch(
-                        "SELECT headers ->> 'ce_id' AS id FROM intake.outbox"
-                        " WHERE sent_at IS NULL AND topic = $1 ORDER BY id FOR UPDATE SKIP LOCKED",
-                        projects,
-                    )
-                }
+                held = await holder.fetch(
+                    "SELECT id FROM intake.outbox"
+                    " WHERE sent_at IS NULL AND topic = $1 ORDER BY id FOR UPDATE SKIP LOCKED",
+                    projects,
+                )
                 if not held:
                     if feed.sent >= len(sent):
                         break  # the stream is all sent and nothing is held: no more to catch
                     await asyncio.sleep(0.01)  # the poll interval while the feed runs
                     continue
-                # Rows left unsent by the last kill are on the topic already: the catch is a
-                # copy published while they are held.
-                before = {i: tail.seen[i] for i in held}
 
-                async def published(held: set[str] = held, before: dict[str, int] = before) -> bool:
-                    return any(tail.seen[i] > before[i] for i in held)
+                async def relay_waits(pid: int = holder.get_server_pid()) -> bool:
+                    return bool(
+                        await watcher.fetchval(
+                            "SELECT EXISTS (SELECT FROM pg_locks"
+                            " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid)))",
+                            pid,
+                        )
+                    )
 
-                await eventually(published, within=30, what="the held batch on the topic")
-                caught += 1  # published, held before mark-sent: the moment to die
+                await eventually(relay_waits, within=30, what="the relay waiting to mark sent")
+                caught += 1  # published and acknowledged, not yet marked sent: the moment to die
                 await intake.kill()
             await intake.start()
         restarted = time.monotonic()
@@ -155,6 +159,7 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
         republished = sum(n - 1 for n in tail.seen.values() if n > 1)
     finally:
         await holder.close()
+        await watcher.close()
         await tail.stop()
     figures = await rig.ledger.figures(
         "5. relay killed between publish and mark-sent",
