@@ -121,6 +121,17 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
     holder = await asyncpg.connect(rig.database_url)
     watcher = await asyncpg.connect(rig.database_url)  # pg_locks read outside the holder's snapshot
     caught = polls = 0
+
+    async def relay_waits() -> bool:
+        """Some session (the relay's, at its UPDATE) waits on the holder's row locks."""
+        return bool(
+            await watcher.fetchval(
+                "SELECT EXISTS (SELECT FROM pg_locks"
+                " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid)))",
+                holder.get_server_pid(),
+            )
+        )
+
     try:
         while caught < SIZES.relay_kills:
             feed.raise_if_failed()
@@ -137,15 +148,6 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
                         break  # the stream is all sent and nothing is held: no more to catch
                     await asyncio.sleep(0.01)  # the poll interval while the feed runs
                     continue
-
-                async def relay_waits(pid: int = holder.get_server_pid()) -> bool:
-                    return bool(
-                        await watcher.fetchval(
-                            "SELECT EXISTS (SELECT FROM pg_locks"
-                            " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid)))",
-                            pid,
-                        )
-                    )
 
                 await eventually(relay_waits, within=30, what="the relay waiting to mark sent")
                 caught += 1  # published and acknowledged, not yet marked sent: the moment to die

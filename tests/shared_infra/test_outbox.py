@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from shared import outbox
-from shared.broker import make_producer
+from shared.broker import PRODUCER_OPTIONS, make_producer
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
 from shared.outbox import OutboxMessage, OutboxRelay, producer_publish
@@ -96,7 +96,8 @@ async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_ba
             raise ConnectionError("broker went away")
         await send(messages)
 
-    large = b"x" * 1_010_000  # above max_batch_size (1,000,000), below the request limit (1 MiB)
+    # Larger than the producer's batch, smaller than a request may be (1 MiB).
+    large = b"x" * (PRODUCER_OPTIONS["max_batch_size"] + 10_000)
     values = [large if i == 4 else f"{i}".encode() for i in range(11)]
     messages = [
         OutboxMessage(topic, f"{'retail' if i % 2 else 'energy'}/jira/P{i}".encode(), v, {})
