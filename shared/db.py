@@ -29,8 +29,9 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     ``UNLISTEN *``, ``pg_advisory_unlock_all()`` …) on every release: a round trip for each
     API request, about 8 % of reporting's CPU under load. pmo keeps no session state on pooled
     connections: locks and settings are transaction-scoped, the search path is a startup
-    parameter, and the outbox relay removes its listener before it releases its connection
-    (tests/shared_infra/test_locks.py checks that nothing leaks)."""
+    parameter, and the outbox relay, whose turn is a session lock, gives it back with its
+    settings and removes its listener before it releases its connection
+    (tests/shared_infra/test_locks.py and test_outbox.py check that nothing leaks)."""
 
 
 def usable(conn: Any) -> bool:

@@ -184,6 +184,7 @@ class OutboxRelay:
         self._lock_key = zlib.crc32(f"pmo.outbox.{schema}".encode()) - 2**31
         self._wake = asyncio.Event()
         self._more = False  # whether the last pass stopped at its limit with rows left
+        self._holder: PoolConnectionProxy[Any] | None = None  # run's connection, with the turn
         self.stats = RelayStats()
 
     @property
@@ -195,71 +196,101 @@ class OutboxRelay:
 
     async def relay_once(self) -> int:
         """Publish unsent rows, up to ``batches_per_pass`` batches (each at most ``batch_size``
-        rows and, past its first, ``batch_bytes`` of values) in one transaction; returns how
-        many were published.
+        rows and, past its first, ``batch_bytes`` of values); returns how many were published.
+
+        A running relay (``run``) passes on the connection that holds its turn; called on its
+        own, the pass takes the turn on a pooled connection and gives it back after. Each
+        statement is its own transaction: a pass is two statements for a batch, the read and
+        the mark (docs/performance.md).
 
         The batches are pipelined: while the broker acknowledges one batch, the next is read,
         and while Postgres marks one batch sent, the next is encoded for the producer. A batch
-        is marked sent only once the broker has acknowledged all of it; a failure rolls the
-        whole pass back, and its rows are published again (consumers deduplicate)."""
+        is marked sent only once the broker has acknowledged all of it; a failure leaves the
+        batch it met, and every one after it, unmarked, to be published again (consumers
+        deduplicate)."""
         self._more = False
-        async with self._pool.acquire() as conn, conn.transaction():
-            if not await self.take_turn(conn):
-                return 0
-            rows = await self._unsent(conn, after=0)
-            if not rows:
-                return 0
-            published = 0
-            acks: asyncio.Future[None] = asyncio.ensure_future(self._publish(_messages(rows)))
-            following: asyncio.Future[None] | None = None
+        if self._holder is not None and usable(self._holder):
+            return await self._pass(self._holder)
+        async with self._pool.acquire() as conn:
             try:
-                for turn in range(1, self._batches_per_pass + 1):
-                    # A batch cut short by its row or byte limit may have rows after it.
-                    full = len(rows) == self._batch_size or (
-                        sum(len(r["value"]) for r in rows) >= self._batch_bytes
-                    )
-                    more = full and turn < self._batches_per_pass
-                    after = rows[-1]["id"]
-                    upcoming = await self._unsent(conn, after=after) if more else []
-                    await acks
-                    if upcoming:
-                        following = asyncio.ensure_future(self._publish(_messages(upcoming)))
-                    await conn.execute(
-                        "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-                        [r["id"] for r in rows],
-                    )
-                    published += len(rows)
-                    self.stats.batches += 1
-                    if following is None:
-                        # Stopped at the pass's limit after a full batch: rows may be left.
-                        self._more = full and not more
-                        break
-                    rows, acks, following = upcoming, following, None
+                if not await self.take_turn(conn):
+                    return 0
+                return await self._pass(conn)
             finally:
-                for pending in (acks, following):
-                    if pending is not None and not pending.done():
-                        pending.cancel()
-                        await asyncio.wait([pending])
-        self.stats.published += published
+                await self.give_turn(conn)
+
+    async def _pass(self, conn: PoolConnectionProxy[Any]) -> int:
+        rows = await self._unsent(conn, after=0)
+        if not rows:
+            return 0
+        published = 0
+        acks: asyncio.Future[None] = asyncio.ensure_future(self._publish(_messages(rows)))
+        following: asyncio.Future[None] | None = None
+        try:
+            for turn in range(1, self._batches_per_pass + 1):
+                # A batch cut short by its row or byte limit may have rows after it.
+                full = len(rows) == self._batch_size or (
+                    sum(len(r["value"]) for r in rows) >= self._batch_bytes
+                )
+                more = full and turn < self._batches_per_pass
+                after = rows[-1]["id"]
+                upcoming = await self._unsent(conn, after=after) if more else []
+                await acks
+                if upcoming:
+                    following = asyncio.ensure_future(self._publish(_messages(upcoming)))
+                await conn.execute(
+                    "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in rows],
+                )
+                published += len(rows)
+                self.stats.published += len(rows)
+                self.stats.batches += 1
+                if following is None:
+                    # Stopped at the pass's limit after a full batch: rows may be left.
+                    self._more = full and not more
+                    break
+                rows, acks, following = upcoming, following, None
+        finally:
+            for pending in (acks, following):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+                    await asyncio.wait([pending])
         return published
 
     async def take_turn(self, conn: PoolConnectionProxy[Any]) -> bool:
-        """Within the caller's transaction: whether this relay has its schema's turn (the
-        advisory lock, held until the transaction ends), with the transaction set up to read.
+        """Whether this relay has its schema's turn on ``conn``: the session's advisory lock,
+        held until ``give_turn`` or until the connection closes, with the session set up for
+        the relay's statements. Outside a transaction: the lock is the session's.
 
-        Unsent rows are read in id order through the partial index ``outbox_unsent``. After a
-        transaction commits many rows into an outbox last analysed when it held few (a
-        rescore's 100,000), the planner expects a few, and its plan sorted every unsent row, on
-        disk, for each batch it read (docs/performance.md). With sorting off for the
-        transaction, the index's order is the plan."""
-        # Outside a transaction the lock and the setting would end with this statement.
-        assert conn.is_in_transaction(), "take_turn needs the caller's transaction"
+        - Sorting off. Unsent rows are read in id order through the partial index
+          ``outbox_unsent``. After a transaction commits many rows into an outbox last analysed
+          when it held few (a rescore's 100,000), the planner expects a few, and its plan sorted
+          every unsent row, on disk, for each batch it read (docs/performance.md). With sorting
+          off, the index's order is the plan.
+        - Asynchronous commits. A mark lost with the last moments before a server crash leaves
+          its rows unsent, so they are published again and deduplicated downstream, as after a
+          relay crash between publish and mark; the relay does not wait for the disk."""
+        assert not conn.is_in_transaction(), "the relay's turn is its session's"
         turn: bool = await conn.fetchval(
-            "SELECT pg_try_advisory_xact_lock($1) AND set_config('enable_sort', 'off', true)"
-            " = 'off'",
+            "SELECT pg_try_advisory_lock($1) AND set_config('enable_sort', 'off', false) = 'off'"
+            " AND set_config('synchronous_commit', 'off', false) = 'off'",
             self._lock_key,
         )
         return turn
+
+    async def give_turn(self, conn: PoolConnectionProxy[Any]) -> None:
+        """Release the turn and the session's settings before ``conn`` goes back to the pool,
+        which does not reset sessions (shared/db.py). A connection that breaks is closed, and
+        the server releases what its session held."""
+        if not usable(conn):
+            return
+        try:
+            await conn.execute(
+                "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET synchronous_commit"
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            # Not known to be released: closed rather than pooled with the lock it may hold.
+            conn.terminate()
 
     async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
         return await conn.fetch(UNSENT, after, self._batch_size, self._batch_bytes)
@@ -284,7 +315,12 @@ class OutboxRelay:
         return int(row["n"]), float(row["age"])
 
     async def run(self) -> None:
-        """Relay until cancelled. Transient failures back off; nothing else is swallowed."""
+        """Relay until cancelled. Transient failures back off; nothing else is swallowed.
+
+        The relay listens on a connection of its own and tries for its schema's turn there on
+        every wake until it has it; it then passes on that connection for as long as it stays
+        open. Another replica's relay waits so, and takes over when the holder stops or its
+        connection breaks (the server releases a closed session's locks)."""
         listener: PoolConnectionProxy[Any] | None = None
         backoff = 0.05
         last_purge = time.monotonic()
@@ -295,7 +331,10 @@ class OutboxRelay:
                         if listener is not None:
                             await self._unlisten(listener)
                         listener = await self._listen()
-                    await self.relay_once()
+                    if self._holder is None and await self.take_turn(listener):
+                        self._holder = listener
+                    if self._holder is not None:
+                        await self.relay_once()
                     backoff = 0.05
                     if time.monotonic() - last_purge > 60:
                         await self.purge()
@@ -325,7 +364,9 @@ class OutboxRelay:
         return conn
 
     async def _unlisten(self, conn: PoolConnectionProxy[Any]) -> None:
+        self._holder = None
         if usable(conn):
             with contextlib.suppress(asyncpg.PostgresError, OSError):
                 await conn.remove_listener(self.channel, self._on_notify)
+            await self.give_turn(conn)
         await self._pool.release(conn)  # a no-op when the pool took it back already

@@ -112,25 +112,26 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
     # a few milliseconds. The test holds it open: it takes row locks on the unsent rows, so the
     # relay publishes them (its read takes no lock) and then waits at its UPDATE, which it runs
     # only once the broker has acknowledged the batch. When the relay's session is seen waiting
-    # on the holder (pg_blocking_pids), intake is killed with that transaction still open, and
-    # the locks are let go. The dead session's transaction never commits, so the rows stay unsent
-    # and the restarted relay publishes them again. Waiting on the relay's lock wait rather than
-    # on a new copy on the topic also covers a batch the relay had published just before the
-    # holder took its locks. SKIP LOCKED: rows the relay is marking are not waited for (the
-    # holder never waits, so it cannot deadlock with the relay).
+    # on the holder (pg_blocking_pids), intake is killed and the waiting statement's session is
+    # ended with it, before the locks are let go: the mark never happens, as when the process
+    # dies before its UPDATE reaches the server. (Left alone, a session waiting on a lock does
+    # not notice that its client is gone, and the mark, a statement of its own, would then
+    # commit: right, since the broker had the rows, but not the case under test.) The rows stay
+    # unsent and the restarted relay publishes them again. Waiting on the relay's lock wait
+    # rather than on a new copy on the topic also covers a batch the relay had published just
+    # before the holder took its locks. SKIP LOCKED: rows the relay is marking are not waited
+    # for (the holder never waits, so it cannot deadlock with the relay).
     holder = await asyncpg.connect(rig.database_url)
     watcher = await asyncpg.connect(rig.database_url)  # pg_locks read outside the holder's snapshot
     caught = polls = 0
 
-    async def relay_waits() -> bool:
-        """Some session (the relay's, at its UPDATE) waits on the holder's row locks."""
-        return bool(
-            await watcher.fetchval(
-                "SELECT EXISTS (SELECT FROM pg_locks"
-                " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid)))",
-                holder.get_server_pid(),
-            )
+    async def relay_waits() -> list[int]:
+        """The sessions (the relay's, at its UPDATE) waiting on the holder's row locks."""
+        rows = await watcher.fetch(
+            "SELECT pid FROM pg_locks WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))",
+            holder.get_server_pid(),
         )
+        return [r["pid"] for r in rows]
 
     try:
         while caught < SIZES.relay_kills:
@@ -149,9 +150,14 @@ async def test_relay_killed_between_publish_and_mark_sent_duplicates_no_effect(
                     await asyncio.sleep(0.01)  # the poll interval while the feed runs
                     continue
 
-                await eventually(relay_waits, within=30, what="the relay waiting to mark sent")
+                waiting = await eventually(
+                    relay_waits, within=30, what="the relay waiting to mark sent"
+                )
                 caught += 1  # published and acknowledged, not yet marked sent: the moment to die
                 await intake.kill()
+                await watcher.execute(
+                    "SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid", waiting
+                )
             await intake.start()
         restarted = time.monotonic()
         await feed.join()

@@ -73,13 +73,14 @@ async def test_rows_are_published_in_order_and_marked_and_survive_a_failed_publi
     assert seen == [b"0", b"1", b"2"] + [f"{i}".encode() for i in range(10)]
 
 
-async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_back_whole(
+async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_marks_batch_by_batch(
     database: DatabaseSettings, kafka: KafkaSettings
 ) -> None:
-    """Batches of 3, two per pass: a pass publishes and marks 6 rows in one transaction; a
-    failure in its second batch leaves the first unmarked too. Two portfolios (their own
-    partitions, or one shared) and a record larger than the producer's batch all arrive, each
-    portfolio's records in outbox order."""
+    """Batches of 3, two per pass. A failure in a pass's second batch, after the broker had
+    part of it, leaves that batch and every one after it unsent, and the first marked sent: the
+    batch is published again, the first is not. Two portfolios (their own partitions, or one
+    shared) and a record larger than the producer's batch all arrive, each portfolio's records
+    in outbox order."""
     await migrate(database.url, [service_component("scoring")])
     pool = await create_pool(
         service_url(database, "scoring"), schema="scoring", application_name="t"
@@ -92,9 +93,9 @@ async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_ba
 
     async def publish(messages: Sequence[OutboxMessage]) -> None:
         calls.append(len(messages))
-        if len(calls) == fail_on_call:
-            raise ConnectionError("broker went away")
         await send(messages)
+        if len(calls) == fail_on_call:
+            raise ConnectionError("broker went away")  # after the broker had the batch
 
     # Larger than the producer's batch, smaller than a request may be (1 MiB).
     large = b"x" * (PRODUCER_OPTIONS["max_batch_size"] + 10_000)
@@ -110,22 +111,27 @@ async def test_a_pass_pipelines_batches_keeps_each_portfolios_order_and_rolls_ba
             await outbox.add(conn, messages)
         with pytest.raises(ConnectionError):
             await relay.relay_once()
-        assert (await relay.backlog())[0] == 11  # the first batch was acknowledged, not marked
-        assert [await relay.relay_once() for _ in range(4)] == [6, 5, 0, 0]
-        assert calls == [3, 3, 3, 3, 3, 2]
+        assert (await relay.backlog())[0] == 8  # rows 0-2 marked; 3-5 published, not marked
+        assert [await relay.relay_once() for _ in range(4)] == [6, 2, 0, 0]
+        assert calls == [3, 3, 3, 3, 2]
     finally:
         await producer.stop()
         await pool.close()
 
     received = await consume(kafka, topic, 14)
+    assert len(received) == 14
     for portfolio in (b"retail", b"energy"):
         mine = [v for k, v in received if k.startswith(portfolio)]
-        expected = [v for m, v in zip(messages, values, strict=True) if m.key.startswith(portfolio)]
-        # The failed pass's first batch (rows 0-2) went out before the failure.
-        first = [
-            v for m, v in zip(messages[:3], values[:3], strict=True) if m.key.startswith(portfolio)
-        ]
-        assert mine == first + expected
+
+        def rows(first: int, last: int, portfolio: bytes = portfolio) -> list[bytes]:
+            return [
+                v
+                for m, v in zip(messages[first:last], values[first:last], strict=True)
+                if m.key is not None and m.key.startswith(portfolio)
+            ]
+
+        # Rows 0-5 in the failed pass, then 3-10 again from the batch it left unmarked.
+        assert mine == rows(0, 6) + rows(3, 11)
 
 
 async def test_batches_are_bounded_by_bytes_and_a_full_pass_is_followed_at_once(
@@ -233,9 +239,9 @@ async def test_a_backlog_written_at_once_is_read_through_the_index_not_sorted(
             explain = f"EXPLAIN (FORMAT JSON) {outbox.UNSENT}"
             # The situation is real: left to itself the planner sorts the backlog.
             unguided = json.loads(await conn.fetchval(explain, 0, 2000, 4 << 20))
-            async with conn.transaction():
-                assert await relay.take_turn(conn)
-                plan = json.loads(await conn.fetchval(explain, 0, 2000, 4 << 20))
+            assert await relay.take_turn(conn)
+            plan = json.loads(await conn.fetchval(explain, 0, 2000, 4 << 20))
+            await relay.give_turn(conn)
     finally:
         await pool.close()
 
@@ -254,3 +260,81 @@ async def test_a_backlog_written_at_once_is_read_through_the_index_not_sorted(
         "Index Scan",
     ], steps
     assert steps[3]["Index Name"] == "outbox_unsent"
+
+
+async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_stops(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    """Two replicas' relays of one schema: the one holding the turn publishes everything, the
+    other publishes nothing until the first stops, and then everything. Stopped, both leave
+    their connections to the pool with no lock held and no setting changed."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t", max_size=3
+    )
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
+    producer = make_producer(kafka, client_id="outbox-test")
+    send = producer_publish(producer)
+    by: dict[str, list[bytes]] = {"first": [], "second": []}
+
+    def recording(name: str) -> outbox.Publish:
+        async def publish(messages: Sequence[OutboxMessage]) -> None:
+            await send(messages)
+            by[name].extend(m.value for m in messages)
+
+        return publish
+
+    first = OutboxRelay(pool, "scoring", recording("first"), poll_interval=0.05)
+    second = OutboxRelay(pool, "scoring", recording("second"), poll_interval=0.05)
+
+    async def add(values: range) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(
+                conn, [OutboxMessage(topic, b"retail/jira/P", f"{i}".encode(), {}) for i in values]
+            )
+
+    async def all_sent() -> bool:
+        return (await first.backlog())[0] == 0
+
+    async def stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    await producer.start()
+    try:
+        running_first = asyncio.create_task(first.run())
+        await add(range(5))
+        await eventually(all_sent, what="the first rows sent")
+        running_second = asyncio.create_task(second.run())
+        try:
+            for start in (5, 10):  # the second relay polls and is woken meanwhile
+                await add(range(start, start + 5))
+                await eventually(all_sent, what="rows sent while both run")
+                await asyncio.sleep(0.2)
+            await stop(running_first)
+            await add(range(15, 20))
+            await eventually(all_sent, within=10, what="rows sent by the relay taking over")
+        finally:
+            await stop(running_first)
+            await stop(running_second)
+        values = [f"{i}".encode() for i in range(20)]
+        assert by == {"first": values[:15], "second": values[15:]}
+        connections = [await pool.acquire() for _ in range(3)]
+        try:
+            for conn in connections:
+                state = await conn.fetchrow(
+                    "SELECT current_setting('enable_sort') AS sort,"
+                    " current_setting('synchronous_commit') AS commit,"
+                    " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                    "  AND pid = pg_backend_pid()) AS locks"
+                )
+                assert state is not None
+                assert dict(state) == {"sort": "on", "commit": "on", "locks": 0}
+        finally:
+            for conn in connections:
+                await pool.release(conn)
+    finally:
+        await producer.stop()
+        await pool.close()
+    assert [v for _, v in await consume(kafka, topic, 20)] == values
