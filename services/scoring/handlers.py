@@ -280,7 +280,7 @@ class ScoringHandler:
         moves of projects nothing else changed for are published now if ``settle``, and left
         for the portfolio's settle time otherwise."""
         repo = uow.projects
-        state = await repo.portfolio(portfolio)
+        state, overrides = await repo.ranking_state(portfolio)
         # A batch settles a portfolio whose moves are due itself: the settler only tries the
         # lock, and back-to-back batches of a busy portfolio could keep it out indefinitely.
         settle = settle or (state.ranks_due_at is not None and state.ranks_due_at <= now)
@@ -304,7 +304,6 @@ class ScoringHandler:
             at = np.array([rows.position(key) for key in scored.keys], dtype=np.intp)
         scores = rows.score.copy()
         scores[at] = scored.scores
-        overrides = await repo.overrides(portfolio)
         final = scores.copy()
         for key, o in overrides.items():
             if (i := rows.position(key)) is not None:

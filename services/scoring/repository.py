@@ -17,7 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 from services.scoring.domain.inputs import InputColumns, ScoringInputs, Wsjf
 from services.scoring.domain.ranking import Override
 from shared.contracts.scoring import ModelEnvelope, ScoringAudit
-from shared.db import upsert_rows
+from shared.db import COPY_ABOVE, unnest_arguments, upsert_rows
 from shared.uow import PostgresUnitOfWork
 
 
@@ -114,11 +114,66 @@ _APPLY = {
         (_BOTH, f"{_SET_SCORE}, {_SET_PUBLISHED}"),
     )
 }
+_STAGE_COLUMNS = (
+    ("project_key", "text"),
+    ("kind", "int"),
+    ("score", "float8"),
+    ("rank", "int"),
+    ("published_score", "float8"),
+    ("published_override", "text"),
+)
+# The same for a few rows, in one statement: each row keeps the columns its kind does not set.
+_APPLY_FEW = (
+    "UPDATE projects p SET"
+    f" score = CASE WHEN s.kind & {_SCORED} <> 0 THEN s.score ELSE p.score END,"
+    f" published_rank = CASE WHEN s.kind & {_PUBLISHED} <> 0 THEN s.rank"
+    " ELSE p.published_rank END,"
+    f" published_score = CASE WHEN s.kind & {_PUBLISHED} <> 0 THEN s.published_score"
+    " ELSE p.published_score END,"
+    f" published_override = CASE WHEN s.kind & {_PUBLISHED} <> 0"
+    " THEN s.published_override::json ELSE p.published_override END"
+    " FROM unnest({arrays}) AS s (project_key, kind, score, rank, published_score,"
+    " published_override) WHERE p.project_key = s.project_key"
+)
 
 
 def _floats(values: list[float | None] | None) -> npt.NDArray[np.float64]:
     """A float column, NULL as NaN."""
     return np.array(values or [], dtype=np.float64)
+
+
+_STATE = (
+    "SELECT true AS present, p.ranking_version, p.model_version, p.as_of_month,"
+    " p.ranks_due_at, m.name, m.spec"
+    " FROM portfolios p LEFT JOIN models m ON m.portfolio = p.portfolio"
+    " AND m.version = p.model_version WHERE p.portfolio = $1"
+)
+_OVERRIDE_COLUMNS = ("project_key", "kind", "rank", "delta", "justification", "author")
+# The state (its columns NULL for a portfolio without one yet) beside one array per override
+# column: the aggregate always makes a row.
+_STATE_AND_OVERRIDES = (
+    f"SELECT s.*, {', '.join(f'o.{c}' for c in _OVERRIDE_COLUMNS)} FROM"
+    f" (SELECT {', '.join(f'array_agg({c}) AS {c}' for c in _OVERRIDE_COLUMNS)}"
+    " FROM overrides WHERE portfolio = $1) o"
+    f" LEFT JOIN ({_STATE}) s ON true"
+)
+
+
+def _state(row: Any) -> PortfolioState:
+    if row is None:
+        return PortfolioState(0, 0, None, None)
+    model = (
+        ModelEnvelope.model_validate({"name": row["name"], "model": json.loads(row["spec"])})
+        if row["spec"]
+        else None
+    )
+    return PortfolioState(
+        row["ranking_version"],
+        row["model_version"],
+        model,
+        row["as_of_month"],
+        row["ranks_due_at"],
+    )
 
 
 class ScoringRepository:
@@ -259,7 +314,8 @@ class ScoringRepository:
         """Write new (keys, scores), and record (keys, ranks, scores, override JSON) as the
         ranking now published.
 
-        The rows go into a staging table with one COPY, and each row of ``projects`` is
+        A batch's few rows (up to ``COPY_ABOVE``) are written by one UPDATE over arrays. More
+        go into a staging table with one COPY, and each row of ``projects`` is
         rewritten once, by one UPDATE per kind of change (new score and published; new score
         only; published only). Each UPDATE sets its columns outright: an UPDATE that chose
         between new and old values would carry every old value through its join (a rescore of
@@ -272,11 +328,6 @@ class ScoringRepository:
         shown_keys, ranks, shown_scores, overrides = published
         if not keys and not shown_keys:
             return
-        await self._conn.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS scores_stage (project_key text, kind int,"
-            " score double precision, rank int, published_score double precision,"
-            " published_override text) ON COMMIT DELETE ROWS"
-        )
         shown = {
             key: (rank, score, override)
             for key, rank, score, override in zip(
@@ -292,6 +343,16 @@ class ScoringRepository:
         records += [
             (key, _PUBLISHED, None, *values) for key, values in shown.items() if key not in rescored
         ]
+        if len(records) <= COPY_ABOVE:
+            # A batch's few rows: one statement, where staging them takes four or five.
+            arrays, values = unnest_arguments(_STAGE_COLUMNS, records)
+            await self._conn.execute(_APPLY_FEW.format(arrays=arrays), *values)
+            return
+        await self._conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS scores_stage (project_key text, kind int,"
+            " score double precision, rank int, published_score double precision,"
+            " published_override text) ON COMMIT DELETE ROWS"
+        )
         kinds = {record[1] for record in records}
         await self._conn.copy_records_to_table("scores_stage", records=records)
         for kind in sorted(kinds):
@@ -308,27 +369,22 @@ class ScoringRepository:
         )
 
     async def portfolio(self, portfolio: str) -> PortfolioState:
-        row = await self._conn.fetchrow(
-            "SELECT p.ranking_version, p.model_version, p.as_of_month, p.ranks_due_at, m.name,"
-            " m.spec"
-            " FROM portfolios p LEFT JOIN models m ON m.portfolio = p.portfolio"
-            " AND m.version = p.model_version WHERE p.portfolio = $1",
-            portfolio,
-        )
-        if row is None:
-            return PortfolioState(0, 0, None, None)
-        model = (
-            ModelEnvelope.model_validate({"name": row["name"], "model": json.loads(row["spec"])})
-            if row["spec"]
-            else None
-        )
-        return PortfolioState(
-            row["ranking_version"],
-            row["model_version"],
-            model,
-            row["as_of_month"],
-            row["ranks_due_at"],
-        )
+        row = await self._conn.fetchrow(_STATE, portfolio)
+        return _state(row)
+
+    async def ranking_state(self, portfolio: str) -> tuple[PortfolioState, dict[str, Override]]:
+        """The portfolio's state and its projects' overrides, in one round trip."""
+        row = await self._conn.fetchrow(_STATE_AND_OVERRIDES, portfolio)
+        assert row is not None
+        overrides = {
+            key: Override(
+                kind=kind, justification=justification, author=author, rank=rank, delta=delta
+            )
+            for key, kind, rank, delta, justification, author in zip(
+                *(row[c] or [] for c in _OVERRIDE_COLUMNS), strict=True
+            )
+        }
+        return _state(row if row["present"] else None), overrides
 
     async def save_portfolio(self, portfolio: str, state: PortfolioState) -> None:
         await self._conn.execute(
@@ -377,23 +433,6 @@ class ScoringRepository:
             command_id,
             at,
         )
-
-    async def overrides(self, portfolio: str) -> dict[str, Override]:
-        rows = await self._conn.fetch(
-            "SELECT project_key, kind, rank, delta, justification, author FROM overrides"
-            " WHERE portfolio = $1",
-            portfolio,
-        )
-        return {
-            r["project_key"]: Override(
-                kind=r["kind"],
-                justification=r["justification"],
-                author=r["author"],
-                rank=r["rank"],
-                delta=r["delta"],
-            )
-            for r in rows
-        }
 
     async def set_override(
         self, portfolio: str, key: str, override: Override | None, at: datetime

@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from services.scoring import repository as scoring_repository
 from services.scoring.domain.inputs import ScoringInputs
 from services.scoring.domain.ranking import Override, RankEntry, adjusted, rank
 from services.scoring.domain.scoring import score_all
@@ -215,12 +216,16 @@ async def _scoring(
 
 
 @pytest.mark.parametrize("settle", [0, 1], ids=["moves-with-batch", "moves-settle"])
+@pytest.mark.parametrize("staged", [False, True], ids=["written-in-one-update", "staged"])
 async def test_published_ranking_always_equals_a_full_recompute(
-    database: DatabaseSettings, settle: int
+    database: DatabaseSettings, settle: int, staged: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a settle time, each batch publishes its rescored projects (scores, explanations
     and their ranks exact at once) and no moves; the settler, once due, publishes the moves,
-    and then the whole ranking is exact again."""
+    and then the whole ranking is exact again. Results are written as a batch's few rows are
+    (one UPDATE over arrays), or all staged as a rescore's many are."""
+    if staged:
+        monkeypatch.setattr(scoring_repository, "COPY_ABOVE", 0)
     pool, handler, clock = await _scoring(database, settle)
     rnd = random.Random(5)
     portfolio = Portfolio(rnd)
