@@ -8,7 +8,12 @@ uniform sample of them (about ``TRACKED_PER_SECOND`` a second, every submission 
 watched: each watched project not yet visible is asked for every ``POLL_SECONDS``. The sample
 keeps the observer's own load on the API and Postgres small and independent of the rate; an
 observer that asked for every pending project made its own queue at high rates (its requests
-waited seconds for a connection) and measured itself. A latency is taken when the confirming
+waited seconds for a connection) and measured itself. The load still grows with the latency it
+measures, since each watched project is asked for until it is visible: at 350 submissions/s,
+watching 25 a second made 218-230 requests a second and measured 128-167 ms at the median and
+582-625 ms at the 99th percentile; watching 5 a second, 44 requests and 90-96 / 286-351 ms
+(docs/performance.md). About 10 a second, 200 samples in the row's 20 s, is the compromise. A
+latency is taken when the confirming
 response arrives, so it is an upper bound: it includes the wait for the next poll (half the poll
 period on average) and a request round trip, reported with the row."""
 
@@ -44,7 +49,7 @@ LINGER_MS = 5  # what the services' producers use
 BATCH_TIMEOUT_MS = ServiceSettings.model_fields["batch_timeout_ms"].default
 FETCH_MAX_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
 POLL_SECONDS = 0.010
-TRACKED_PER_SECOND = 25.0
+TRACKED_PER_SECOND = 10.0
 
 
 @dataclass(frozen=True, slots=True)
