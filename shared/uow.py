@@ -101,9 +101,21 @@ class PostgresUnitOfWork:
 
         Advisory locks are shared by the whole database, and services may share one: a name
         is locked within the service's schema (the connection's), so scoring's lock on a
-        portfolio and capacity's on the same portfolio are different locks."""
-        for name in sorted(set(names)):
-            await self.conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", name)
+        portfolio and capacity's on the same portfolio are different locks.
+
+        The names are taken in one statement, in sorted order: every caller's order, so two
+        batches never each hold a lock the other waits for."""
+        unique = sorted(set(names))
+        if len(unique) == 1:
+            await self.conn.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})", unique[0])
+        elif unique:
+            # A volatile function in the select list runs after the ORDER BY, row by row.
+            await self.conn.execute(
+                f"SELECT pg_advisory_xact_lock({_LOCK_KEY.replace('$1', 'name')})"
+                " FROM unnest($1::text[]) WITH ORDINALITY AS t (name, position)"
+                " ORDER BY position",
+                unique,
+            )
 
     async def try_lock(self, name: str) -> bool:
         """Take ``name``'s lock (as ``lock``) until commit if nobody holds it; False, at once,

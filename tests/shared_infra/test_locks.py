@@ -33,6 +33,16 @@ async def test_a_name_is_locked_within_its_services_schema(database: DatabaseSet
                 assert await other.try_lock("retail")
         async with PostgresUnitOfWork(scoring) as replica:
             assert await replica.try_lock("retail"), "released at commit"
+        # Several names are taken at once, each of them, until commit.
+        async with PostgresUnitOfWork(scoring) as holder:
+            await holder.lock("wholesale", "retail", "energy", "retail")
+            async with PostgresUnitOfWork(scoring) as replica:
+                for name in ("energy", "retail", "wholesale"):
+                    assert not await replica.try_lock(name), name
+                assert await replica.try_lock("public sector")
+        async with PostgresUnitOfWork(scoring) as replica:
+            for name in ("energy", "retail", "wholesale"):
+                assert await replica.try_lock(name), f"{name} released at commit"
     finally:
         await scoring.close()
         await capacity.close()
