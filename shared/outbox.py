@@ -146,6 +146,11 @@ UNSENT = (
 )
 
 
+# The relay's session: idle seconds before the server probes the connection, seconds between
+# probes, probes unanswered before it gives up (take_turn).
+KEEPALIVES = (10, 5, 3)
+
+
 def _messages(rows: Sequence[asyncpg.Record]) -> list[OutboxMessage]:
     return [OutboxMessage(r["topic"], r["key"], r["value"], from_json(r["headers"])) for r in rows]
 
@@ -269,12 +274,21 @@ class OutboxRelay:
           off, the index's order is the plan.
         - Asynchronous commits. A mark lost with the last moments before a server crash leaves
           its rows unsent, so they are published again and deduplicated downstream, as after a
-          relay crash between publish and mark; the relay does not wait for the disk."""
+          relay crash between publish and mark; the relay does not wait for the disk.
+        - TCP keepalives of seconds. A holder whose host vanished without closing its
+          connection (a node lost, a network cut) keeps its lock until the server sees the
+          connection is dead; with the operating system's defaults that takes hours, with these
+          under half a minute, and another replica's relay then takes over."""
         assert not conn.is_in_transaction(), "the relay's turn is its session's"
         turn: bool = await conn.fetchval(
             "SELECT pg_try_advisory_lock($1) AND set_config('enable_sort', 'off', false) = 'off'"
-            " AND set_config('synchronous_commit', 'off', false) = 'off'",
+            " AND set_config('synchronous_commit', 'off', false) = 'off'"
+            # Over a Unix socket the keepalive settings read 0 whatever they are set to.
+            " AND set_config('tcp_keepalives_idle', $2, false) IS NOT NULL"
+            " AND set_config('tcp_keepalives_interval', $3, false) IS NOT NULL"
+            " AND set_config('tcp_keepalives_count', $4, false) IS NOT NULL",
             self._lock_key,
+            *(str(v) for v in KEEPALIVES),
         )
         return turn
 
@@ -286,7 +300,9 @@ class OutboxRelay:
             return
         try:
             await conn.execute(
-                "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET synchronous_commit"
+                "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET synchronous_commit;"
+                " RESET tcp_keepalives_idle; RESET tcp_keepalives_interval;"
+                " RESET tcp_keepalives_count"
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             # Not known to be released: closed rather than pooled with the lock it may hold.

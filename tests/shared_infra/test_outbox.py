@@ -301,6 +301,31 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def session(conn: Any) -> dict[str, Any]:
+        """What the relay changes in a session: its lock and settings."""
+        state = await conn.fetchrow(
+            "SELECT current_setting('enable_sort') AS sort,"
+            " current_setting('synchronous_commit') AS commit,"
+            " current_setting('tcp_keepalives_idle') AS keepalives_idle,"
+            " current_setting('tcp_keepalives_interval') AS keepalives_interval,"
+            " current_setting('tcp_keepalives_count') AS keepalives_count,"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "  AND pid = pg_backend_pid()) AS locks"
+        )
+        assert state is not None
+        return dict(state)
+
+    async with pool.acquire() as conn:
+        untouched = await session(conn)
+        assert await first.take_turn(conn)
+        # Set while the turn is held (over TCP; over a Unix socket keepalives read 0 anyway).
+        held = await session(conn)
+        await first.give_turn(conn)
+    assert (held["sort"], held["commit"], held["locks"]) == ("off", "off", 1)
+    if untouched["keepalives_idle"] != "0":
+        assert held["keepalives_idle"] == str(outbox.KEEPALIVES[0])
+    assert untouched["locks"] == 0
+
     await producer.start()
     try:
         running_first = asyncio.create_task(first.run())
@@ -323,14 +348,7 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
         connections = [await pool.acquire() for _ in range(3)]
         try:
             for conn in connections:
-                state = await conn.fetchrow(
-                    "SELECT current_setting('enable_sort') AS sort,"
-                    " current_setting('synchronous_commit') AS commit,"
-                    " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                    "  AND pid = pg_backend_pid()) AS locks"
-                )
-                assert state is not None
-                assert dict(state) == {"sort": "on", "commit": "on", "locks": 0}
+                assert await session(conn) == untouched
         finally:
             for conn in connections:
                 await pool.release(conn)
