@@ -147,8 +147,10 @@ UNSENT = (
 
 
 # The relay's session: idle seconds before the server probes the connection, seconds between
-# probes, probes unanswered before it gives up (take_turn).
+# probes, probes unanswered before it gives up; and how long data it sent may stay
+# unacknowledged before it gives up (take_turn).
 KEEPALIVES = (10, 5, 3)
+USER_TIMEOUT_MS = 25_000
 
 
 def _messages(rows: Sequence[asyncpg.Record]) -> list[OutboxMessage]:
@@ -204,7 +206,8 @@ class OutboxRelay:
         rows and, past its first, ``batch_bytes`` of values); returns how many were published.
 
         A running relay (``run``) passes on the connection that holds its turn; called on its
-        own, the pass takes the turn on a pooled connection and gives it back after. Each
+        own (not beside its own ``run``: one connection runs one statement at a time), the pass
+        takes the turn on a pooled connection and gives it back after. Each
         statement is its own transaction: a pass is two statements for a batch, the read and
         the mark (docs/performance.md).
 
@@ -275,10 +278,12 @@ class OutboxRelay:
         - Asynchronous commits. A mark lost with the last moments before a server crash leaves
           its rows unsent, so they are published again and deduplicated downstream, as after a
           relay crash between publish and mark; the relay does not wait for the disk.
-        - TCP keepalives of seconds. A holder whose host vanished without closing its
-          connection (a node lost, a network cut) keeps its lock until the server sees the
-          connection is dead; with the operating system's defaults that takes hours, with these
-          under half a minute, and another replica's relay then takes over."""
+        - TCP keepalives of seconds, and a user timeout. A holder whose host vanished without
+          closing its connection (a node lost, a network cut) keeps its lock until the server
+          sees the connection is dead; with the operating system's defaults that takes hours
+          when the connection is idle (keepalives) and about 15 minutes when the server has
+          sent something unacknowledged, such as a notification (retransmissions), with these
+          under half a minute either way, and another replica's relay then takes over."""
         assert not conn.is_in_transaction(), "the relay's turn is its session's"
         turn: bool = await conn.fetchval(
             "SELECT pg_try_advisory_lock($1) AND set_config('enable_sort', 'off', false) = 'off'"
@@ -286,9 +291,11 @@ class OutboxRelay:
             # Over a Unix socket the keepalive settings read 0 whatever they are set to.
             " AND set_config('tcp_keepalives_idle', $2, false) IS NOT NULL"
             " AND set_config('tcp_keepalives_interval', $3, false) IS NOT NULL"
-            " AND set_config('tcp_keepalives_count', $4, false) IS NOT NULL",
+            " AND set_config('tcp_keepalives_count', $4, false) IS NOT NULL"
+            " AND set_config('tcp_user_timeout', $5, false) IS NOT NULL",
             self._lock_key,
             *(str(v) for v in KEEPALIVES),
+            str(USER_TIMEOUT_MS),
         )
         return turn
 
@@ -302,11 +309,13 @@ class OutboxRelay:
             await conn.execute(
                 "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET synchronous_commit;"
                 " RESET tcp_keepalives_idle; RESET tcp_keepalives_interval;"
-                " RESET tcp_keepalives_count"
+                " RESET tcp_keepalives_count; RESET tcp_user_timeout"
             )
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            # Not known to be released: closed rather than pooled with the lock it may hold.
-            conn.terminate()
+            _close(conn)  # not known to be released: closed, not pooled with what it may hold
+        except BaseException:  # cancelled meanwhile: the same, and the cancellation goes on
+            _close(conn)
+            raise
 
     async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
         return await conn.fetch(UNSENT, after, self._batch_size, self._batch_bytes)
@@ -335,8 +344,9 @@ class OutboxRelay:
 
         The relay listens on a connection of its own and tries for its schema's turn there on
         every wake until it has it; it then passes on that connection for as long as it stays
-        open. Another replica's relay waits so, and takes over when the holder stops or its
-        connection breaks (the server releases a closed session's locks)."""
+        open and its passes succeed. Another replica's relay waits so, and takes over when the
+        holder stops, its connection breaks (the server releases a closed session's locks) or
+        a pass fails (the holder gives the turn up before it backs off)."""
         listener: PoolConnectionProxy[Any] | None = None
         backoff = 0.05
         last_purge = time.monotonic()
@@ -360,6 +370,10 @@ class OutboxRelay:
                         raise
                     self.stats.failures += 1
                     log.warning("outbox relay: transient failure, retrying", exc_info=exc)
+                    if self._holder is not None:
+                        # A replica that can reach the broker may take over meanwhile.
+                        holder, self._holder = self._holder, None
+                        await self.give_turn(holder)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -381,8 +395,21 @@ class OutboxRelay:
 
     async def _unlisten(self, conn: PoolConnectionProxy[Any]) -> None:
         self._holder = None
-        if usable(conn):
-            with contextlib.suppress(asyncpg.PostgresError, OSError):
+        try:
+            if usable(conn):
                 await conn.remove_listener(self.channel, self._on_notify)
-            await self.give_turn(conn)
-        await self._pool.release(conn)  # a no-op when the pool took it back already
+                await self.give_turn(conn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            _close(conn)  # closed rather than pooled with its listener or the turn
+        except BaseException:
+            _close(conn)
+            raise
+        finally:
+            await self._pool.release(conn)  # a no-op when the pool took it back already
+
+
+def _close(conn: PoolConnectionProxy[Any]) -> None:
+    """Close a pooled connection at once (the server then releases its session's locks); one
+    the pool took back already, when it broke, is closed."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()

@@ -3,12 +3,15 @@ between services sharing a database (advisory locks are database-wide)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from shared.db import create_pool
 from shared.settings import DatabaseSettings
 from shared.uow import PostgresUnitOfWork
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +46,29 @@ async def test_a_name_is_locked_within_its_services_schema(database: DatabaseSet
         async with PostgresUnitOfWork(scoring) as replica:
             for name in ("energy", "retail", "wholesale"):
                 assert await replica.try_lock(name), f"{name} released at commit"
+        # In sorted order: waiting for "retail", a batch holds "energy" and not yet "wholesale".
+        async with PostgresUnitOfWork(scoring) as holder:
+            await holder.lock("retail")
+
+            async def lock_three() -> None:
+                async with PostgresUnitOfWork(scoring) as batch:
+                    await batch.lock("wholesale", "energy", "retail")
+
+            waiting = asyncio.create_task(lock_three())
+            try:
+                async with PostgresUnitOfWork(scoring) as probe:
+
+                    async def energy_taken() -> bool:
+                        async with PostgresUnitOfWork(scoring) as other:
+                            return not await other.try_lock("energy")
+
+                    await eventually(energy_taken, within=10, what="the batch holding energy")
+                    assert await probe.try_lock("wholesale"), "not taken before retail"
+                assert not waiting.done()
+            finally:
+                if waiting.done():
+                    await waiting
+        await asyncio.wait_for(waiting, 10)  # retail released: the batch gets all three
     finally:
         await scoring.close()
         await capacity.close()

@@ -309,6 +309,7 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
             " current_setting('tcp_keepalives_idle') AS keepalives_idle,"
             " current_setting('tcp_keepalives_interval') AS keepalives_interval,"
             " current_setting('tcp_keepalives_count') AS keepalives_count,"
+            " current_setting('tcp_user_timeout') AS user_timeout,"
             " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
             "  AND pid = pg_backend_pid()) AS locks"
         )
@@ -324,6 +325,7 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
     assert (held["sort"], held["commit"], held["locks"]) == ("off", "off", 1)
     if untouched["keepalives_idle"] != "0":
         assert held["keepalives_idle"] == str(outbox.KEEPALIVES[0])
+        assert held["user_timeout"] == str(outbox.USER_TIMEOUT_MS)
     assert untouched["locks"] == 0
 
     await producer.start()
@@ -356,3 +358,97 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
         await producer.stop()
         await pool.close()
     assert [v for _, v in await consume(kafka, topic, 20)] == values
+
+
+async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    """A replica cut off from the broker holds the turn only until its pass fails: the other
+    replica's relay takes over and publishes, and the first keeps failing without it."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t", max_size=4
+    )
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
+    producer = make_producer(kafka, client_id="outbox-test")
+    send = producer_publish(producer)
+    attempts: list[int] = []
+    published: list[bytes] = []
+
+    async def cut_off(messages: Sequence[OutboxMessage]) -> None:
+        attempts.append(len(messages))
+        raise ConnectionError("this replica cannot reach the broker")
+
+    async def reaching(messages: Sequence[OutboxMessage]) -> None:
+        await send(messages)
+        published.extend(m.value for m in messages)
+
+    broken = OutboxRelay(pool, "scoring", cut_off, poll_interval=0.05)
+    healthy = OutboxRelay(pool, "scoring", reaching, poll_interval=0.05)
+
+    async def stop(task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    await producer.start()
+    running = [asyncio.create_task(broken.run())]
+    try:
+
+        async def holds_turn() -> bool:
+            return broken._holder is not None
+
+        await eventually(holds_turn, what="the cut-off relay holding the turn")
+        running.append(asyncio.create_task(healthy.run()))
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, [OutboxMessage(topic, b"retail/jira/P", b"1", {})])
+
+        async def all_sent() -> bool:
+            return (await broken.backlog())[0] == 0
+
+        await eventually(all_sent, within=20, what="the row sent by the relay that can")
+    finally:
+        for task in running:
+            await stop(task)
+        await producer.stop()
+        await pool.close()
+    assert attempts, "the cut-off relay had the turn and tried"
+    assert broken.stats.failures >= 1
+    assert published == [b"1"]
+
+
+async def test_a_pass_cancelled_while_it_publishes_leaves_nothing_held(
+    database: DatabaseSettings,
+) -> None:
+    """``relay_once`` on its own, cancelled mid-pass (a shutdown's timeout): its connection
+    goes back to the pool, or is closed, with no lock and no setting of the relay's."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t", max_size=1
+    )
+    publishing = asyncio.Event()
+
+    async def hangs(messages: Sequence[OutboxMessage]) -> None:
+        publishing.set()
+        await asyncio.sleep(60)
+
+    try:
+        relay = OutboxRelay(pool, "scoring", hangs)
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, [OutboxMessage("t", b"retail/jira/P", b"1", {})])
+        passing = asyncio.create_task(relay.relay_once())
+        await publishing.wait()
+        passing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await passing
+        async with pool.acquire() as conn:  # the one connection, or a new one
+            state = await conn.fetchrow(
+                "SELECT current_setting('enable_sort') AS sort,"
+                " current_setting('synchronous_commit') AS commit,"
+                " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory') AS locks"
+            )
+        assert state is not None
+        assert dict(state) == {"sort": "on", "commit": "on", "locks": 0}
+        assert (await relay.backlog())[0] == 1, "nothing marked"
+    finally:
+        await pool.close()
