@@ -8,7 +8,7 @@ per batch."""
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -27,7 +27,12 @@ from services.scoring.domain.scoring import (
     float_texts,
     score_columns,
 )
-from services.scoring.repository import PortfolioState, ScoringRepository, ScoringUnitOfWork
+from services.scoring.repository import (
+    PortfolioRows,
+    PortfolioState,
+    ScoringRepository,
+    ScoringUnitOfWork,
+)
 from shared.admission import admit, newest, per_project, refuse
 from shared.cloudevents import batched_messages, event_message
 from shared.consumer_record import Record
@@ -60,6 +65,8 @@ from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "scoring"
+# Portfolios whose rows a replica keeps in memory between batches, the most recently written.
+KEPT_PORTFOLIOS = 256
 MAX_COMMAND_BYTES = 256 * 1024
 
 Command = SetModel | Pin | Adjust | ClearOverride | Rescore
@@ -77,6 +84,8 @@ class _Work:
     """What a batch asks of one portfolio."""
 
     revised: set[str] = field(default_factory=set)
+    # (revision, mandatory, ranked) of each project whose inputs the batch saved
+    saved: dict[str, tuple[int, bool, bool]] = field(default_factory=dict)
     overridden: set[str] = field(default_factory=set)
     full: str | None = None  # the cause of a full rescore, if one is due
 
@@ -97,6 +106,9 @@ class ScoringHandler:
         self._clock = clock
         self._settle_after = settle_after
         self._isolation = Isolation("settling the ranks of")
+        # Each portfolio's rows as this replica's last committed transaction left them, with
+        # their generation: the next batch reads them only if another generation came since.
+        self._rows: OrderedDict[str, tuple[int, PortfolioRows]] = OrderedDict()
 
     def _decode(self, record: Record) -> tuple[str, Any] | list[Reason]:
         if self._topics.base(record.topic) == Topic.SCORING_COMMANDS:
@@ -106,6 +118,7 @@ class ScoringHandler:
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
         as_of = now.year * 12 + now.month - 1
+        kept: dict[str, tuple[int, PortfolioRows]] = {}
         async with self._uow() as uow:
             batch = await admit(
                 uow,
@@ -121,29 +134,44 @@ class ScoringHandler:
             events = per_project([e for _, e in batch.items], ProjectsChanged, ProjectChanged)
             known = await uow.projects.revisions({e.project_key for e in events})
             latest = newest(events, lambda e: e.project_key, lambda e: e.revision, known)
-            await uow.projects.save_inputs(
-                [
-                    (
-                        e.project_key,
-                        e.portfolio,
-                        e.revision,
-                        e.withdrawn,
-                        e.project.model_dump_json(),
-                        ScoringInputs.of(e.project_key, e.project, e.withdrawn),
-                    )
-                    for e in latest
-                ]
-            )
-            for e in latest:
-                work[e.portfolio].revised.add(e.project_key)
+            saved = [
+                (
+                    e.project_key,
+                    e.portfolio,
+                    e.revision,
+                    e.withdrawn,
+                    e.project.model_dump_json(),
+                    ScoringInputs.of(e.project_key, e.project, e.withdrawn),
+                )
+                for e in latest
+            ]
+            await uow.projects.save_inputs(saved)
+            for key, portfolio, revision, _, _, inputs in saved:
+                work[portfolio].revised.add(key)
+                work[portfolio].saved[key] = (revision, inputs.mandatory, inputs.ranked)
             for record, item in batch.items:
                 if not isinstance(item, ProjectChanged | ProjectsChanged):
                     out += await self._command(uow, record, item, work[item.portfolio], now)
             for portfolio in sorted(work):
                 out += await self._rank(
-                    uow, portfolio, work[portfolio], as_of, now, settle=not self._settle_after
+                    uow,
+                    portfolio,
+                    work[portfolio],
+                    as_of,
+                    now,
+                    settle=not self._settle_after,
+                    kept=kept,
                 )
             await uow.emit(out)
+        self._keep(kept)
+
+    def _keep(self, kept: dict[str, tuple[int, PortfolioRows]]) -> None:
+        """After the commit: the rows of the portfolios it wrote, the oldest entries out."""
+        self._rows.update(kept)
+        for portfolio in kept:
+            self._rows.move_to_end(portfolio)
+        while len(self._rows) > KEPT_PORTFOLIOS:
+            self._rows.popitem(last=False)
 
     # --- settling ranks ----------------------------------------------------------------------
 
@@ -157,13 +185,17 @@ class ScoringHandler:
             due = await uow.projects.ranks_due(now, limit)
 
         async def settle(portfolio: str) -> int:
+            kept: dict[str, tuple[int, PortfolioRows]] = {}
             async with self._uow() as uow:
                 if not await uow.try_lock(portfolio):
                     return 0
                 state = await uow.projects.portfolio(portfolio)
                 if state.ranks_due_at is None or state.ranks_due_at > now:
                     return 0  # settled by another replica, or by a batch
-                await uow.emit(await self._rank(uow, portfolio, _Work(), as_of, now, settle=True))
+                await uow.emit(
+                    await self._rank(uow, portfolio, _Work(), as_of, now, settle=True, kept=kept)
+                )
+            self._keep(kept)
             return 1
 
         # A defect met by one portfolio does not stop the settling of the others: it is logged
@@ -275,12 +307,16 @@ class ScoringHandler:
         now: datetime,
         *,
         settle: bool,
+        kept: dict[str, tuple[int, PortfolioRows]],
     ) -> list[OutboxMessage]:
         """Rescore what ``work`` asks, re-rank the portfolio and publish what changed. Rank
         moves of projects nothing else changed for are published now if ``settle``, and left
-        for the portfolio's settle time otherwise."""
+        for the portfolio's settle time otherwise. The portfolio's rows as this transaction
+        leaves them go into ``kept``, to be kept once it has committed."""
         repo = uow.projects
         state, overrides = await repo.ranking_state(portfolio)
+        # Out until the commit: a transaction that fails leaves nothing kept to trust.
+        cached = self._rows.pop(portfolio, None)
         # A batch settles a portfolio whose moves are due itself: the settler only tries the
         # lock, and back-to-back batches of a busy portfolio could keep it out indefinitely.
         settle = settle or (state.ranks_due_at is not None and state.ranks_due_at <= now)
@@ -292,8 +328,12 @@ class ScoringHandler:
         if full is None and depends_on_month(model) and state.as_of_month != as_of:
             full = "rescore"
         # The ranking needs every project's score, rank and published state; a full rescore
-        # also their inputs, read in the same query. Rows are in key order.
-        rows = await repo.rows(portfolio, inputs=full is not None)
+        # also their inputs, read in the same query. Rows are in key order. Those this replica
+        # kept are current if no other transaction has written the portfolio since.
+        if full is None and cached is not None and cached[0] == state.generation:
+            rows = cached[1].revised(work.saved)
+        else:
+            rows = await repo.rows(portfolio, inputs=full is not None)
         keys = rows.keys
         if rows.inputs is not None:
             scored = score_columns(rows.inputs, model, as_of=as_of)
@@ -332,8 +372,10 @@ class ScoringHandler:
         moved = np.flatnonzero(moved_mask).tolist()
         version = state.ranking_version + (1 if moved else 0)
         due = (state.ranks_due_at or now + self._settle_after) if pending else None
+        generation = state.generation + 1
         await repo.save_portfolio(
-            portfolio, PortfolioState(version, state.model_version, state.model, as_of, due)
+            portfolio,
+            PortfolioState(version, state.model_version, state.model, as_of, due, generation),
         )
         explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         in_full = np.flatnonzero(moved_mask & own).tolist()
@@ -345,6 +387,7 @@ class ScoringHandler:
             (scored.keys, scored.scores.tolist()),
             (moved_keys, moved_ranks, moved_scores, [shown.get(k) for k in moved_keys]),
         )
+        kept[portfolio] = (generation, rows.saved(scores, moved, ranks, final, shown))
         if not moved:
             return []
         full_keys = [keys[i] for i in in_full]

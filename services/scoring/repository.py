@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -30,6 +30,9 @@ class PortfolioState:
     # When the moves of projects only pushed along the ranking are to be published; None when
     # the published ranking is the computed one.
     ranks_due_at: datetime | None = None
+    # Transactions that changed the portfolio's rows, this state's included once it is saved
+    # (migration 0007).
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,90 @@ class PortfolioRows:
         """The row of the project keyed ``key``, if it is one of them."""
         i = bisect_left(self.keys, key)
         return i if i < len(self.keys) and self.keys[i] == key else None
+
+    def revised(self, saved: Mapping[str, tuple[int, bool, bool]]) -> PortfolioRows:
+        """These rows as ``save_inputs`` leaves them: ``saved`` maps each project it wrote to
+        its (revision, mandatory, ranked); a new project enters in key order with score 0 and
+        nothing published. Without inputs."""
+        revision, mandatory, ranked = (
+            self.revision.copy(),
+            self.mandatory.copy(),
+            self.ranked.copy(),
+        )
+        new: list[str] = []
+        for key, (rev, must, ranks) in saved.items():
+            i = self.position(key)
+            if i is None:
+                new.append(key)
+            else:
+                revision[i], mandatory[i], ranked[i] = rev, must, ranks
+        new.sort()
+        keys = self.keys
+        score, published_score, published_rank = (
+            self.score,
+            self.published_score,
+            self.published_rank,
+        )
+        if new:
+            at = [bisect_left(self.keys, key) for key in new]  # before these old rows
+            keys = []
+            start = 0
+            for key, i in zip(new, at, strict=True):
+                keys += self.keys[start:i]
+                keys.append(key)
+                start = i
+            keys += self.keys[start:]
+            revision = np.insert(revision, at, [saved[k][0] for k in new])
+            mandatory = np.insert(mandatory, at, [saved[k][1] for k in new])
+            ranked = np.insert(ranked, at, [saved[k][2] for k in new])
+            score = np.insert(score, at, 0.0)
+            published_score = np.insert(published_score, at, np.nan)
+            published_rank = np.insert(published_rank, at, 0)
+        return PortfolioRows(
+            keys=keys,
+            revision=revision,
+            mandatory=mandatory,
+            ranked=ranked,
+            score=score,
+            published_score=published_score,
+            published_rank=published_rank,
+            published_override=self.published_override,
+            inputs=None,
+        )
+
+    def saved(
+        self,
+        score: npt.NDArray[np.float64],
+        published: Sequence[int],
+        ranks: npt.NDArray[np.int64],
+        final: npt.NDArray[np.float64],
+        overrides: Mapping[str, str],
+    ) -> PortfolioRows:
+        """These rows as ``save_results`` leaves them: every project's ``score``, and the rows
+        at ``published`` published with their rank, final score and override JSON (a project
+        absent from ``overrides`` has none). Without inputs."""
+        published_score = self.published_score.copy()
+        published_rank = self.published_rank.copy()
+        published_score[published] = final[published]
+        published_rank[published] = ranks[published]
+        published_override = dict(self.published_override)
+        for i in published:
+            key = self.keys[i]
+            if key in overrides:
+                published_override[key] = overrides[key]
+            else:
+                published_override.pop(key, None)
+        return PortfolioRows(
+            keys=self.keys,
+            revision=self.revision,
+            mandatory=self.mandatory,
+            ranked=self.ranked,
+            score=score,
+            published_score=published_score,
+            published_rank=published_rank,
+            published_override=published_override,
+            inputs=None,
+        )
 
 
 def _inputs(r: Any) -> ScoringInputs:
@@ -144,7 +231,7 @@ def _floats(values: list[float | None] | None) -> npt.NDArray[np.float64]:
 
 _STATE = (
     "SELECT true AS present, p.ranking_version, p.model_version, p.as_of_month,"
-    " p.ranks_due_at, m.name, m.spec"
+    " p.ranks_due_at, p.generation, m.name, m.spec"
     " FROM portfolios p LEFT JOIN models m ON m.portfolio = p.portfolio"
     " AND m.version = p.model_version WHERE p.portfolio = $1"
 )
@@ -173,6 +260,7 @@ def _state(row: Any) -> PortfolioState:
         model,
         row["as_of_month"],
         row["ranks_due_at"],
+        row["generation"],
     )
 
 
@@ -389,15 +477,17 @@ class ScoringRepository:
     async def save_portfolio(self, portfolio: str, state: PortfolioState) -> None:
         await self._conn.execute(
             "INSERT INTO portfolios (portfolio, ranking_version, model_version, as_of_month,"
-            " ranks_due_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (portfolio) DO UPDATE SET"
+            " ranks_due_at, generation) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (portfolio) DO UPDATE SET"
             " ranking_version = excluded.ranking_version,"
             " model_version = excluded.model_version, as_of_month = excluded.as_of_month,"
-            " ranks_due_at = excluded.ranks_due_at",
+            " ranks_due_at = excluded.ranks_due_at, generation = excluded.generation",
             portfolio,
             state.ranking_version,
             state.model_version,
             state.as_of_month,
             state.ranks_due_at,
+            state.generation,
         )
 
     async def ranks_due(self, at: datetime, limit: int) -> list[str]:

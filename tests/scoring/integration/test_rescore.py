@@ -217,16 +217,37 @@ async def _scoring(
 
 @pytest.mark.parametrize("settle", [0, 1], ids=["moves-with-batch", "moves-settle"])
 @pytest.mark.parametrize("staged", [False, True], ids=["written-in-one-update", "staged"])
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one-replica", "two-replicas"])
 async def test_published_ranking_always_equals_a_full_recompute(
-    database: DatabaseSettings, settle: int, staged: bool, monkeypatch: pytest.MonkeyPatch
+    database: DatabaseSettings,
+    settle: int,
+    staged: bool,
+    replicas: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """With a settle time, each batch publishes its rescored projects (scores, explanations
     and their ranks exact at once) and no moves; the settler, once due, publishes the moves,
     and then the whole ranking is exact again. Results are written as a batch's few rows are
-    (one UPDATE over arrays), or all staged as a rescore's many are."""
+    (one UPDATE over arrays), or all staged as a rescore's many are. A replica keeps the rows
+    it wrote between batches: with two, taking turns irregularly, each often finds that the
+    other has written the portfolio since."""
     if staged:
         monkeypatch.setattr(scoring_repository, "COPY_ABOVE", 0)
-    pool, handler, clock = await _scoring(database, settle)
+    pool, first, clock = await _scoring(database, settle)
+    handlers = [first] + [
+        ScoringHandler(
+            lambda: ScoringUnitOfWork(pool),
+            NAMES,
+            lambda: clock[0],
+            settle_after=timedelta(seconds=settle),
+        )
+        for _ in range(replicas - 1)
+    ]
+    turns = random.Random(11)
+
+    def replica() -> ScoringHandler:
+        return turns.choice(handlers)
+
     rnd = random.Random(5)
     portfolio = Portfolio(rnd)
     seen: dict[str, ProjectScored] = {}
@@ -294,7 +315,7 @@ async def test_published_ranking_always_equals_a_full_recompute(
                 batch.append(
                     portfolio.command("set_model", model={"name": f"m{step}", "model": model})
                 )
-            await handler.handle(batch)
+            await replica().handle(batch)
             in_full, moves = await published()
             moved_only += moves
             expected = portfolio.expected()
@@ -308,11 +329,11 @@ async def test_published_ranking_always_equals_a_full_recompute(
                 assert {k: seen[k].rank for k in in_full} == {k: expected[k][1] for k in in_full}, (
                     f"after batch {step}"
                 )
-                assert await handler.settle_due() == 0, "not due yet"
+                assert await replica().settle_due() == 0, "not due yet"
                 if step % 3 != 2:
                     continue
                 clock[0] += timedelta(seconds=settle)
-                settled += await handler.settle_due()
+                settled += await replica().settle_due()
                 in_full, moves = await published()
                 assert not in_full, "settling publishes moves only"
                 moved_only += moves
@@ -325,7 +346,7 @@ async def test_published_ranking_always_equals_a_full_recompute(
         assert moved_only > 0
         if settle:
             clock[0] += timedelta(seconds=settle)
-            settled += await handler.settle_due()
+            settled += await replica().settle_due()
             moved_only += (await published())[1]
             shown = {
                 k: (e.score, e.rank, [c.model_dump() for c in e.explanation])
