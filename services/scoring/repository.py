@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import pairwise
 from typing import Any
@@ -94,7 +94,8 @@ class PortfolioRows:
             score = np.insert(score, at, 0.0)
             published_score = np.insert(published_score, at, np.nan)
             published_rank = np.insert(published_rank, at, 0)
-        return PortfolioRows(
+        return replace(
+            self,
             keys=keys,
             revision=revision,
             mandatory=mandatory,
@@ -102,7 +103,6 @@ class PortfolioRows:
             score=score,
             published_score=published_score,
             published_rank=published_rank,
-            published_override=self.published_override,
             inputs=None,
         )
 
@@ -128,11 +128,8 @@ class PortfolioRows:
                 published_override[key] = overrides[key]
             else:
                 published_override.pop(key, None)
-        return PortfolioRows(
-            keys=self.keys,
-            revision=self.revision,
-            mandatory=self.mandatory,
-            ranked=self.ranked,
+        return replace(
+            self,
             score=score,
             published_score=published_score,
             published_rank=published_rank,
