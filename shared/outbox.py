@@ -192,6 +192,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._more = False  # whether the last pass stopped at its limit with rows left
         self._holder: PoolConnectionProxy[Any] | None = None  # run's connection, with the turn
+        self._retake_at = 0.0  # after giving the turn up, not before this (monotonic clock)
         self.stats = RelayStats()
 
     @property
@@ -357,7 +358,11 @@ class OutboxRelay:
                         if listener is not None:
                             await self._unlisten(listener)
                         listener = await self._listen()
-                    if self._holder is None and await self.take_turn(listener):
+                    if (
+                        self._holder is None
+                        and time.monotonic() >= self._retake_at
+                        and await self.take_turn(listener)
+                    ):
                         self._holder = listener
                     if self._holder is not None:
                         await self.relay_once()
@@ -371,8 +376,10 @@ class OutboxRelay:
                     self.stats.failures += 1
                     log.warning("outbox relay: transient failure, retrying", exc_info=exc)
                     if self._holder is not None:
-                        # A replica that can reach the broker may take over meanwhile.
+                        # A replica that can reach the broker takes over meanwhile: this one
+                        # tries again no sooner than another's poll would have come by.
                         holder, self._holder = self._holder, None
+                        self._retake_at = time.monotonic() + self._poll_interval
                         await self.give_turn(holder)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)

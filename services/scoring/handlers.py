@@ -8,6 +8,7 @@ per batch."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -65,8 +66,9 @@ from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "scoring"
-# Portfolios whose rows a replica keeps in memory between batches, the most recently written.
-KEPT_PORTFOLIOS = 256
+# How many projects' rows a replica keeps in memory between batches, those of the portfolios
+# written most recently (about 110 bytes a project).
+KEPT_ROWS = 1_000_000
 MAX_COMMAND_BYTES = 256 * 1024
 
 Command = SetModel | Pin | Adjust | ClearOverride | Rescore
@@ -107,7 +109,7 @@ class ScoringHandler:
         self._settle_after = settle_after
         self._isolation = Isolation("settling the ranks of")
         # Each portfolio's rows as this replica's last committed transaction left them, with
-        # their generation: the next batch reads them only if another generation came since.
+        # their token: the next batch reads the portfolio only if another token came since.
         self._rows: OrderedDict[str, tuple[int, PortfolioRows]] = OrderedDict()
 
     def _decode(self, record: Record) -> tuple[str, Any] | list[Reason]:
@@ -170,8 +172,10 @@ class ScoringHandler:
         self._rows.update(kept)
         for portfolio in kept:
             self._rows.move_to_end(portfolio)
-        while len(self._rows) > KEPT_PORTFOLIOS:
-            self._rows.popitem(last=False)
+        rows = sum(len(entry.keys) for _, entry in self._rows.values())
+        while rows > KEPT_ROWS:
+            _, (_, oldest) = self._rows.popitem(last=False)
+            rows -= len(oldest.keys)
 
     # --- settling ranks ----------------------------------------------------------------------
 
@@ -330,7 +334,7 @@ class ScoringHandler:
         # The ranking needs every project's score, rank and published state; a full rescore
         # also their inputs, read in the same query. Rows are in key order. Those this replica
         # kept are current if no other transaction has written the portfolio since.
-        if full is None and cached is not None and cached[0] == state.generation:
+        if full is None and cached is not None and cached[0] == state.rows_token:
             rows = cached[1].revised(work.saved)
         else:
             rows = await repo.rows(portfolio, inputs=full is not None)
@@ -372,10 +376,9 @@ class ScoringHandler:
         moved = np.flatnonzero(moved_mask).tolist()
         version = state.ranking_version + (1 if moved else 0)
         due = (state.ranks_due_at or now + self._settle_after) if pending else None
-        generation = state.generation + 1
+        token = secrets.randbits(63)
         await repo.save_portfolio(
-            portfolio,
-            PortfolioState(version, state.model_version, state.model, as_of, due, generation),
+            portfolio, PortfolioState(version, state.model_version, state.model, as_of, due, token)
         )
         explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         in_full = np.flatnonzero(moved_mask & own).tolist()
@@ -387,7 +390,7 @@ class ScoringHandler:
             (scored.keys, scored.scores.tolist()),
             (moved_keys, moved_ranks, moved_scores, [shown.get(k) for k in moved_keys]),
         )
-        kept[portfolio] = (generation, rows.saved(scores, moved, ranks, final, shown))
+        kept[portfolio] = (token, rows.saved(scores, moved, ranks, final, shown))
         if not moved:
             return []
         full_keys = [keys[i] for i in in_full]

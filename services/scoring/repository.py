@@ -30,9 +30,8 @@ class PortfolioState:
     # When the moves of projects only pushed along the ranking are to be published; None when
     # the published ranking is the computed one.
     ranks_due_at: datetime | None = None
-    # Transactions that changed the portfolio's rows, this state's included once it is saved
-    # (migration 0007).
-    generation: int = 0
+    # Drawn by the transaction that last changed the portfolio's rows (migration 0007).
+    rows_token: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +227,7 @@ def _floats(values: list[float | None] | None) -> npt.NDArray[np.float64]:
 
 _STATE = (
     "SELECT true AS present, p.ranking_version, p.model_version, p.as_of_month,"
-    " p.ranks_due_at, p.generation, m.name, m.spec"
+    " p.ranks_due_at, p.rows_token, m.name, m.spec"
     " FROM portfolios p LEFT JOIN models m ON m.portfolio = p.portfolio"
     " AND m.version = p.model_version WHERE p.portfolio = $1"
 )
@@ -257,7 +256,7 @@ def _state(row: Any) -> PortfolioState:
         model,
         row["as_of_month"],
         row["ranks_due_at"],
-        row["generation"],
+        row["rows_token"],
     )
 
 
@@ -474,17 +473,17 @@ class ScoringRepository:
     async def save_portfolio(self, portfolio: str, state: PortfolioState) -> None:
         await self._conn.execute(
             "INSERT INTO portfolios (portfolio, ranking_version, model_version, as_of_month,"
-            " ranks_due_at, generation) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ranks_due_at, rows_token) VALUES ($1, $2, $3, $4, $5, $6)"
             " ON CONFLICT (portfolio) DO UPDATE SET"
             " ranking_version = excluded.ranking_version,"
             " model_version = excluded.model_version, as_of_month = excluded.as_of_month,"
-            " ranks_due_at = excluded.ranks_due_at, generation = excluded.generation",
+            " ranks_due_at = excluded.ranks_due_at, rows_token = excluded.rows_token",
             portfolio,
             state.ranking_version,
             state.model_version,
             state.as_of_month,
             state.ranks_due_at,
-            state.generation,
+            state.rows_token,
         )
 
     async def ranks_due(self, at: datetime, limit: int) -> list[str]:

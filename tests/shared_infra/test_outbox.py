@@ -445,7 +445,8 @@ async def test_a_pass_cancelled_while_it_publishes_leaves_nothing_held(
             state = await conn.fetchrow(
                 "SELECT current_setting('enable_sort') AS sort,"
                 " current_setting('synchronous_commit') AS commit,"
-                " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory') AS locks"
+                " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                "  (SELECT oid FROM pg_database WHERE datname = current_database())) AS locks"
             )
         assert state is not None
         assert dict(state) == {"sort": "on", "commit": "on", "locks": 0}

@@ -475,3 +475,28 @@ async def test_an_override_alone_publishes_the_explanation_made_again(
         assert "adjustment" not in {c.criterion for c in published[keys[3]].explanation}
     finally:
         await pool.close()
+
+
+async def test_a_writer_that_draws_no_rows_token_still_changes_it(
+    database: DatabaseSettings,
+) -> None:
+    """A replica keeps a portfolio's rows with the token of the transaction that wrote them. A
+    writer of an earlier release, during a rolling upgrade, rewrites the portfolio's row
+    without a token of its own: the row gets a new one, so the replica reads the portfolio
+    again rather than trust rows another writer has changed (migration 0007)."""
+    pool, handler, _ = await _scoring(database, settle=0)
+    try:
+        await handler.handle([Portfolio(random.Random(3)).revise("P00")])
+        kept = handler._rows["p"][0]
+        async with pool.acquire() as conn:
+            token = "SELECT rows_token FROM portfolios WHERE portfolio = 'p'"
+            assert await conn.fetchval(token) == kept
+            # What an earlier release's save_portfolio wrote: every column but the token.
+            await conn.execute(
+                "UPDATE portfolios SET ranking_version = ranking_version WHERE portfolio = 'p'"
+            )
+            assert await conn.fetchval(token) != kept
+            await conn.execute("UPDATE portfolios SET rows_token = 42 WHERE portfolio = 'p'")
+            assert await conn.fetchval(token) == 42, "a writer's own token stands"
+    finally:
+        await pool.close()
