@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.contracts.common import Event
 from shared.contracts.inbound import ProjectData, Stage
@@ -67,6 +67,11 @@ class ProjectChanged(ProjectChange):
 
     portfolio: str
 
+    @model_validator(mode="after")
+    def _of_its_portfolio(self) -> ProjectChanged:
+        _check_keys(self.portfolio, [self])
+        return self
+
 
 class ProjectsChanged(Event):
     """The submissions of one portfolio that intake accepted in one batch, in the order they
@@ -84,6 +89,11 @@ class ProjectsChanged(Event):
 
     portfolio: str
     changes: list[ProjectChange]
+
+    @model_validator(mode="after")
+    def _of_its_portfolio(self) -> ProjectsChanged:
+        _check_keys(self.portfolio, self.changes)
+        return self
 
     def projects(self) -> list[ProjectChanged]:
         """Each entry as the ``ProjectChanged`` it stands for (entries are already validated)."""
@@ -251,6 +261,19 @@ class PlansChanged(Event):
     def projects(self) -> list[ProjectPlanned]:
         """Each entry as the ``ProjectPlanned`` it stands for (entries are already validated)."""
         return _each_as(ProjectPlanned, ProjectPlan, self.plans, self)
+
+
+def _check_keys(portfolio: str, changes: Sequence[ProjectChange]) -> None:
+    """A project's key is ``portfolio/source/external id`` (intake makes it so), and the state
+    names the same portfolio: a consumer files the project under the event's portfolio, and one
+    that did not match its key would be filed in two."""
+    prefix = f"{portfolio}/"
+    for change in changes:
+        if not change.project_key.startswith(prefix) or change.project.portfolio != portfolio:
+            raise ValueError(
+                f"project {change.project_key} ({change.project.portfolio}) is not of the"
+                f" portfolio {portfolio}"
+            )
 
 
 def _each_as(
