@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -306,17 +306,12 @@ class OutboxRelay:
         the server releases what its session held."""
         if not usable(conn):
             return
-        try:
+        with _closed_on_failure(conn):
             await conn.execute(
                 "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET synchronous_commit;"
                 " RESET tcp_keepalives_idle; RESET tcp_keepalives_interval;"
                 " RESET tcp_keepalives_count; RESET tcp_user_timeout"
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            _close(conn)  # not known to be released: closed, not pooled with what it may hold
-        except BaseException:  # cancelled meanwhile: the same, and the cancellation goes on
-            _close(conn)
-            raise
 
     async def _unsent(self, conn: PoolConnectionProxy[Any], *, after: int) -> list[asyncpg.Record]:
         return await conn.fetch(UNSENT, after, self._batch_size, self._batch_bytes)
@@ -404,19 +399,30 @@ class OutboxRelay:
         self._holder = None
         try:
             if usable(conn):
-                await conn.remove_listener(self.channel, self._on_notify)
+                with _closed_on_failure(conn):
+                    await conn.remove_listener(self.channel, self._on_notify)
                 await self.give_turn(conn)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            _close(conn)  # closed rather than pooled with its listener or the turn
-        except BaseException:
-            _close(conn)
-            raise
         finally:
             await self._pool.release(conn)  # a no-op when the pool took it back already
 
 
+@contextlib.contextmanager
+def _closed_on_failure(conn: PoolConnectionProxy[Any]) -> Iterator[None]:
+    """Close ``conn`` at once if the block fails or is cancelled: what its session holds (the
+    turn, the relay's settings, a listener) is then not known to be given back, and the pool
+    would hand it on as it is; a closed session's locks the server releases. A failure of the
+    connection ends here, anything else goes on."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        _close(conn)
+    except BaseException:
+        _close(conn)
+        raise
+
+
 def _close(conn: PoolConnectionProxy[Any]) -> None:
-    """Close a pooled connection at once (the server then releases its session's locks); one
-    the pool took back already, when it broke, is closed."""
+    """Close a pooled connection at once; one the pool took back already, when it broke, is
+    closed."""
     with contextlib.suppress(asyncpg.InterfaceError):
         conn.terminate()

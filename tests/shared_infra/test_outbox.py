@@ -176,13 +176,18 @@ async def test_batches_are_bounded_by_bytes_and_a_full_pass_is_followed_at_once(
 
             await eventually(all_sent, within=20, what="every row sent")
         finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await running
+            await _stop(running)
         assert [len(b) for b in batches] == [4, 4, 5]
         assert [v for b in batches for v in b] == values
     finally:
         await pool.close()
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def consume(kafka: KafkaSettings, topic: str, count: int) -> list[tuple[bytes, bytes]]:
@@ -296,11 +301,6 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
     async def all_sent() -> bool:
         return (await first.backlog())[0] == 0
 
-    async def stop(task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     async def session(conn: Any) -> dict[str, Any]:
         """What the relay changes in a session: its lock and settings."""
         state = await conn.fetchrow(
@@ -339,12 +339,12 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
                 await add(range(start, start + 5))
                 await eventually(all_sent, what="rows sent while both run")
                 await asyncio.sleep(0.2)
-            await stop(running_first)
+            await _stop(running_first)
             await add(range(15, 20))
             await eventually(all_sent, within=10, what="rows sent by the relay taking over")
         finally:
-            await stop(running_first)
-            await stop(running_second)
+            await _stop(running_first)
+            await _stop(running_second)
         values = [f"{i}".encode() for i in range(20)]
         assert by == {"first": values[:15], "second": values[15:]}
         connections = [await pool.acquire() for _ in range(3)]
@@ -386,11 +386,6 @@ async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
     broken = OutboxRelay(pool, "scoring", cut_off, poll_interval=0.05)
     healthy = OutboxRelay(pool, "scoring", reaching, poll_interval=0.05)
 
-    async def stop(task: asyncio.Task[None]) -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
     await producer.start()
     running = [asyncio.create_task(broken.run())]
     try:
@@ -409,7 +404,7 @@ async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
         await eventually(all_sent, within=20, what="the row sent by the relay that can")
     finally:
         for task in running:
-            await stop(task)
+            await _stop(task)
         await producer.stop()
         await pool.close()
     assert attempts, "the cut-off relay had the turn and tried"
@@ -438,9 +433,7 @@ async def test_a_pass_cancelled_while_it_publishes_leaves_nothing_held(
             await outbox.add(conn, [OutboxMessage("t", b"retail/jira/P", b"1", {})])
         passing = asyncio.create_task(relay.relay_once())
         await publishing.wait()
-        passing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await passing
+        await _stop(passing)
         async with pool.acquire() as conn:  # the one connection, or a new one
             state = await conn.fetchrow(
                 "SELECT current_setting('enable_sort') AS sort,"
