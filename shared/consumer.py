@@ -170,12 +170,16 @@ def subscribe(
     runner: BatchRunner,
     service: str,
     traces: tracing.Tracing | None = None,
+    lane: str | None = None,
 ) -> None:
     """Register ``runner`` as the batch consumer of ``topics`` in the service's group.
 
     Ack policy is MANUAL on purpose: FastStream's default commits before processing, and ACK
     commits after a failure too. Here the offset is committed only after the handler's
     transaction has committed, and rewound when the batch could not be processed.
+
+    A service may register several consumers of its group, each for its own topics (``lane``
+    names the ones beside the first; see ``shared.runtime.assemble``).
 
     With ``traces`` enabled, each batch is processed inside its span (see shared.tracing)."""
     traces = traces or tracing.Tracing(service, None)
@@ -193,7 +197,7 @@ def subscribe(
         parser=_tolerant_parser,
         decoder=_message_as_body,
         max_poll_interval_ms=int((settings.retry_max_seconds + 60) * 1000),
-        title=f"{service}:consume",
+        title=f"{service}:consume" + (f":{lane}" if lane else ""),
     )
     async def consume(message: Any) -> None:
         records = [Record.from_kafka(r) for r in message.raw_message]

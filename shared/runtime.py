@@ -422,8 +422,18 @@ def assemble(
     *,
     topics: Sequence[Topic],
     handler: Callable[[ServiceRuntime], BatchHandler],
+    separate: Sequence[Topic] = (),
 ) -> ServiceRuntime:
-    """A service's runtime with its batch handler subscribed to ``topics``."""
+    """A service's runtime with its batch handler subscribed to ``topics``.
+
+    One consumer takes them all, except each topic in ``separate``, which gets a consumer of
+    its own in the same group: its records are never fetched into a batch of the others, so
+    they never wait behind one (a rescore's or a ranking's thousands of rows, say). The
+    consumers run their batches concurrently, each its own transaction, as replicas of the
+    service would; the group and its committed offsets are the same whatever the split."""
+    unknown = set(separate) - set(topics)
+    if unknown:
+        raise ValueError(f"{sorted(unknown)} are not among the topics {name} consumes")
     runtime = ServiceRuntime(
         name, settings, kafka or KafkaSettings(), database or DatabaseSettings()
     )
@@ -433,14 +443,21 @@ def assemble(
         runtime.dead_letter,
         RetryPolicy(budget_seconds=settings.retry_max_seconds),
     )
-    subscribe(
-        runtime.broker,
-        [runtime.topics(t) for t in topics],
-        settings=settings,
-        runner=runner,
-        service=name,
-        traces=runtime.tracing,
-    )
+    lanes: list[tuple[str | None, list[Topic]]] = [
+        (None, [t for t in topics if t not in separate]),
+        *((t.value, [t]) for t in separate),
+    ]
+    for lane, consumed in lanes:
+        if consumed:
+            subscribe(
+                runtime.broker,
+                [runtime.topics(t) for t in consumed],
+                settings=settings,
+                runner=runner,
+                service=name,
+                traces=runtime.tracing,
+                lane=lane,
+            )
     return runtime
 
 

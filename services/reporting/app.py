@@ -60,7 +60,15 @@ def build(
             change_delay=change_delay,
         ).handle
 
-    return assemble(SERVICE, settings, kafka, database, topics=TOPICS, handler=handler)
+    return assemble(
+        SERVICE,
+        settings,
+        kafka,
+        database,
+        topics=TOPICS,
+        handler=handler,
+        separate=(Topic.PROJECTS,) if settings.projects_lane else (),
+    )
 
 
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
