@@ -205,13 +205,24 @@ class ServiceRuntime:
             log.warning("%s: could not %s: %r", self.name, what, exc)
 
     async def _stop_subscribers(self) -> None:
-        for subscriber in self.broker.subscribers:
+        """Every consumer stops taking batches first, then each finishes the batch it has in
+        flight (its transaction, then its offsets), closes and leaves the group, all at once:
+        one consumer's leaving does not wait for another's batch, and none starts a batch
+        while another leaves. (A consumer still committing when another's leaving rebalances
+        the group has its batch delivered again, and its inbox skips it.)"""
+        subscribers = list(self.broker.subscribers)
+        for subscriber in subscribers:
+            subscriber.running = False
+
+        async def stop(subscriber: Any) -> None:
             member = membership(subscriber)
             try:
                 await subscriber.stop()  # finishes the batch in flight, commits, closes it
             finally:
                 if member is not None and self._producer is not None:
                     await leave_first_generation(self._producer.client, member)
+
+        await asyncio.gather(*(stop(s) for s in subscribers))
 
     async def _cancel_tasks(self) -> None:
         for task in (*self._background_tasks, self._monitor_task, self._relay_task):
@@ -434,6 +445,7 @@ def assemble(
     unknown = set(separate) - set(topics)
     if unknown:
         raise ValueError(f"{sorted(unknown)} are not among the topics {name} consumes")
+    separate = list(dict.fromkeys(separate))
     runtime = ServiceRuntime(
         name, settings, kafka or KafkaSettings(), database or DatabaseSettings()
     )

@@ -133,6 +133,9 @@ class ReadModelWriter:
         submissions/s (the rest is per row: the history trigger's version and the indexes)."""
         if not rows:
             return
+        # Rows locked in key order, as the rank moves and warehouse marks lock theirs: two
+        # batches writing the same projects (two consumers, two replicas) wait, not deadlock.
+        rows = sorted(rows, key=lambda row: str(row[0]))
         columns = [name for name, _ in fields]
         arrays, values = unnest_arguments(fields, rows)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
@@ -153,6 +156,9 @@ class ReadModelWriter:
         the transaction's writes."""
         if not moves:
             return
+        # In key order, as the upserts: the join's plans here (the moves' array outermost)
+        # lock rows in the array's order, which Postgres does not promise for every plan.
+        moves = sorted(moves, key=lambda move: move[1].project_key)
         async with self._conn.transaction():
             await self._conn.execute("SELECT set_config('pmo.moving_ranks', 'on', true)")
             await self._conn.execute(
@@ -538,9 +544,14 @@ class ReadModelQueries:
         return item
 
     async def change_marker(self, portfolio: str) -> str:
-        """Changes whenever anything shown for ``portfolio`` changes (for live dashboards)."""
+        """Changes whenever anything shown for ``portfolio`` changes (for live dashboards): the
+        projects' change count (``projects_version``), which moves with every transaction
+        that changes them whatever order they commit in (a newest ``updated_at`` did not:
+        a transaction that began earlier and committed later left it unchanged), and the
+        newest plan summary."""
         row = await self._pool.fetchrow(
-            "SELECT (SELECT max(updated_at) FROM projects WHERE portfolio = $1) AS projects,"
+            "SELECT (SELECT coalesce(sum(changes), 0) FROM project_changes"
+            " WHERE portfolio = $1) AS projects,"
             " (SELECT max(plan_version) FROM plan_summaries WHERE portfolio = $1) AS plan",
             portfolio,
         )

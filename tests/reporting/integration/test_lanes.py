@@ -1,23 +1,31 @@
 """Reporting's project lane on a real broker and Postgres: a project change is shown while a
 batch of scores waits, because project changes have a consumer of their own. With one
 consumer for every topic (``PMO_REPORTING_PROJECTS_LANE=false``) the same change waits
-behind that batch, which is what the lane is for."""
+behind that batch, which is what the lane is for. And what concurrent batches (the lanes', or
+replicas') leave when they write one project: its history in order, its change counted."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
+from services.reporting.handlers import ReportingHandler
+from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from shared.cloudevents import event_message
 from shared.contracts.events import ProjectChanged, ProjectScore, ProjectState, ScoresChanged
+from shared.db import create_pool
+from shared.migrations import migrate, service_component
 from shared.outbox import OutboxMessage
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic, TopicNames
-from tests.helpers import eventually, publish_raw
+from tests.conftest import service_url
+from tests.helpers import consumed, eventually, publish_raw
 from tests.system import System, running
 
 pytestmark = pytest.mark.integration
@@ -26,21 +34,28 @@ PORTFOLIO = "lanes"
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 
 
-def changed(external_id: str) -> ProjectChanged:
+def key(external_id: str) -> str:
+    return f"{PORTFOLIO}/jira/{external_id}"
+
+
+def changed(external_id: str, revision: int = 1) -> ProjectChanged:
     state = ProjectState(
-        name=external_id, portfolio=PORTFOLIO, source="jira", external_id=external_id
+        name=f"{external_id} r{revision}",
+        portfolio=PORTFOLIO,
+        source="jira",
+        external_id=external_id,
     )
     return ProjectChanged(
-        project_key=f"{PORTFOLIO}/jira/{external_id}",
+        project_key=key(external_id),
         portfolio=PORTFOLIO,
-        revision=1,
+        revision=revision,
         submission_id=f"sub-{external_id}",
         occurred_at=NOW,
         project=state,
     )
 
 
-def scores(external_id: str, score: float) -> ScoresChanged:
+def scores(*external_ids: str, score: float) -> ScoresChanged:
     return ScoresChanged(
         portfolio=PORTFOLIO,
         ranking_version=1,
@@ -48,14 +63,15 @@ def scores(external_id: str, score: float) -> ScoresChanged:
         model_version=1,
         scores=[
             ProjectScore(
-                project_key=f"{PORTFOLIO}/jira/{external_id}",
+                project_key=key(external_id),
                 project_revision=1,
                 score=score,
-                rank=1,
+                rank=rank,
                 mandatory=False,
                 explanation=[],
                 cause="project_revision",
             )
+            for rank, external_id in enumerate(external_ids, start=1)
         ],
     )
 
@@ -83,10 +99,13 @@ async def shown(system: System, external_id: str) -> dict[str, Any] | None:
     return body
 
 
-async def reporting_waits_on_a_lock(conn: asyncpg.Connection) -> bool:
+async def reporting_waits_on_a_lock(
+    conn: asyncpg.Connection, application: str = "pmo-reporting"
+) -> bool:
     waiting = await conn.fetchval(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name = 'pmo-reporting' AND wait_event_type = 'Lock'"
+        " AND application_name = $1 AND wait_event_type = 'Lock'",
+        application,
     )
     return bool(waiting)
 
@@ -115,10 +134,9 @@ async def test_a_project_change_does_not_wait_behind_a_batch_of_scores(
             holding = conn.transaction()
             await holding.start()
             await conn.execute(
-                "SELECT 1 FROM reporting.projects WHERE project_key = $1 FOR UPDATE",
-                f"{PORTFOLIO}/jira/A",
+                "SELECT 1 FROM reporting.projects WHERE project_key = $1 FOR UPDATE", key("A")
             )
-            await publish(system, Topic.SCORES, scores("A", 42.0), "lanes:scores:A")
+            await publish(system, Topic.SCORES, scores("A", score=42.0), "lanes:scores:A")
             await eventually(
                 lambda: reporting_waits_on_a_lock(conn), what="the scores batch waiting"
             )
@@ -143,3 +161,122 @@ async def test_a_project_change_does_not_wait_behind_a_batch_of_scores(
             return a is not None and a["score"] == 42.0 and b is not None
 
         await eventually(scored, what="A's score and project B once the row is free")
+
+
+class _Batches:
+    """Reporting's batches applied by its handler, as its consumers would, on ``pool``."""
+
+    def __init__(self, pool: asyncpg.Pool[Any]) -> None:
+        self.names = TopicNames()
+        self.handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), self.names, lambda: NOW)
+        self.queries = ReadModelQueries(pool)
+        self._offsets = iter(range(1000))
+
+    def record(self, topic: Topic, event: Any, event_id: str) -> Any:
+        message = event_message(
+            topic=self.names(topic),
+            key=getattr(event, "project_key", PORTFOLIO),
+            event=event,
+            event_id=event_id,
+            source="test",
+            time=NOW,
+        )
+        return consumed(message, next(self._offsets))
+
+    async def handle(self, records: list[Any]) -> None:
+        await self.handler.handle(records)
+
+    async def overtaken(self, database: DatabaseSettings, first: Any, second: Any) -> None:
+        """Apply ``first`` in a batch that begins, then waits for project A's row while
+        ``second``'s batch commits; the change marker moves with each of the commits."""
+        admin = await asyncpg.connect(database.url)
+        try:
+            holding = admin.transaction()
+            await holding.start()
+            await admin.execute(
+                "SELECT 1 FROM reporting.projects WHERE project_key = $1 FOR UPDATE", key("A")
+            )
+            waiting = asyncio.create_task(self.handle([first]))
+            await eventually(lambda: reporting_waits_on_a_lock(admin, "lanes"), what="the wait")
+            before = await self.queries.change_marker(PORTFOLIO)
+            await self.handle([second])
+            between = await self.queries.change_marker(PORTFOLIO)
+            await holding.rollback()
+            await waiting
+            after = await self.queries.change_marker(PORTFOLIO)
+        finally:
+            await admin.close()
+        assert before != between, "the overtaking commit moves the change marker"
+        assert between != after, "the overtaken commit moves the change marker"
+
+
+@pytest.fixture
+async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+    await migrate(database.url, [service_component("reporting")])
+    the_pool = await create_pool(
+        service_url(database, "reporting"), schema="reporting", application_name="lanes"
+    )
+    try:
+        yield the_pool
+    finally:
+        await the_pool.close()
+
+
+async def test_a_batch_that_began_first_but_wrote_last_keeps_the_history_in_order(
+    pool: asyncpg.Pool[Any], database: DatabaseSettings
+) -> None:
+    """The case two consumers of one group make: a batch of scores begins, waits for a row,
+    and writes project X after a batch of project changes committed X's next revision. X's
+    versions still follow each other in the order they were written (none ends before it
+    begins, none overlaps the next), ``as_of`` shows X once at every instant, and the
+    dashboard's change marker moves with each commit."""
+    batches = _Batches(pool)
+    await batches.handle(
+        [
+            batches.record(Topic.PROJECTS, changed("A"), "h:A:1"),
+            batches.record(Topic.PROJECTS, changed("X"), "h:X:1"),
+        ]
+    )
+    # Scores for A and X, in key order: the batch begins and waits on A before X, while
+    # X's revision 2 is committed.
+    await batches.overtaken(
+        database,
+        batches.record(Topic.SCORES, scores("A", "X", score=7.0), "h:scores"),
+        batches.record(Topic.PROJECTS, changed("X", 2), "h:X:2"),
+    )
+    queries = ReadModelQueries(pool)
+
+    versions = await pool.fetch(
+        "SELECT project_key, revision, score, valid_from, valid_to FROM projects_history"
+        " WHERE portfolio = $1 ORDER BY project_key, valid_from",
+        PORTFOLIO,
+    )
+    x = [v for v in versions if v["project_key"] == key("X")]
+    assert [(v["revision"], v["score"]) for v in x] == [(1, None), (2, None), (2, 7.0)]
+    for project in (key("A"), key("X")):
+        mine = [v for v in versions if v["project_key"] == project]
+        assert mine[-1]["valid_to"] is None
+        for earlier, later in itertools.pairwise(mine):
+            assert earlier["valid_from"] < earlier["valid_to"] == later["valid_from"]
+    for version in x:
+        _, items = await queries.projects(
+            PORTFOLIO, limit=10, offset=0, as_of=version["valid_from"]
+        )
+        shown = [i for i in items if i["project_key"] == key("X")]
+        assert [(i["revision"], i["score"]) for i in shown] == [
+            (version["revision"], version["score"])
+        ]
+
+
+async def test_the_change_marker_moves_with_a_commit_that_began_before_the_last_one(
+    pool: asyncpg.Pool[Any], database: DatabaseSettings
+) -> None:
+    """A batch that began first and commits last, having written only rows other than the
+    overtaking batch's: the dashboard's change marker still moves with its commit."""
+    batches = _Batches(pool)
+    await batches.handle([batches.record(Topic.PROJECTS, changed("A"), "m:A:1")])
+    await batches.overtaken(
+        database,
+        batches.record(Topic.SCORES, scores("A", score=3.0), "m:scores"),
+        batches.record(Topic.PROJECTS, changed("Z"), "m:Z:1"),
+    )
