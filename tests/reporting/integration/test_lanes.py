@@ -7,8 +7,10 @@ replicas') leave when they write one project: its history in order, its change c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,13 +21,11 @@ from services.reporting.handlers import ReportingHandler
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from shared.cloudevents import event_message
 from shared.contracts.events import ProjectChanged, ProjectScore, ProjectState, ScoresChanged
-from shared.db import create_pool
-from shared.migrations import migrate, service_component
 from shared.outbox import OutboxMessage
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic, TopicNames
-from tests.conftest import service_url
 from tests.helpers import consumed, eventually, publish_raw
+from tests.reporting.integration.conftest import APPLICATION
 from tests.system import System, running
 
 pytestmark = pytest.mark.integration
@@ -99,15 +99,40 @@ async def shown(system: System, external_id: str) -> dict[str, Any] | None:
     return body
 
 
-async def reporting_waits_on_a_lock(
-    conn: asyncpg.Connection, application: str = "pmo-reporting"
-) -> bool:
-    waiting = await conn.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND application_name = $1 AND wait_event_type = 'Lock'",
-        application,
-    )
-    return bool(waiting)
+@dataclass(frozen=True, slots=True)
+class _Held:
+    conn: asyncpg.Connection
+    application: str
+
+    async def waited_for(self) -> bool:
+        """Whether a connection of ``application`` waits for a lock."""
+        waiting = await self.conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = $1 AND wait_event_type = 'Lock'",
+            self.application,
+        )
+        return bool(waiting)
+
+
+@contextlib.asynccontextmanager
+async def holding(
+    database: DatabaseSettings, project_key: str, application: str
+) -> AsyncIterator[_Held]:
+    """Project ``project_key``'s read-model row held by another transaction until the block
+    ends; ``waited_for`` says whether ``application``'s connections wait for it."""
+    conn = await asyncpg.connect(database.url)
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(
+            "SELECT 1 FROM reporting.projects WHERE project_key = $1 FOR UPDATE", project_key
+        )
+        try:
+            yield _Held(conn, application)
+        finally:
+            await transaction.rollback()
+    finally:
+        await conn.close()
 
 
 @pytest.mark.timeout(120)
@@ -129,17 +154,9 @@ async def test_a_project_change_does_not_wait_behind_a_batch_of_scores(
         await eventually(lambda: shown(system, "A"), what="project A shown")
 
         # Hold project A's row: the batch applying A's score waits for it.
-        conn = await asyncpg.connect(database.url)
-        try:
-            holding = conn.transaction()
-            await holding.start()
-            await conn.execute(
-                "SELECT 1 FROM reporting.projects WHERE project_key = $1 FOR UPDATE", key("A")
-            )
+        async with holding(database, key("A"), "pmo-reporting") as held:
             await publish(system, Topic.SCORES, scores("A", score=42.0), "lanes:scores:A")
-            await eventually(
-                lambda: reporting_waits_on_a_lock(conn), what="the scores batch waiting"
-            )
+            await eventually(held.waited_for, what="the scores batch waiting")
             await publish(system, Topic.PROJECTS, changed("B"), "lanes:B")
             if lane:
                 await eventually(lambda: shown(system, "B"), what="project B shown")
@@ -148,13 +165,10 @@ async def test_a_project_change_does_not_wait_behind_a_batch_of_scores(
                 # are enough for the lane to have shown it (above, well under one).
                 await asyncio.sleep(3)
                 assert await shown(system, "B") is None
-            assert await reporting_waits_on_a_lock(conn), "the scores batch still waits"
+            assert await held.waited_for(), "the scores batch still waits"
             a = await shown(system, "A")
             assert a is not None
             assert a["score"] is None
-            await holding.rollback()
-        finally:
-            await conn.close()
 
         async def scored() -> bool:
             a, b = await shown(system, "A"), await shown(system, "B")
@@ -189,48 +203,27 @@ class _Batches:
     async def overtaken(self, database: DatabaseSettings, first: Any, second: Any) -> None:
         """Apply ``first`` in a batch that begins, then waits for project A's row while
         ``second``'s batch commits; the change marker moves with each of the commits."""
-        admin = await asyncpg.connect(database.url)
-        try:
-            holding = admin.transaction()
-            await holding.start()
-            await admin.execute(
-                "SELECT 1 FROM reporting.projects WHERE project_key = $1 FOR UPDATE", key("A")
-            )
+        async with holding(database, key("A"), APPLICATION) as held:
             waiting = asyncio.create_task(self.handle([first]))
-            await eventually(lambda: reporting_waits_on_a_lock(admin, "lanes"), what="the wait")
+            await eventually(held.waited_for, what="the first batch waiting")
             before = await self.queries.change_marker(PORTFOLIO)
             await self.handle([second])
             between = await self.queries.change_marker(PORTFOLIO)
-            await holding.rollback()
-            await waiting
-            after = await self.queries.change_marker(PORTFOLIO)
-        finally:
-            await admin.close()
+        await waiting
+        after = await self.queries.change_marker(PORTFOLIO)
         assert before != between, "the overtaking commit moves the change marker"
         assert between != after, "the overtaken commit moves the change marker"
 
 
-@pytest.fixture
-async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
-    await migrate(database.url, [service_component("reporting")])
-    the_pool = await create_pool(
-        service_url(database, "reporting"), schema="reporting", application_name="lanes"
-    )
-    try:
-        yield the_pool
-    finally:
-        await the_pool.close()
-
-
 async def test_a_batch_that_began_first_but_wrote_last_keeps_the_history_in_order(
-    pool: asyncpg.Pool[Any], database: DatabaseSettings
+    reporting_pool: asyncpg.Pool[Any], database: DatabaseSettings
 ) -> None:
     """The case two consumers of one group make: a batch of scores begins, waits for a row,
     and writes project X after a batch of project changes committed X's next revision. X's
     versions still follow each other in the order they were written (none ends before it
     begins, none overlaps the next), ``as_of`` shows X once at every instant, and the
     dashboard's change marker moves with each commit."""
-    batches = _Batches(pool)
+    batches = _Batches(reporting_pool)
     await batches.handle(
         [
             batches.record(Topic.PROJECTS, changed("A"), "h:A:1"),
@@ -244,9 +237,9 @@ async def test_a_batch_that_began_first_but_wrote_last_keeps_the_history_in_orde
         batches.record(Topic.SCORES, scores("A", "X", score=7.0), "h:scores"),
         batches.record(Topic.PROJECTS, changed("X", 2), "h:X:2"),
     )
-    queries = ReadModelQueries(pool)
+    queries = ReadModelQueries(reporting_pool)
 
-    versions = await pool.fetch(
+    versions = await reporting_pool.fetch(
         "SELECT project_key, revision, score, valid_from, valid_to FROM projects_history"
         " WHERE portfolio = $1 ORDER BY project_key, valid_from",
         PORTFOLIO,
@@ -269,11 +262,11 @@ async def test_a_batch_that_began_first_but_wrote_last_keeps_the_history_in_orde
 
 
 async def test_the_change_marker_moves_with_a_commit_that_began_before_the_last_one(
-    pool: asyncpg.Pool[Any], database: DatabaseSettings
+    reporting_pool: asyncpg.Pool[Any], database: DatabaseSettings
 ) -> None:
     """A batch that began first and commits last, having written only rows other than the
     overtaking batch's: the dashboard's change marker still moves with its commit."""
-    batches = _Batches(pool)
+    batches = _Batches(reporting_pool)
     await batches.handle([batches.record(Topic.PROJECTS, changed("A"), "m:A:1")])
     await batches.overtaken(
         database,

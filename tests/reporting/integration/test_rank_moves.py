@@ -5,7 +5,6 @@ topic with its new rank, and each move kept in the rank history that ``as_of`` r
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,11 +28,9 @@ from shared.contracts.events import (
     RankingChanged,
     ScoresChanged,
 )
-from shared.db import create_pool
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, role_url
 from shared.topics import Topic, TopicNames
-from tests.conftest import service_url
 from tests.helpers import consumed
 
 pytestmark = pytest.mark.integration
@@ -94,18 +91,11 @@ def moved(version: int, **ranks: int | None) -> RankingChanged:
 
 
 @pytest.fixture
-async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+async def pool(reporting_pool: asyncpg.Pool[Any]) -> asyncpg.Pool[Any]:
     """Reporting's pool, as its own role, with no rows of this file's portfolio."""
-    await migrate(database.url, [service_component("reporting")])
-    the_pool = await create_pool(
-        service_url(database, "reporting"), schema="reporting", application_name="t"
-    )
-    try:
-        for table in ("projects", "projects_history", "rank_history"):
-            await the_pool.execute(f"DELETE FROM {table} WHERE portfolio = $1", PORTFOLIO)
-        yield the_pool
-    finally:
-        await the_pool.close()
+    for table in ("projects", "projects_history", "rank_history"):
+        await reporting_pool.execute(f"DELETE FROM {table} WHERE portfolio = $1", PORTFOLIO)
+    return reporting_pool
 
 
 async def test_moves_replace_older_ranks_keep_scores_and_reach_the_warehouse(
