@@ -205,11 +205,12 @@ class ServiceRuntime:
             log.warning("%s: could not %s: %r", self.name, what, exc)
 
     async def _stop_subscribers(self) -> None:
-        """Every consumer stops taking batches first, then each finishes the batch it has in
-        flight (its transaction, then its offsets), closes and leaves the group, all at once:
-        one consumer's leaving does not wait for another's batch, and none starts a batch
-        while another leaves. (A consumer still committing when another's leaving rebalances
-        the group has its batch delivered again, and its inbox skips it.)"""
+        """Every consumer stops taking batches first, so none starts one while another
+        leaves; then each in turn finishes the batch it has in flight (its transaction, then
+        its offsets), closes and leaves the group. In turn, not at once: two members of one
+        group leaving together left one of them in the group on tansu, and the next replica's
+        join waited for it past a minute. (A consumer still committing when another's leaving
+        rebalances the group has its batch delivered again, and its inbox skips it.)"""
         subscribers = list(self.broker.subscribers)
         for subscriber in subscribers:
             subscriber.running = False
@@ -222,7 +223,8 @@ class ServiceRuntime:
                 if member is not None and self._producer is not None:
                     await leave_first_generation(self._producer.client, member)
 
-        await asyncio.gather(*(stop(s) for s in subscribers))
+        for s in subscribers:
+            await stop(s)
 
     async def _cancel_tasks(self) -> None:
         for task in (*self._background_tasks, self._monitor_task, self._relay_task):
