@@ -34,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 from shared.migrations import SERVICES, migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import TopicNames
+from tests.helpers import eventually
 from tests.security.processes import service_process
 from tests.security.seed import DONE_SCENARIO, fingerprint, seed_reporting
 
@@ -169,8 +170,21 @@ async def api(
         PMO_REPORTING_MAX_PAGE_SIZE=str(PAGE_CAP),
         PMO_REPORTING_LOG_LEVEL="WARNING",
     ) as process:
+        # The warehouse feed publishes the seeded projects' records once it runs, claiming and
+        # clearing their marks: wait for it, so that the tables a test compares before and
+        # after change only by what the test asks.
+        await eventually(lambda: warehouse_drained(database), what="the seed's warehouse marks")
         yield Api(process.url, database)
         assert process.alive, "the API process survived the test"
+
+
+async def warehouse_drained(database: DatabaseSettings) -> bool:
+    conn = await asyncpg.connect(database.url)
+    try:
+        pending: int = await conn.fetchval("SELECT count(*) FROM reporting.warehouse_pending")
+        return pending == 0
+    finally:
+        await conn.close()
 
 
 async def snapshot(database: DatabaseSettings) -> dict[str, tuple[int, str]]:
