@@ -160,7 +160,7 @@ class ServiceRuntime:
         self._relay = OutboxRelay(self._pool, self.name, producer_publish(self._producer))
         # Returns once each consumer has joined its group and holds its partitions.
         await _reporting_delays(
-            f"join consumer group {self.settings.group_id}", self._start_broker()
+            f"join consumer group {self.settings.group_id}", self.broker.start()
         )
         self._relay_task = asyncio.create_task(self._relay.run(), name=f"{self.name}-outbox")
         self._monitor_task = asyncio.create_task(self._monitor(), name=f"{self.name}-monitor")
@@ -172,18 +172,6 @@ class ServiceRuntime:
             task.add_done_callback(self._died)
             self._background_tasks.append(task)
         log.info("%s started", self.name)
-
-    async def _start_broker(self) -> None:
-        """``broker.start()``, with its consumers started together rather than one after
-        another: consumers of one group (reporting's two) then join in one rebalance. One
-        after another, the second's join rebalanced the group again, and reporting took 13-14
-        s to start on tansu instead of 5-6. (FastStream's own start connects, starts each
-        subscriber, then each publisher, and marks the broker running; this does the same.)"""
-        await self.broker.connect()
-        await asyncio.gather(*(subscriber.start() for subscriber in self.broker.subscribers))
-        for publisher in self.broker.publishers:
-            await publisher.start()
-        self.broker.running = True
 
     async def stop(self) -> None:
         """Graceful stop, bounded by the ``shutdown_grace_seconds`` setting.
@@ -224,17 +212,19 @@ class ServiceRuntime:
         join waited for it past a minute. (A consumer still committing when another's leaving
         rebalances the group has its batch delivered again, and its inbox skips it.)"""
         subscribers = list(self.broker.subscribers)
-        # Read before any consumer leaves: once one has, another may be between generations,
-        # with no membership to leave by (and aiokafka leaves none of generation 0).
-        members = [membership(subscriber) for subscriber in subscribers]
         for subscriber in subscribers:
             subscriber.running = False
-        for subscriber, member in zip(subscribers, members, strict=True):
+
+        async def stop(subscriber: Any) -> None:
+            member = membership(subscriber)
             try:
                 await subscriber.stop()  # finishes the batch in flight, commits, closes it
             finally:
                 if member is not None and self._producer is not None:
                     await leave_first_generation(self._producer.client, member)
+
+        for s in subscribers:
+            await stop(s)
 
     async def _cancel_tasks(self) -> None:
         for task in (*self._background_tasks, self._monitor_task, self._relay_task):
