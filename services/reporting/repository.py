@@ -68,6 +68,11 @@ _PLAN_FIELDS = (
 )
 
 
+# A portfolio's change count (migration 0004): the validator of its pages and its dashboard's
+# change marker.
+_CHANGES = "SELECT coalesce(sum(changes), 0) FROM project_changes WHERE portfolio = $1"
+
+
 class ReadModelWriter:
     def __init__(self, conn: PoolConnectionProxy[Any]) -> None:
         self._conn = conn
@@ -135,7 +140,7 @@ class ReadModelWriter:
             return
         # Rows locked in key order, as the rank moves and warehouse marks lock theirs: two
         # batches writing the same projects (two consumers, two replicas) wait, not deadlock.
-        rows = sorted(rows, key=lambda row: str(row[0]))
+        rows = sorted(rows, key=lambda row: row[0])
         columns = [name for name, _ in fields]
         arrays, values = unnest_arguments(fields, rows)
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
@@ -442,7 +447,7 @@ class ReadModelQueries:
         before the rows it validates: a change committed in between then only makes the
         validator look older than the rows, never newer."""
         version: str = await self._pool.fetchval(
-            "SELECT coalesce(sum(changes), 0)::text FROM project_changes WHERE portfolio = $1",
+            f"SELECT ({_CHANGES})::text",
             portfolio,
         )
         return version
@@ -550,8 +555,7 @@ class ReadModelQueries:
         a transaction that began earlier and committed later left it unchanged), and the
         newest plan summary."""
         row = await self._pool.fetchrow(
-            "SELECT (SELECT coalesce(sum(changes), 0) FROM project_changes"
-            " WHERE portfolio = $1) AS projects,"
+            f"SELECT ({_CHANGES}) AS projects,"
             " (SELECT max(plan_version) FROM plan_summaries WHERE portfolio = $1) AS plan",
             portfolio,
         )
