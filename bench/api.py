@@ -329,7 +329,7 @@ async def reporting_api(
             page = (await api.get(ranking)).raise_for_status().json()
         if page["total"] != projects or len(page["items"]) != page["limit"]:
             raise RuntimeError(f"unexpected ranking page: total {page['total']}")
-        server = stack.processes["reporting"].pid
+        server = stack.processes["reporting-api"].pid
         database = urlsplit(stack.url).path.lstrip("/")
 
         async def under_load(path: str) -> Load:

@@ -193,7 +193,7 @@ async def freshness(
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS)
         await producer.start()
         api = HttpClient(
-            "127.0.0.1", stack.ports["reporting"], {"Authorization": f"Bearer {API_TOKEN}"}
+            "127.0.0.1", stack.ports["reporting-api"], {"Authorization": f"Bearer {API_TOKEN}"}
         )
         watching: asyncio.Task[None] | None = None
         try:

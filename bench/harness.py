@@ -119,7 +119,7 @@ class Stack:
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['reporting']}"
+        return f"http://127.0.0.1:{self.ports['reporting-api']}"
 
     def api(self, **options: Any) -> httpx.AsyncClient:
         """A client of the reporting API with the administrator's token."""
@@ -143,6 +143,16 @@ async def _wait_ready(name: str, process: asyncio.subprocess.Process, port: int,
             await asyncio.sleep(0.1)
 
 
+def _processes(service: str) -> list[tuple[str, dict[str, str]]]:
+    """The processes a service runs as, each (name, environment of its role)."""
+    if service == "reporting":
+        return [
+            ("reporting", {"PMO_REPORTING_ROLE": "worker"}),
+            ("reporting-api", {"PMO_REPORTING_ROLE": "api"}),
+        ]
+    return [(service, {})]
+
+
 @contextlib.asynccontextmanager
 async def service_stack(
     bootstrap: str,
@@ -155,13 +165,20 @@ async def service_stack(
     """Start ``services`` as processes on a fresh database and topic prefix; ``prepare(url)``
     runs on the migrated database before they start. Yields once every service is ready and
     ``settle`` seconds more have passed (consumer groups join and get their partitions), and
-    stops them with SIGTERM afterwards."""
+    stops them with SIGTERM afterwards.
+
+    Reporting runs as the production overlay deploys it: a worker (its consumers) and an API
+    process, "reporting" and "reporting-api" in the stack's processes and ports."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
     await ensure_topics(kafka)
     async with fresh_database(server_url) as url:
         if prepare is not None:
             await prepare(url)
-        ports = {s: free_port() for s in services}
+        # Each process: (its name in the stack, its service, its role's settings).
+        launched = [
+            (name, service, extra) for service in services for name, extra in _processes(service)
+        ]
+        ports = {name: free_port() for name, _, _ in launched}
         env = {
             **os.environ,
             "PMO_DATABASE_URL": url,
@@ -171,19 +188,22 @@ async def service_stack(
             "PMO_CAPACITY_PLAN_START": "2027-01",
         }
         for service in services:
-            env[f"PMO_{service.upper()}_HTTP_PORT"] = str(ports[service])
             env[f"PMO_{service.upper()}_LOG_LEVEL"] = "WARNING"
         with tempfile.TemporaryDirectory(prefix="pmo-bench-logs-") as logs:
             processes: dict[str, asyncio.subprocess.Process] = {}
             try:
-                for service in services:
-                    log = os.open(Path(logs) / f"{service}.log", os.O_WRONLY | os.O_CREAT, 0o600)
+                for name, service, extra in launched:
+                    log = os.open(Path(logs) / f"{name}.log", os.O_WRONLY | os.O_CREAT, 0o600)
                     try:
-                        processes[service] = await asyncio.create_subprocess_exec(
+                        processes[name] = await asyncio.create_subprocess_exec(
                             sys.executable,
                             "-m",
                             f"services.{service}",
-                            env=env,
+                            env={
+                                **env,
+                                **extra,
+                                f"PMO_{service.upper()}_HTTP_PORT": str(ports[name]),
+                            },
                             stdout=asyncio.subprocess.DEVNULL,
                             stderr=log,
                         )

@@ -110,6 +110,10 @@ def _just(pid: int) -> Callable[[], list[int]]:
     return lambda: [pid]
 
 
+# The meter's groups that are not a service's process.
+NOT_SERVICES = ("broker", "postgres", "load generator")
+
+
 def stack_meter(stack: Stack, bootstrap: str, database: str) -> CpuMeter:
     """CPU of each service process, the broker, the database's Postgres processes and this
     (the load generating) process."""

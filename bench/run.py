@@ -47,7 +47,7 @@ from bench.floor import durable_minimum, floor_per_submission
 from bench.freshness import freshness, hop, idle_cost
 from bench.harness import collector_as_served
 from bench.optimiser import instance_model, prove_small
-from bench.pipeline import PipelineResult, pipeline
+from bench.pipeline import NOT_SERVICES, PipelineResult, pipeline
 from bench.relay import framework_overhead
 from bench.scoring import full_rescore
 from services.capacity.domain.optimiser import heuristics, lp_relaxation, objective_of, solve
@@ -58,7 +58,6 @@ from services.scoring.domain.ranking import RankEntry, rank
 from services.scoring.domain.scoring import score_all
 from shared.contracts.scoring import DEFAULT_MODEL
 from shared.local import embedded_postgres, free_port, tansu
-from shared.migrations import SERVICES
 
 ROUNDS = 3
 LOW_RATE = 5.0  # submissions per second for the freshness row's trickle variant
@@ -649,7 +648,7 @@ async def new_row_round(
     record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))
     record("fresh_busy", fresh.machine_busy)
     idle = await idle_cost(bootstrap, url, sizes.idle_seconds)
-    services = sum(idle[s] for s in SERVICES)
+    services = sum(v for group, v in idle.items() if group not in NOT_SERVICES)
     record("idle_broker", idle["broker"])
     record("idle_services", services)
     record("idle_postgres", idle["postgres"])

@@ -79,8 +79,15 @@ class ServiceRuntime:
         service: ServiceSettings,
         kafka: KafkaSettings,
         database: DatabaseSettings,
+        *,
+        consumes: bool = True,
     ) -> None:
+        """``consumes`` False: a process that only serves HTTP from the database (reporting's
+        API role): no consumers, relay, producer or background work start, and readiness is the
+        database's alone. What it writes to the outbox is published by a consuming replica's
+        relay, which the outbox's notification wakes."""
         self.name = name
+        self.consumes = consumes
         self.settings = service
         self.kafka = kafka
         self.database = database
@@ -110,6 +117,8 @@ class ServiceRuntime:
     def background(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         """Run ``work`` beside the consumer from start until stop (e.g. capacity's replanner).
         It should handle its own transient failures; if it dies, readiness fails."""
+        if not self.consumes:
+            raise RuntimeError(f"{self.name} serves only: it runs no background work")
         self._background.append((name, work))
 
     def _died(self, task: asyncio.Task[None]) -> None:
@@ -153,6 +162,9 @@ class ServiceRuntime:
                 max_size=self.database.pool_max_size,
             ),
         )
+        if not self.consumes:
+            log.info("%s started (serving only)", self.name)
+            return
         # The relay publishes through a producer of its own (see make_producer); the broker's
         # consumers start after it, so nothing is consumed before its effects can leave.
         self._producer = make_producer(self.kafka, client_id=f"{self.kafka.client_id}-{self.name}")
@@ -183,11 +195,12 @@ class ServiceRuntime:
         in the outbox for the next start."""
         try:
             async with asyncio.timeout(self.settings.shutdown_grace_seconds):
-                await self._step("stop consuming", self._stop_subscribers())
-                await self._step("stop background tasks", self._cancel_tasks())
-                await self._step("flush the outbox", self._flush_outbox())
-                await self._step("close the producer", self._close_producer())
-                await self._step("close the broker", self.broker.stop())
+                if self.consumes:  # one that serves only has just its pool, closed below
+                    await self._step("stop consuming", self._stop_subscribers())
+                    await self._step("stop background tasks", self._cancel_tasks())
+                    await self._step("flush the outbox", self._flush_outbox())
+                    await self._step("close the producer", self._close_producer())
+                    await self._step("close the broker", self.broker.stop())
         except TimeoutError:
             log.warning("%s: graceful stop ran out of time", self.name)
             await self._cancel_tasks()
@@ -267,12 +280,16 @@ class ServiceRuntime:
 
     async def ready(self) -> dict[str, bool]:
         """Readiness: the database answers and the broker answers, each within 2 s, and
-        every task beside the consumer is running."""
-        checks = {"database": False, "broker": False, "tasks": not self.dead_tasks()}
+        every task beside the consumer is running. A process that serves only needs the
+        database."""
+        checks = {"database": False}
         with contextlib.suppress(asyncpg.PostgresError, OSError, TimeoutError, RuntimeError):
             async with asyncio.timeout(2):
                 await self.pool.fetchval("SELECT 1")
                 checks["database"] = True
+        if not self.consumes:
+            return checks
+        checks |= {"broker": False, "tasks": not self.dead_tasks()}
         with contextlib.suppress(OSError, TimeoutError):
             checks["broker"] = await self.broker.ping(timeout=2.0)
         return checks

@@ -47,6 +47,12 @@ class System:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
+    async def scenario_done(self, portfolio: str, request_id: str) -> dict[str, Any] | None:
+        """A scenario request's answer through the API, once it is done (else None)."""
+        response = await self.api.get(f"/api/v1/portfolios/{portfolio}/scenarios/{request_id}")
+        body: dict[str, Any] = response.json()
+        return body if response.status_code == 200 and body["status"] == "done" else None
+
     async def pmo(self, *args: str) -> tuple[int, str]:
         """Run the pmo command line against this system, as a user would."""
         return await run_pmo(self.kafka, self.api_url, *args)
@@ -81,7 +87,13 @@ async def running(
     services: Sequence[str] = SERVICES,
     plan_start: str = "2027-01",
     tracer_providers: Mapping[str, TracerProvider] | None = None,
+    *,
+    split_reporting: bool = False,
 ) -> AsyncIterator[System]:
+    """The services in this process, the reporting API served over HTTP. ``split_reporting``:
+    reporting runs as a worker (its consumers) and an API process of its own, as the
+    production overlay deploys it; ``System.runtimes`` then has both, "reporting" and
+    "reporting-api"."""
     await migrate(database.url, [service_component(s) for s in SERVICES])
     builders = {
         "intake": lambda: build_intake(kafka=kafka, database=database),
@@ -90,7 +102,9 @@ async def running(
             CapacitySettings(plan_start=plan_start), kafka, database
         ),
     }
-    settings = ReportingSettings(api_token=TOKEN, max_records=100)
+    settings = ReportingSettings(
+        api_token=TOKEN, max_records=100, role="api" if split_reporting else "all"
+    )
     reporting = build_reporting(settings, kafka, database)
     providers = tracer_providers or {}
     reporting.tracing.use(providers.get("reporting"))
@@ -100,7 +114,11 @@ async def running(
             create_app(reporting, settings), host="127.0.0.1", port=port, log_config=None
         )
     )
-    runtimes = {"reporting": reporting}
+    runtimes = {"reporting-api" if split_reporting else "reporting": reporting}
+    if split_reporting:
+        worker = ReportingSettings(api_token=TOKEN, max_records=100, role="worker")
+        builders["reporting"] = lambda: build_reporting(worker, kafka, database)
+        services = [*services, "reporting"]
     async with contextlib.AsyncExitStack() as stack:
         for name in services:
             if name in builders:

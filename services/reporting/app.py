@@ -1,4 +1,5 @@
-"""Reporting's composition root: the read-model consumer and the HTTP API in one process."""
+"""Reporting's composition root: the read-model consumer and the HTTP API, in one process or,
+by ``PMO_REPORTING_ROLE``, in processes of their own (``worker`` and ``api``)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def build(
     database: DatabaseSettings | None = None,
 ) -> ServiceRuntime:
     settings = settings or ReportingSettings()
+    if settings.role == "api":
+        return ServiceRuntime(
+            SERVICE,
+            settings,
+            kafka or KafkaSettings(),
+            database or DatabaseSettings(),
+            consumes=False,
+        )
     interval = settings.warehouse_interval_ms / 1000
     rank_delay = timedelta(milliseconds=settings.warehouse_rank_delay_ms)
     change_delay = timedelta(milliseconds=settings.warehouse_change_delay_ms)
@@ -72,7 +81,10 @@ def build(
 
 
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
-    """The API plus health and metrics, with the runtime's lifecycle."""
+    """The API plus health and metrics, with the runtime's lifecycle (a worker: health and
+    metrics alone)."""
+    if settings.role == "worker":
+        return runtime.http_app()
     requests = ScenarioRequests(lambda: ReportingUnitOfWork(runtime.pool), runtime.topics)
     queries = lambda: ReadModelQueries(runtime.pool)  # noqa: E731
     api = create_api(settings, queries, requests.submit)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -34,3 +36,9 @@ class ReportingSettings(ServiceSettings):
     # Project changes get a consumer of their own, so that a new or revised project is shown
     # without waiting behind a batch of scores, rank moves and plans (docs/reporting.md).
     projects_lane: bool = True
+    # What this process does (docs/reporting.md, "Roles"): ``all`` consumes and serves the API;
+    # ``worker`` consumes (and serves health and metrics); ``api`` serves the API and dashboard
+    # from the read model and consumes nothing, so that requests never wait behind a batch on
+    # the consumers' event loop. A deployment running ``api`` runs ``worker`` or ``all`` beside
+    # it: their relay publishes the scenario requests the API writes.
+    role: Literal["all", "worker", "api"] = "all"

@@ -76,11 +76,13 @@ def test_a_misspelt_field_is_caught() -> None:
 
 def test_deployments_keep_the_services_promises(rendered: list[dict[str, Any]]) -> None:
     deployments = of_kind(rendered, "Deployment")
-    assert {d["metadata"]["name"] for d in deployments} == {f"pmo-{s}" for s in GROUPS}
+    names = {d["metadata"]["name"] for d in deployments}
+    assert names == {f"pmo-{s}" for s in GROUPS} | {"pmo-reporting-api"}
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        assert container["image"].split(":")[0].endswith(d["metadata"]["name"])  # its own image
+        service = d["metadata"]["name"].removesuffix("-api")
+        assert container["image"].split(":")[0].endswith(service)  # its service's image
         assert pod["terminationGracePeriodSeconds"] > GRACE + 5
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
         assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
@@ -117,6 +119,38 @@ def test_autoscaling_follows_each_consumer_groups_lag(rendered: list[dict[str, A
         assert trigger["metadata"]["consumerGroup"] == group
         assert trigger["metadata"]["excludePersistentLag"] == "true"
         assert spec["maxReplicaCount"] <= partitions
+
+
+def test_reporting_runs_a_worker_and_an_api_apart(rendered: list[dict[str, Any]]) -> None:
+    """The worker consumes (KEDA scales it on lag); the API process consumes nothing, scales
+    on CPU and is what the ingress and the network policy admit."""
+
+    def role(name: str) -> str:
+        (deployment,) = (
+            d for d in of_kind(rendered, "Deployment") if d["metadata"]["name"] == name
+        )
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        return str(env["PMO_REPORTING_ROLE"])
+
+    assert role("pmo-reporting") == "worker"
+    assert role("pmo-reporting-api") == "api"
+    (hpa,) = of_kind(rendered, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "pmo-reporting-api"
+    services = {s["metadata"]["name"]: s for s in of_kind(rendered, "Service")}
+    api = services["pmo-reporting-api"]["spec"]["selector"]["app.kubernetes.io/name"]
+    assert api == "pmo-reporting-api"
+    assert "pmo-reporting" not in services  # a worker serves nothing but probes and metrics
+    (policy,) = (
+        p
+        for p in of_kind(rendered, "NetworkPolicy")
+        if p["metadata"]["name"] == "pmo-reporting-ingress"
+    )
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": api}
+    for ingress in of_kind(rendered, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"]["name"] == "pmo-reporting-api"
 
 
 def test_network_policies_confine_the_services(rendered: list[dict[str, Any]]) -> None:

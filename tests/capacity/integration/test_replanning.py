@@ -127,12 +127,10 @@ async def test_resource_change_replans_and_whatif_and_optimise_answer(
     assert asked.status_code == 202
     request_id = asked.json()["request_id"]
 
-    async def answered() -> dict[str, Any] | None:
-        response = await system.api.get(f"/api/v1/portfolios/retail/scenarios/{request_id}")
-        body: dict[str, Any] = response.json()
-        return body if response.status_code == 200 and body["status"] == "done" else None
-
-    via_api = await eventually(answered, what="the scenario answered through the API")
+    via_api = await eventually(
+        lambda: system.scenario_done("retail", request_id),
+        what="the scenario answered through the API",
+    )
     assert via_api["result"]["started"] == 1
     assert via_api["result"]["author"] == "admin"
 
