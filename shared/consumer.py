@@ -183,6 +183,8 @@ def subscribe(
 
     With ``traces`` enabled, each batch is processed inside its span (see shared.tracing)."""
     traces = traces or tracing.Tracing(service, None)
+    # The first consumer is "main"; one beside it is named by its lane (its topic).
+    batch_seconds = metrics.BATCHES.labels(service, lane or "main")
 
     @broker.subscriber(
         *topics,
@@ -217,7 +219,7 @@ def subscribe(
                 await message.nack()
                 return
         await message.ack()
-        metrics.BATCHES.labels(service).observe(time.perf_counter() - started)
+        batch_seconds.observe(time.perf_counter() - started)
         await _record_lag(message.consumer, service)
         for record in records:
             metrics.RECORDS.labels(service, record.topic).inc()

@@ -11,8 +11,8 @@ from prometheus_client.core import CounterMetricFamily
 RECORDS = Counter("pmo_records_consumed_total", "Records consumed", ["service", "topic"])
 BATCHES = Histogram(
     "pmo_batch_seconds",
-    "Time to process and commit one consumed batch",
-    ["service"],
+    "Time to process and commit one consumed batch, by the service's consumer",
+    ["service", "consumer"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 DUPLICATES = Counter(

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from services.reporting.app import build, create_app
 from services.reporting.settings import ReportingSettings
@@ -47,6 +48,10 @@ async def test_the_api_process_serves_what_the_worker_consumed(
 
         project = await eventually(shown, what="the project, scored, through the API process")
         assert project["name"] == "Served by the API process"
+        # Each of the worker's consumers times its batches under its own label.
+        for consumer in ("main", Topic.PROJECTS.value):
+            labels = {"service": "reporting", "consumer": consumer}
+            assert REGISTRY.get_sample_value("pmo_batch_seconds_count", labels), consumer
 
         # The API process writes the request to the outbox and has no relay: the worker's,
         # woken by the outbox's notification, publishes it; capacity answers; the worker
