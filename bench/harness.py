@@ -147,7 +147,8 @@ def _processes(service: str) -> list[tuple[str, dict[str, str]]]:
     """The processes a service runs as, each (name, environment of its role)."""
     if service == "reporting":
         return [
-            ("reporting", {"PMO_REPORTING_ROLE": "worker"}),
+            ("reporting", {"PMO_REPORTING_ROLE": "others"}),
+            ("reporting-projects", {"PMO_REPORTING_ROLE": "projects"}),
             ("reporting-api", {"PMO_REPORTING_ROLE": "api"}),
         ]
     return [(service, {})]
@@ -167,8 +168,9 @@ async def service_stack(
     ``settle`` seconds more have passed (consumer groups join and get their partitions), and
     stops them with SIGTERM afterwards.
 
-    Reporting runs as the production overlay deploys it: a worker (its consumers) and an API
-    process, "reporting" and "reporting-api" in the stack's processes and ports."""
+    Reporting runs as the production overlay deploys it: a process for project changes, one
+    for every other topic and one for the API, "reporting-projects", "reporting" and
+    "reporting-api" in the stack's processes and ports."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
     await ensure_topics(kafka)
     async with fresh_database(server_url) as url:
@@ -189,6 +191,9 @@ async def service_stack(
         }
         for service in services:
             env[f"PMO_{service.upper()}_LOG_LEVEL"] = "WARNING"
+            # Groups of the stack's own: on tansu a member stopped mid-rebalance may stay in
+            # its group until its session ends, and the next stack's join would wait for it.
+            env[f"PMO_{service.upper()}_GROUP_ID"] = f"{kafka.topic_prefix}pmo-{service}"
         with tempfile.TemporaryDirectory(prefix="pmo-bench-logs-") as logs:
             processes: dict[str, asyncio.subprocess.Process] = {}
             try:

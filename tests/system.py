@@ -91,8 +91,8 @@ async def running(
     split_reporting: bool = False,
 ) -> AsyncIterator[System]:
     """The services in this process, the reporting API served over HTTP. ``split_reporting``:
-    reporting runs as a worker (its consumers) and an API process of its own, as the
-    production overlay deploys it; ``System.runtimes`` then has both, "reporting" and
+    reporting runs in the roles the production overlay deploys, each its own runtime:
+    ``System.runtimes`` then has "reporting" (role ``others``), "reporting-projects" and
     "reporting-api"."""
     await migrate(database.url, [service_component(s) for s in SERVICES])
     builders = {
@@ -116,9 +116,17 @@ async def running(
     )
     runtimes = {"reporting-api" if split_reporting else "reporting": reporting}
     if split_reporting:
-        worker = ReportingSettings(api_token=TOKEN, max_records=100, role="worker")
-        builders["reporting"] = lambda: build_reporting(worker, kafka, database)
-        services = [*services, "reporting"]
+        # A group of the test's own: on tansu, of two members stopping one after the other the
+        # second may be mid-rebalance and not leave, and a later test's join into a group of
+        # the same name would wait out its session.
+        group = f"{kafka.topic_prefix}pmo-reporting"
+        others = ReportingSettings(api_token=TOKEN, max_records=100, role="others", group_id=group)
+        projects = ReportingSettings(
+            api_token=TOKEN, max_records=100, role="projects", group_id=group
+        )
+        builders["reporting"] = lambda: build_reporting(others, kafka, database)
+        builders["reporting-projects"] = lambda: build_reporting(projects, kafka, database)
+        services = [*services, "reporting", "reporting-projects"]
     async with contextlib.AsyncExitStack() as stack:
         for name in services:
             if name in builders:

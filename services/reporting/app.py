@@ -1,5 +1,5 @@
-"""Reporting's composition root: the read-model consumer and the HTTP API, in one process or,
-by ``PMO_REPORTING_ROLE``, in processes of their own (``worker`` and ``api``)."""
+"""Reporting's composition root: the read-model consumers and the HTTP API, in one process or,
+by ``PMO_REPORTING_ROLE``, in processes of their own (docs/reporting.md, "Roles")."""
 
 from __future__ import annotations
 
@@ -59,8 +59,9 @@ def build(
         def now() -> datetime:
             return datetime.now(UTC)
 
-        feed = WarehouseFeed(uow, runtime.topics, now, interval=interval)
-        runtime.background("warehouse", feed.run)
+        if settings.role != "projects":  # the feed runs beside the scores and plans
+            feed = WarehouseFeed(uow, runtime.topics, now, interval=interval)
+            runtime.background("warehouse", feed.run)
         return ReportingHandler(
             uow=uow,
             topics=runtime.topics,
@@ -74,16 +75,29 @@ def build(
         settings,
         kafka,
         database,
-        topics=TOPICS,
+        topics=consumed(settings.role),
         handler=handler,
-        separate=(Topic.PROJECTS,) if settings.projects_lane else (),
+        separate=(Topic.PROJECTS,) if settings.projects_lane and settings.role in WHOLE else (),
     )
+
+
+# The roles that consume every topic.
+WHOLE = ("all", "worker")
+
+
+def consumed(role: str) -> tuple[Topic, ...]:
+    """The topics a process of this role consumes."""
+    if role == "projects":
+        return (Topic.PROJECTS,)
+    if role == "others":
+        return tuple(t for t in TOPICS if t != Topic.PROJECTS)
+    return TOPICS if role in WHOLE else ()
 
 
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
     """The API plus health and metrics, with the runtime's lifecycle (a worker: health and
     metrics alone)."""
-    if settings.role == "worker":
+    if settings.role not in ("all", "api"):  # a worker: health and metrics alone
         return runtime.http_app()
     requests = ScenarioRequests(lambda: ReportingUnitOfWork(runtime.pool), runtime.topics)
     queries = lambda: ReadModelQueries(runtime.pool)  # noqa: E731

@@ -36,9 +36,11 @@ class ReportingSettings(ServiceSettings):
     # Project changes get a consumer of their own, so that a new or revised project is shown
     # without waiting behind a batch of scores, rank moves and plans (docs/reporting.md).
     projects_lane: bool = True
-    # What this process does (docs/reporting.md, "Roles"): ``all`` consumes and serves the API;
-    # ``worker`` consumes (and serves health and metrics); ``api`` serves the API and dashboard
-    # from the read model and consumes nothing, so that requests never wait behind a batch on
-    # the consumers' event loop. A deployment running ``api`` runs ``worker`` or ``all`` beside
-    # it: their relay publishes the scenario requests the API writes.
-    role: Literal["all", "worker", "api"] = "all"
+    # What this process does (docs/reporting.md, "Roles"): ``all`` consumes every topic and
+    # serves the API; ``worker`` consumes every topic (and serves health and metrics); a worker
+    # may also be split in two, ``projects`` (project changes alone) and ``others`` (every
+    # other topic, and the warehouse feed), so that a project change is never applied behind
+    # a batch of scores on one event loop; ``api`` serves the API and dashboard from the read
+    # model and consumes nothing. An ``api`` process needs consuming ones beside it: their
+    # relay publishes the scenario requests it writes.
+    role: Literal["all", "worker", "projects", "others", "api"] = "all"

@@ -18,6 +18,7 @@ from compose_spec import ComposeSpecification
 
 from services.capacity.settings import CapacitySettings
 from services.intake.settings import IntakeSettings
+from services.reporting.app import TOPICS, consumed
 from services.reporting.settings import ReportingSettings
 from services.scoring.settings import ScoringSettings
 from shared.topics import TOPIC_SPECS
@@ -32,6 +33,12 @@ GROUPS = {
     "reporting": ReportingSettings(api_token="unused-token-for-defaults").group_id,
 }
 GRACE = IntakeSettings().shutdown_grace_seconds
+# Reporting's Deployments and their PMO_REPORTING_ROLE.
+REPORTING_ROLES = {
+    "pmo-reporting": "others",
+    "pmo-reporting-projects": "projects",
+    "pmo-reporting-api": "api",
+}
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
@@ -77,11 +84,11 @@ def test_a_misspelt_field_is_caught() -> None:
 def test_deployments_keep_the_services_promises(rendered: list[dict[str, Any]]) -> None:
     deployments = of_kind(rendered, "Deployment")
     names = {d["metadata"]["name"] for d in deployments}
-    assert names == {f"pmo-{s}" for s in GROUPS} | {"pmo-reporting-api"}
+    assert names == {f"pmo-{s}" for s in GROUPS} | set(REPORTING_ROLES)
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        service = d["metadata"]["name"].removesuffix("-api")
+        service = d["metadata"]["name"].removesuffix("-api").removesuffix("-projects")
         assert container["image"].split(":")[0].endswith(service)  # its service's image
         assert pod["terminationGracePeriodSeconds"] > GRACE + 5
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -109,20 +116,28 @@ def test_deployments_keep_the_services_promises(rendered: list[dict[str, Any]]) 
 
 
 def test_autoscaling_follows_each_consumer_groups_lag(rendered: list[dict[str, Any]]) -> None:
+    """Each consuming Deployment scales on its group's lag; reporting's two workers, which
+    share a group, each on the lag of topics it consumes."""
     partitions = max(spec.partitions for spec in TOPIC_SPECS)
     scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in of_kind(rendered, "ScaledObject")}
-    assert set(scaled) == {f"pmo-{s}" for s in GROUPS}
-    for service, group in GROUPS.items():
-        spec = scaled[f"pmo-{service}"]["spec"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "kafka"
-        assert trigger["metadata"]["consumerGroup"] == group
-        assert trigger["metadata"]["excludePersistentLag"] == "true"
+    workers = {"pmo-reporting-projects": "reporting"}
+    assert set(scaled) == {f"pmo-{s}" for s in GROUPS} | set(workers)
+    for name, spec in ((n, s["spec"]) for n, s in scaled.items()):
+        service = workers.get(name, name.removeprefix("pmo-"))
+        assert spec["triggers"]
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "kafka"
+            assert trigger["metadata"]["consumerGroup"] == GROUPS[service]
+            assert trigger["metadata"]["excludePersistentLag"] == "true"
+        if service == "reporting":
+            role = REPORTING_ROLES[name]
+            topics = {t["metadata"]["topic"] for t in spec["triggers"]}
+            assert topics <= {t.value for t in consumed(role)}, name
         assert spec["maxReplicaCount"] <= partitions
 
 
-def test_reporting_runs_a_worker_and_an_api_apart(rendered: list[dict[str, Any]]) -> None:
-    """The worker consumes (KEDA scales it on lag); the API process consumes nothing, scales
+def test_reporting_runs_its_workers_and_api_apart(rendered: list[dict[str, Any]]) -> None:
+    """The workers consume (KEDA scales them on lag); the API process consumes nothing, scales
     on CPU and is what the ingress and the network policy admit."""
 
     def role(name: str) -> str:
@@ -133,8 +148,12 @@ def test_reporting_runs_a_worker_and_an_api_apart(rendered: list[dict[str, Any]]
         env = {e["name"]: e.get("value") for e in container["env"]}
         return str(env["PMO_REPORTING_ROLE"])
 
-    assert role("pmo-reporting") == "worker"
-    assert role("pmo-reporting-api") == "api"
+    for name, expected in REPORTING_ROLES.items():
+        assert role(name) == expected
+    # Together the workers consume every topic reporting reads.
+    assert sorted(
+        t for name in ("pmo-reporting", "pmo-reporting-projects") for t in consumed(role(name))
+    ) == sorted(TOPICS)
     (hpa,) = of_kind(rendered, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "pmo-reporting-api"
     services = {s["metadata"]["name"]: s for s in of_kind(rendered, "Service")}

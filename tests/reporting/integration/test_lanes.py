@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from services.reporting.handlers import ReportingHandler
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
@@ -136,22 +137,36 @@ async def holding(
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("lane", [True, False], ids=["projects-lane", "one-consumer"])
+@pytest.mark.parametrize("layout", ["projects-lane", "one-consumer", "roles"])
 async def test_a_project_change_does_not_wait_behind_a_batch_of_scores(
     database: DatabaseSettings,
     kafka: KafkaSettings,
     monkeypatch: pytest.MonkeyPatch,
-    lane: bool,
+    layout: str,
 ) -> None:
-    monkeypatch.setenv("PMO_REPORTING_PROJECTS_LANE", str(lane).lower())
-    async with running(database, kafka, services=("reporting",)) as system:
-        subscribers: list[Any] = list(system.runtimes["reporting"].broker.subscribers)
+    """With the lane, or with project changes in a process of their own (the ``projects`` and
+    ``others`` roles), a project change does not wait; with one consumer it does."""
+    lane = layout != "one-consumer"
+    monkeypatch.setenv("PMO_REPORTING_PROJECTS_LANE", str(layout == "projects-lane").lower())
+    async with running(database, kafka, services=(), split_reporting=layout == "roles") as system:
+        subscribers: list[Any] = [
+            s
+            for name in ("reporting", "reporting-projects")
+            if name in system.runtimes
+            for s in system.runtimes[name].broker.subscribers
+        ]
         consumed = sorted((sorted(t.name for t in s.topics) for s in subscribers), key=len)
         assert (consumed[0] == [system.topics(Topic.PROJECTS)]) is lane
         assert len(consumed) == (2 if lane else 1)
-        assert {s.group_id for s in subscribers} == {"pmo-reporting"}
+        group = system.runtimes["reporting"].settings.group_id
+        assert {s.group_id for s in subscribers} == {group}
+        # The lane times its batches under a label of its own.
+        lane_batches = {"service": "reporting", "consumer": Topic.PROJECTS.value}
+        before = REGISTRY.get_sample_value("pmo_batch_seconds_count", lane_batches) or 0.0
         await publish(system, Topic.PROJECTS, changed("A"), "lanes:A")
         await eventually(lambda: shown(system, "A"), what="project A shown")
+        after = REGISTRY.get_sample_value("pmo_batch_seconds_count", lane_batches) or 0.0
+        assert (after > before) is (layout == "projects-lane")
 
         # Hold project A's row: the batch applying A's score waits for it.
         async with holding(database, key("A"), "pmo-reporting") as held:
