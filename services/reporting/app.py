@@ -97,7 +97,7 @@ def consumed(role: str) -> tuple[Topic, ...]:
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
     """The API plus health and metrics, with the runtime's lifecycle (a worker: health and
     metrics alone)."""
-    if settings.role not in ("all", "api"):  # a worker: health and metrics alone
+    if settings.role not in ("all", "api"):
         return runtime.http_app()
     requests = ScenarioRequests(lambda: ReportingUnitOfWork(runtime.pool), runtime.topics)
     queries = lambda: ReadModelQueries(runtime.pool)  # noqa: E731
