@@ -20,6 +20,7 @@ period on average) and a request round trip, reported with the row."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -49,6 +50,7 @@ LINGER_MS = 5  # what the services' producers use
 BATCH_TIMEOUT_MS = ServiceSettings.model_fields["batch_timeout_ms"].default
 FETCH_MAX_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
 POLL_SECONDS = 0.010
+DERIVED_WAIT_SECONDS = 120.0
 TRACKED_PER_SECOND = 10.0
 
 
@@ -62,6 +64,10 @@ class Latency:
 @dataclass(frozen=True, slots=True)
 class Freshness:
     latency: Latency
+    # The derived work after it, for the same sample: publish to the project's first version in
+    # reporting's read model with a score, and with a plan status (its written time).
+    scored: Latency
+    planned: Latency
     offered_per_second: float
     achieved_per_second: float
     watched: int  # submissions in the sample
@@ -140,6 +146,8 @@ class _Observer:
     api: HttpClient
     expected: int
     pending: dict[str, float] = field(default_factory=dict)  # path -> published at
+    # external id -> published at, by the wall clock, which Postgres's timestamps share.
+    wall: dict[str, float] = field(default_factory=dict)
     taken: list[float] = field(default_factory=list)
     polls: int = 0
     checks: int = 0
@@ -147,6 +155,7 @@ class _Observer:
 
     def published(self, portfolio: str, external_id: str, at: float) -> None:
         self.pending[f"/api/v1/portfolios/{portfolio}/projects/bench/{external_id}"] = at
+        self.wall[external_id] = time.time()
 
     async def run(self) -> None:
         due = time.perf_counter()
@@ -228,12 +237,16 @@ async def freshness(
                         f"{missing} of {observer.expected} watched submissions never visible"
                     ) from None
                 elapsed = time.perf_counter() - started
+                scored, planned = await derived(conn, observer.wall)
+                # After the derived work of the sample, so that what runs behind it is counted.
                 use = meter.stop()
                 published = await published_per_submission(conn, count)
             finally:
                 await conn.close()
             return Freshness(
                 latency=_latency(observer.taken),
+                scored=_latency(scored),
+                planned=_latency(planned),
                 offered_per_second=rate,
                 achieved_per_second=achieved,
                 watched=observer.expected,
@@ -249,6 +262,41 @@ async def freshness(
                 watching.cancel()
             api.close()
             await producer.stop()
+
+
+async def derived(
+    conn: asyncpg.Connection, published: dict[str, float]
+) -> tuple[list[float], list[float]]:
+    """Wait (up to ``DERIVED_WAIT_SECONDS``) until every project in ``published`` (external id
+    -> wall-clock publish time) is scored and planned in reporting's read model; return, for
+    each, the seconds from its publishing to the first version of it with a score, and with a
+    plan status. A version is dated when it is written (reporting's migration 0011), within
+    its transaction, which commits a few statements later."""
+    ids = list(published)
+    async with asyncio.timeout(DERIVED_WAIT_SECONDS):
+        for _ in itertools.count():
+            done = await conn.fetchval(
+                "SELECT count(*) FROM reporting.projects WHERE source = 'bench'"
+                " AND external_id = ANY($1::text[]) AND score IS NOT NULL"
+                " AND plan_status IS NOT NULL",
+                ids,
+            )
+            if done == len(ids):
+                break
+            await asyncio.sleep(0.2)
+    rows = await conn.fetch(
+        "SELECT external_id,"
+        " extract(epoch FROM min(valid_from) FILTER (WHERE score IS NOT NULL))::float8 AS scored,"
+        " extract(epoch FROM min(valid_from) FILTER (WHERE plan_status IS NOT NULL))::float8"
+        " AS planned"
+        " FROM reporting.projects_history WHERE source = 'bench' AND external_id = ANY($1::text[])"
+        " GROUP BY external_id",
+        ids,
+    )
+    return (
+        [r["scored"] - published[r["external_id"]] for r in rows],
+        [r["planned"] - published[r["external_id"]] for r in rows],
+    )
 
 
 async def idle_cost(bootstrap: str, server_url: str, seconds: float = 10.0) -> dict[str, float]:

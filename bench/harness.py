@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 
 from shared.admin import ensure_topics
-from shared.local import free_port
+from shared.local import DERIVED, DERIVED_NICE, free_port
 from shared.migrations import SERVICES, migrate, service_component
 from shared.runtime import collect_as_served
 from shared.settings import KafkaSettings
@@ -143,15 +143,23 @@ async def _wait_ready(name: str, process: asyncio.subprocess.Process, port: int,
             await asyncio.sleep(0.1)
 
 
+# The nice value of derived work's processes (scoring, capacity, reporting's others role) as
+# the stacks run them; PMO_BENCH_DERIVED_NICE=0 runs every process at the same priority.
+BENCH_DERIVED_NICE = int(os.environ.get("PMO_BENCH_DERIVED_NICE", str(DERIVED_NICE)))
+
+
 def _processes(service: str) -> list[tuple[str, dict[str, str]]]:
-    """The processes a service runs as, each (name, environment of its role)."""
+    """The processes a service runs as, each (name, environment of its role). Derived work
+    runs at ``BENCH_DERIVED_NICE``, as docs/operations.md ("CPU weights") says to run it
+    beside a submission's path on one host."""
+    nice = {f"PMO_{service.upper()}_NICE": str(BENCH_DERIVED_NICE)}
     if service == "reporting":
         return [
-            ("reporting", {"PMO_REPORTING_ROLE": "others"}),
+            ("reporting", {"PMO_REPORTING_ROLE": "others", **nice}),
             ("reporting-projects", {"PMO_REPORTING_ROLE": "projects"}),
             ("reporting-api", {"PMO_REPORTING_ROLE": "api"}),
         ]
-    return [(service, {})]
+    return [(service, nice if service in DERIVED else {})]
 
 
 @contextlib.asynccontextmanager

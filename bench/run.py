@@ -430,6 +430,16 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             "<= 250 ms",
             lambda v: v <= 250,
         ),
+        *(
+            summarise(
+                f"freshness: publish to {what} in the read model {p}",
+                "ms",
+                results[key],
+                "reference",
+            )
+            for what, stem in (("scored", "fresh_scored"), ("planned", "fresh_planned"))
+            for p, key in (("p50", f"{stem}_p50"), ("p99", f"{stem}_p99"))
+        ),
         summarise(
             f"freshness p50 at {LOW_RATE:g} subs/s", "ms", results["fresh_low_p50"], "reference"
         ),
@@ -633,6 +643,10 @@ async def new_row_round(
     # The same at a trickle: the latency of the path itself, without queues or the observer's
     # own requests loading the reporting process.
     low = await freshness(bootstrap, url, LOW_RATE, sizes.freshness_seconds)
+    record("fresh_scored_p50", fresh.scored.p50_ms)
+    record("fresh_scored_p99", fresh.scored.p99_ms)
+    record("fresh_planned_p50", fresh.planned.p50_ms)
+    record("fresh_planned_p99", fresh.planned.p99_ms)
     record("fresh_low_p50", low.latency.p50_ms)
     record("fresh_low_p99", low.latency.p99_ms)
     record("fresh_hop_p50", fresh.latency.p50_ms / raw.p50_ms)

@@ -14,6 +14,11 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+# Services whose work derives from a submission's (scores, plans): on one host beside the
+# submission's path they run at DERIVED_NICE (docs/operations.md, "CPU weights").
+DERIVED = ("scoring", "capacity")
+DERIVED_NICE = 10
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -29,6 +29,7 @@ OUTBOX_BACKLOG = Gauge("pmo_outbox_backlog", "Unsent outbox rows", ["service"])
 OUTBOX_OLDEST = Gauge(
     "pmo_outbox_oldest_unsent_seconds", "Age of the oldest unsent outbox row", ["service"]
 )
+PROCESS_NICE = Gauge("pmo_process_nice", "The process's nice value (its CPU priority)", ["service"])
 GC_FROZEN = Gauge(
     "pmo_gc_frozen_objects",
     "Objects built before serving, moved out of the garbage collector's reach (gc.freeze)",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -444,6 +445,18 @@ def collect_as_served() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def lower_priority(nice: int) -> int:
+    """Raise the process's nice value to ``nice`` if it is lower, and return the value it runs
+    at. Never lowers it: that takes a privilege a service does not have. Threads started
+    afterwards inherit it (on Linux a nice value is a thread's), so a service sets it before
+    it builds anything."""
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice > current:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+        return nice
+    return current
+
+
 def assemble(
     name: str,
     settings: ServiceSettings,
@@ -500,5 +513,9 @@ def run(
 ) -> None:
     """The console entry point of a service: logging, then serve until SIGTERM."""
     logs.configure(settings.log_level, json=settings.log_json, service=name)
+    nice = lower_priority(settings.nice)
+    metrics.PROCESS_NICE.labels(name).set(nice)
+    if nice:
+        log.info("runs at nice %d", nice)
     runtime = build()
     serve(app(runtime) if app else runtime.http_app(), settings.http_host, settings.http_port)

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from shared.admin import ensure_topics
 from shared.cli.demo import load_demo
-from shared.local import embedded_postgres, tansu
+from shared.local import DERIVED, DERIVED_NICE, embedded_postgres, tansu
 from shared.migrations import SERVICES, migrate, service_component
 from shared.settings import KafkaSettings
 
@@ -77,6 +77,8 @@ def run_dev(*, kafka_port: int, http_port: int, demo: bool, console: Console) ->
         for service, port in ports.items():
             env[f"PMO_{service.upper()}_HTTP_PORT"] = str(port)
             env.setdefault(f"PMO_{service.upper()}_LOG_JSON", "false")
+        for service in DERIVED:  # docs/operations.md, "CPU weights"
+            env.setdefault(f"PMO_{service.upper()}_NICE", str(DERIVED_NICE))
         processes: dict[str, subprocess.Popen[bytes]] = {}
         try:
             for service in ports:

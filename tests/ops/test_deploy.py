@@ -21,6 +21,7 @@ from services.intake.settings import IntakeSettings
 from services.reporting.app import TOPICS, consumed
 from services.reporting.settings import ReportingSettings
 from services.scoring.settings import ScoringSettings
+from shared.local import DERIVED
 from shared.topics import TOPIC_SPECS
 
 ROOT = Path(__file__).parents[2]
@@ -204,3 +205,23 @@ def test_compose_file_follows_the_compose_specification() -> None:
     for name in ("intake", "scoring", "capacity", "reporting"):
         assert "healthcheck" in document["services"][name], name
     assert document["services"]["reporting"]["ports"] == ["8080:8080"]
+    # Derived work yields the CPU to a submission's path (reporting is one process here).
+    shares = {name: spec.get("cpu_shares", 1024) for name, spec in document["services"].items()}
+    assert {name for name, weight in shares.items() if weight < 1024} == set(DERIVED)
+
+
+def cpu(quantity: str) -> float:
+    return int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def test_a_submissions_path_outweighs_derived_work_in_production() -> None:
+    """On a busy node the kernel shares CPU by the containers' requests."""
+    requests = {
+        d["metadata"]["name"]: cpu(
+            d["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
+        )
+        for d in of_kind(render("prod"), "Deployment")
+    }
+    path = [requests["pmo-intake"], requests["pmo-reporting-projects"]]
+    derived = [requests[f"pmo-{s}"] for s in DERIVED] + [requests["pmo-reporting"]]
+    assert min(path) > max(derived), requests

@@ -24,6 +24,7 @@ from tests.helpers import eventually, publish_json, submission
 pytestmark = pytest.mark.integration
 
 GRACE = 20
+NICE = 3  # the CPU priority it runs at, which every thread of it keeps
 
 
 async def start(
@@ -42,6 +43,7 @@ async def start(
                 "PMO_INTAKE_HTTP_PORT": str(port),
                 "PMO_INTAKE_MAX_RECORDS": "50",
                 "PMO_INTAKE_SHUTDOWN_GRACE_SECONDS": str(GRACE),
+                "PMO_INTAKE_NICE": str(NICE),
             },
             stdout=asyncio.subprocess.DEVNULL,
             stderr=handle,
@@ -78,6 +80,10 @@ async def start(
     assert samples['pmo_gc_threshold{generation="0"}'] == 50_000
     assert samples['pmo_gc_threshold{generation="2"}'] == 10
     assert 'pmo_gc_collection_seconds_total{generation="0"}' in samples
+    assert f'pmo_process_nice{{service="intake"}} {NICE}.0' in exposed
+    threads = await asyncio.to_thread(os.listdir, f"/proc/{process.pid}/task")
+    assert len(threads) > 1  # the default executor's, at least (DNS lookups for the broker)
+    assert {os.getpriority(os.PRIO_PROCESS, int(t)) for t in threads} == {NICE}
     return process
 
 
