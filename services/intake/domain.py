@@ -3,11 +3,13 @@ decision a submission leads to given the stored project. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import ValidationError
 from rapidfuzz import fuzz, process
 
@@ -141,6 +143,8 @@ def _changed(old: ProjectState | None, new: ProjectState) -> list[str]:
 
 
 DUPLICATE_THRESHOLD = 0.85
+_CUTOFF = DUPLICATE_THRESHOLD * 100  # as rapidfuzz scores: 0 to 100
+DUPLICATES_SHOWN = 3  # the best matches a new project's event names
 _WORDS = re.compile(r"[^\w]+")
 
 
@@ -160,6 +164,12 @@ class PortfolioView:
     names: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (ext id, name)
     # key -> the name as compared for duplicates, normalised once rather than per submission
     normalised: dict[str, str] = field(default_factory=dict)
+    # What ``prepare`` found for a batch's new projects: key -> (its normalised name, its best
+    # matches among the names as they were then, best first); the keys whose names changed
+    # since, and of those the names there are now (normalised), each in the order they changed.
+    prepared: dict[str, tuple[str, list[tuple[str, float]]]] = field(default_factory=dict)
+    since: set[str] = field(default_factory=set)
+    changed: dict[str, str] = field(default_factory=dict)
 
     def add_name(self, key: str, external_id: str, name: str) -> None:
         self.names[key] = (external_id, name)
@@ -171,10 +181,108 @@ class PortfolioView:
         self.names.pop(event.project_key, None)
         self.normalised.pop(event.project_key, None)
         self.dependencies.pop(project.external_id, None)
+        self.since.add(event.project_key)
+        self.changed.pop(event.project_key, None)  # re-entered at the end, as in ``normalised``
         if not event.withdrawn:
             self.add_name(event.project_key, project.external_id, project.name)
+            self.changed[event.project_key] = self.normalised[event.project_key]
             if project.depends_on:
                 self.dependencies[project.external_id] = list(project.depends_on)
+
+    def prepare(self, names: Mapping[str, str], changes: int) -> None:
+        """Compare the names of a batch's new projects (key -> name) with the portfolio's all at
+        once, before the batch is decided; ``duplicates`` then takes what this found. ``changes``
+        bounds how many of the portfolio's names the batch may change before a project is
+        decided: of each project's matches, the best ``DUPLICATES_SHOWN`` + 1 + ``changes`` are
+        kept, enough whichever of them change. One matrix of comparisons costs a fifth of as
+        many single searches (rapidfuzz's vectorised ``cdist``, against ``process.extract``
+        once per project)."""
+        self.prepared.clear()
+        self.since.clear()
+        self.changed.clear()
+        if not names:
+            return
+        keys, choices = list(self.normalised), list(self.normalised.values())
+        queries = {key: _normalise(name) for key, name in names.items()}
+        best = _best_matches(list(queries.values()), choices, DUPLICATES_SHOWN + 1 + changes)
+        for (key, query), found in zip(queries.items(), best, strict=True):
+            self.prepared[key] = (query, [(keys[j], score) for j, score in found])
+
+    def duplicates(self, key: str, name: str) -> list[PossibleDuplicate]:
+        """``possible_duplicates`` of ``key`` named ``name`` against the view as it is now:
+        what ``prepare`` found, less the names changed since, and those names compared now;
+        else searched afresh."""
+        query = _normalise(name)
+        prepared = self.prepared.get(key)
+        if prepared is None or prepared[0] != query:
+            return possible_duplicates(key, name, self.names, normalised=self.normalised)
+        found = [m for m in prepared[1] if m[0] not in self.since]
+        if self.changed:
+            found += [
+                (other, score)
+                for _, score, other in process.extract(
+                    query, self.changed, scorer=fuzz.ratio, score_cutoff=_CUTOFF, limit=None
+                )
+            ]
+        # Best first; among equals in the view's order, as ``process.extract`` gives them: the
+        # names changed since come after the others, in the order they changed.
+        found.sort(key=lambda m: -m[1])
+        return _duplicates([m for m in found if m[0] != key][:DUPLICATES_SHOWN], self.names)
+
+
+# Cells of one comparison matrix at most (queries x names, four bytes each), bounding its
+# memory.
+_MATRIX_CELLS = 1_000_000
+
+
+def _best_matches(
+    queries: Sequence[str], choices: Sequence[str], keep: int
+) -> list[list[tuple[int, float]]]:
+    """For each query, the (index, similarity) of the ``choices`` at or above the threshold,
+    best first and among equals in their order, at most ``keep``.
+
+    The matrix's scores are single precision, which orders them as their double-precision
+    values do: a score is 100 (1 - d / n) for whole numbers d <= n (rapidfuzz's Indel ratio,
+    n the two names' length), two different ones are at least 100 / n1 n2 apart (above 1e-4
+    for names of up to 1,000 characters) and single precision resolves 1e-5 at 100. Only the
+    kept pairs are scored again, in double precision, as ``process.extract`` scores them."""
+    if not choices:
+        return [[] for _ in queries]
+    pool = np.asarray(choices, dtype=object)
+    rows = max(1, _MATRIX_CELLS // len(choices))
+    out: list[list[tuple[int, float]]] = []
+    for start in range(0, len(queries), rows):
+        part = np.asarray(queries[start : start + rows], dtype=object)
+        scores = process.cdist(
+            part, pool, scorer=fuzz.ratio, score_cutoff=_CUTOFF, dtype=np.float32
+        )
+        row, column = np.nonzero(scores)
+        order = np.lexsort((column, -scores[row, column], row))  # by query; best; as listed
+        row, column = row[order], column[order]
+        bounds = np.searchsorted(row, np.arange(len(part) + 1))
+        kept = np.concatenate(
+            [np.arange(a, min(b, a + keep)) for a, b in itertools.pairwise(bounds)]
+        )
+        row, column = row[kept], column[kept]
+        exact = process.cpdist(part[row], pool[column], scorer=fuzz.ratio, dtype=np.float64)
+        bounds = np.searchsorted(row, np.arange(len(part) + 1))
+        for a, b in itertools.pairwise(bounds):
+            out.append(list(zip(column[a:b].tolist(), exact[a:b].tolist(), strict=True)))
+    return out
+
+
+def _duplicates(
+    matches: Sequence[tuple[str, float]], names: Mapping[str, tuple[str, str]]
+) -> list[PossibleDuplicate]:
+    return [
+        PossibleDuplicate(
+            project_key=other,
+            external_id=names[other][0],
+            name=names[other][1],
+            similarity=round(score / 100, 3),
+        )
+        for other, score in matches
+    ]
 
 
 def dependency_cycle(
@@ -199,7 +307,7 @@ def possible_duplicates(
     key: str,
     name: str,
     names: Mapping[str, tuple[str, str]],
-    limit: int = 3,
+    limit: int = DUPLICATES_SHOWN,
     normalised: Mapping[str, str] | None = None,
 ) -> list[PossibleDuplicate]:
     """Projects of the portfolio whose names match ``name`` closely (word order ignored: the
@@ -213,19 +321,10 @@ def possible_duplicates(
         _normalise(name),
         normalised,
         scorer=fuzz.ratio,
-        score_cutoff=DUPLICATE_THRESHOLD * 100,
+        score_cutoff=_CUTOFF,
         limit=limit + 1,  # the project itself may be among them
     )
-    matches = [m for m in found if m[2] != key][:limit]
-    return [
-        PossibleDuplicate(
-            project_key=other,
-            external_id=names[other][0],
-            name=names[other][1],
-            similarity=round(score / 100, 3),
-        )
-        for _, score, other in matches
-    ]
+    return _duplicates([(other, score) for _, score, other in found if other != key][:limit], names)
 
 
 def decide(
@@ -292,11 +391,7 @@ def decide(
                 )
             ]
         )
-    duplicates = (
-        possible_duplicates(key, state.name, portfolio.names, normalised=portfolio.normalised)
-        if previous is None
-        else []
-    )
+    duplicates = portfolio.duplicates(key, state.name) if previous is None else []
     return Accepted(
         ProjectChanged(
             project_key=key,

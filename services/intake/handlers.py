@@ -74,6 +74,7 @@ class IntakeHandler:
             versions = await uow.projects.count_changes({s.portfolio for _, s in batch.items})
             views = self._cached_views(versions)
             views |= await uow.projects.portfolio_views(versions.keys() - views.keys())
+            _prepare_duplicates(views, batch.items, stored)
             changed: dict[str, StoredProject] = {}
             accepted: dict[str, list[ProjectChanged]] = {}
             for record, sub in batch.items:
@@ -133,6 +134,26 @@ class IntakeHandler:
             if kept is not None and kept[0] == version - 1:
                 views[portfolio] = kept[1]
         return views
+
+
+def _prepare_duplicates(
+    views: dict[str, PortfolioView],
+    items: Sequence[tuple[Record, ProjectSubmission]],
+    stored: dict[str, StoredProject],
+) -> None:
+    """Have each portfolio of the batch compare its new projects' names with its own at once
+    (``PortfolioView.prepare``): those a project is checked against when it opens."""
+    new: dict[str, dict[str, str]] = {}
+    changes: dict[str, int] = {}
+    for _, sub in items:
+        names = new.setdefault(sub.portfolio, {})
+        changes[sub.portfolio] = changes.get(sub.portfolio, 0) + 1
+        key = project_key(sub.portfolio, sub.source, sub.external_id)
+        known = stored.get(key)
+        if sub.project is not None and (known is None or known.withdrawn or known.state is None):
+            names.setdefault(key, sub.project.name)  # opened by its first revision here
+    for portfolio, names in new.items():
+        views.setdefault(portfolio, PortfolioView()).prepare(names, changes[portfolio])
 
 
 def projects_changed(

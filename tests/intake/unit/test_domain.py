@@ -8,6 +8,7 @@ import uuid
 import pytest
 from rapidfuzz import fuzz, process
 
+from services.intake import domain
 from services.intake.domain import (
     DUPLICATE_THRESHOLD,
     MAX_PAYLOAD_BYTES,
@@ -23,6 +24,7 @@ from services.intake.domain import (
     possible_duplicates,
     transition_allowed,
 )
+from shared.contracts.common import project_key
 from shared.contracts.events import ProjectState
 from shared.contracts.inbound import ProjectSubmission, Stage
 from shared.errors import Reason
@@ -258,3 +260,121 @@ def test_duplicate_similarity_is_the_token_sort_ratio_of_the_names() -> None:
         assert {(d.project_key, d.similarity) for d in found} == {
             (k, round(score / 100, 3)) for _, score, k in expected
         }
+
+
+def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> None:
+    """``PortfolioView.prepare`` compares a batch's new projects with the portfolio in one
+    matrix; deciding the batch then gives each new project the same matches, in the same order
+    (ties included), as searching the view as it stands at that project, with the projects the
+    batch opened, renamed and withdrew before it."""
+    rnd = random.Random(11)
+    words = ["checkout", "rewrite", "store", "sync", "crm", "ledger", "cloud", "v2", "emea"]
+
+    def pkey(external_id: str) -> str:
+        return project_key("retail", "jira", external_id)
+
+    def name() -> str:
+        return " ".join(rnd.sample(vocabulary, rnd.randint(1, 3)))
+
+    def apply(
+        view: PortfolioView, stored: dict[str, StoredProject], sub: ProjectSubmission
+    ) -> Accepted | None:
+        key = pkey(sub.external_id)
+        decision = decide(sub, stored.get(key), view)
+        if not isinstance(decision, Accepted):
+            return None
+        view.apply(decision.event)
+        event = decision.event
+        stored[key] = StoredProject(
+            event.revision, event.withdrawn, event.project, "retail", sub.external_id
+        )
+        return decision
+
+    compared = prepared = 0
+    for trial in range(60):
+        # Some portfolios of few words: many equal names, more matches than are kept.
+        vocabulary = words[: 3 if trial % 3 == 0 else len(words)]
+        view = PortfolioView()
+        stored: dict[str, StoredProject] = {}
+        for i in range(rnd.randint(0, 60)):
+            apply(view, stored, parsed(submission(f"E{i}", name=name())))
+        revisions = {key: p.revision for key, p in stored.items()}
+        batch = []
+        for j in range(rnd.randint(1, 4 if trial % 3 == 0 else 30)):
+            if rnd.random() < 0.6 or not stored:  # a new project, perhaps opened twice
+                external_id = f"N{rnd.randint(0, j)}"
+            else:  # an existing one, or one the batch opened: renamed, or withdrawn
+                external_id = rnd.choice([p.external_id for p in stored.values()])
+            key = pkey(external_id)
+            revisions[key] = revisions.get(key, 0) + 1
+            withdraw = key in revisions and rnd.random() < 0.15
+            action = "withdraw" if withdraw else "upsert"
+            named = {} if withdraw else {"name": name()}
+            batch.append(
+                parsed(submission(external_id, revision=revisions[key], action=action, **named))
+            )
+        # What the handler prepares: the batch's projects not open in the portfolio.
+        opening: dict[str, str] = {}
+        for sub in batch:
+            known = stored.get(pkey(sub.external_id))
+            if sub.project is not None and (known is None or known.withdrawn):
+                opening.setdefault(pkey(sub.external_id), sub.project.name)
+        view.prepare(opening, len(batch))
+        for sub in batch:
+            key = pkey(sub.external_id)
+            known = stored.get(key)
+            opens = sub.project is not None and (known is None or known.withdrawn)
+            prepared += opens and key in view.prepared
+            expected = (
+                possible_duplicates(key, sub.project.name, view.names, normalised=view.normalised)
+                if opens and sub.project is not None
+                else []
+            )
+            decision = apply(view, stored, sub)
+            if decision is not None:
+                assert decision.event.possible_duplicates == expected
+                compared += len(expected)
+    assert prepared > 200  # the batches' new projects, found by the preparation
+    assert compared > 150  # many matches compared, ties among them
+
+
+def test_a_large_batch_is_compared_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison matrix is cut into rows of a bounded size; the parts find what the whole
+    does."""
+    rnd = random.Random(5)
+    words = ["checkout", "rewrite", "store", "sync", "crm", "ledger"]
+    view = PortfolioView()
+    for i in range(40):
+        view.add_name(f"k{i}", f"E{i}", " ".join(rnd.sample(words, rnd.randint(1, 3))))
+    batch = {f"n{i}": " ".join(rnd.sample(words, rnd.randint(1, 3))) for i in range(25)}
+    view.prepare(batch, 100)
+    whole = dict(view.prepared)
+    monkeypatch.setattr(domain, "_MATRIX_CELLS", 90)  # rows of two queries against 40 names
+    view.prepare(batch, 100)
+    assert view.prepared == whole
+    assert sum(len(matches) for _, matches in whole.values()) > 20
+
+
+def test_what_is_kept_of_a_prepared_search_is_the_best_and_enough() -> None:
+    """``prepare`` keeps each project's best matches, as many as the batch's changes could take
+    away and the three shown: here six near and four exact names, then a batch that renames
+    the first three exact ones before a project of that name opens."""
+    view = PortfolioView()
+    for i in range(6):
+        view.add_name(f"near{i}", f"N{i}", "Checkout rewrit")
+    for i in range(4):
+        view.add_name(f"same{i}", f"S{i}", "Checkout rewrite")
+    view.prepare({"new": "checkout REWRITE"}, changes=4)
+    for i in range(3):
+        renamed = decide(parsed(submission(f"S{i}", name=f"Store sync {i}")), None, view)
+        assert isinstance(renamed, Accepted)
+        view.apply(renamed.event.model_copy(update={"project_key": f"same{i}"}))
+    found = view.duplicates("new", "checkout REWRITE")
+    assert [(d.project_key, d.similarity) for d in found] == [
+        ("same3", 1.0),
+        ("near0", 0.968),
+        ("near1", 0.968),
+    ]
+    assert found == possible_duplicates(
+        "new", "checkout REWRITE", view.names, normalised=view.normalised
+    )
