@@ -445,16 +445,30 @@ def collect_as_served() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def lower_priority(nice: int) -> int:
-    """Raise the process's nice value to ``nice`` if it is lower, and return the value it runs
-    at. Never lowers it: that takes a privilege a service does not have. Threads started
-    afterwards inherit it (on Linux a nice value is a thread's), so a service sets it before
-    it builds anything."""
+def lower_priority(nice: int | None) -> int:
+    """Raise the nice value of the process, every thread it has and every thread it starts
+    afterwards, to ``nice`` where it is lower, and return the value the calling thread runs
+    at. None changes nothing, and no thread's value is ever lowered: that takes a privilege a
+    service does not have. On Linux a nice value is a thread's: threads already running (a
+    maths library starts its own when imported) are each raised, and new ones inherit the
+    value of the thread that starts them."""
     current = os.getpriority(os.PRIO_PROCESS, 0)
-    if nice > current:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-        return nice
-    return current
+    if nice is None:
+        return current
+    for thread in _threads():
+        with contextlib.suppress(ProcessLookupError):  # a thread that has ended meanwhile
+            if os.getpriority(os.PRIO_PROCESS, thread) < nice:
+                os.setpriority(os.PRIO_PROCESS, thread, nice)
+    return max(nice, current)
+
+
+def _threads() -> list[int]:
+    """The ids of this process's threads where the system lists them (Linux), else the
+    process (0: the calling thread)."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except FileNotFoundError:
+        return [0]
 
 
 def assemble(
@@ -515,7 +529,7 @@ def run(
     logs.configure(settings.log_level, json=settings.log_json, service=name)
     nice = lower_priority(settings.nice)
     metrics.PROCESS_NICE.labels(name).set(nice)
-    if nice:
+    if settings.nice is not None:
         log.info("runs at nice %d", nice)
     runtime = build()
     serve(app(runtime) if app else runtime.http_app(), settings.http_host, settings.http_port)

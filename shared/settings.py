@@ -79,14 +79,15 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = 20.0
     log_level: str = "INFO"
     log_json: bool = True
-    # The process's CPU priority on a host it shares, as nice(1): 0 (the default) to 19. A
-    # process with a higher value gets the processor only as far as those with a lower one
-    # leave it. Derived work (scoring, capacity, reporting's others role) takes 10 where a
-    # submission's own path (intake, reporting's projects and api roles) shares the host, so
-    # that the path is not queued behind it and the derived work, left what the path does not
-    # use, reads larger batches (docs/operations.md, "CPU weights"). In containers the weight
-    # is the container's: compose's cpu_shares, Kubernetes' CPU requests.
-    nice: int = Field(default=0, ge=0, le=19)
+    # The process's CPU priority on a host it shares, as nice(1): 0 to 19, unset (the default)
+    # to keep the one it was started with. A process with a higher value gets the processor
+    # only as far as those with a lower one leave it; a service only ever raises its value.
+    # Derived work (scoring, capacity, reporting's others role) takes 10 where a submission's
+    # own path (intake, reporting's projects and api roles) shares the host, so that the path
+    # is not queued behind it and the derived work, left what the path does not use, reads
+    # larger batches (docs/operations.md, "CPU weights"). In containers the weight is the
+    # container's: compose's cpu_shares, Kubernetes' CPU requests.
+    nice: int | None = Field(default=None, ge=0, le=19)
 
 
 def role_url(admin_url: str, role: str, password: str | None = None) -> str:

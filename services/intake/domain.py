@@ -243,9 +243,10 @@ def _best_matches(
 
     The matrix's scores are single precision, which orders them as their double-precision
     values do: a score is 100 (1 - d / n) for whole numbers d <= n (rapidfuzz's Indel ratio,
-    n the two names' length), two different ones are at least 100 / n1 n2 apart (above 1e-4
-    for names of up to 1,000 characters) and single precision resolves 1e-5 at 100. Only the
-    kept pairs are scored again, in double precision, as ``process.extract`` scores them."""
+    n the two names' lengths summed), so two different ones are at least 100 / (n1 n2) apart,
+    2.5e-5 for names of up to 1,000 characters, where single precision resolves 7.6e-6 at 100.
+    Only the kept pairs are scored again, in double precision, as ``process.extract`` scores
+    them."""
     if not choices:
         return [[] for _ in queries]
     pool = np.asarray(choices, dtype=object)

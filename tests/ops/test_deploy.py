@@ -222,6 +222,6 @@ def test_a_submissions_path_outweighs_derived_work_in_production() -> None:
         )
         for d in of_kind(render("prod"), "Deployment")
     }
-    path = [requests["pmo-intake"], requests["pmo-reporting-projects"]]
+    path = [requests[n] for n in ("pmo-intake", "pmo-reporting-projects", "pmo-reporting-api")]
     derived = [requests[f"pmo-{s}"] for s in DERIVED] + [requests["pmo-reporting"]]
     assert min(path) > max(derived), requests

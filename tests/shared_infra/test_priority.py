@@ -1,6 +1,8 @@
-"""A service lowers its own CPU priority when told to (``PMO_<SERVICE>_NICE``), for itself and
-every thread it starts afterwards, and never raises it. Each case runs in a process of its own,
-since a process cannot take back a priority it gave up."""
+"""A service lowers its own CPU priority when told to (``PMO_<SERVICE>_NICE``): for every
+thread it has, those a library started while it was imported among them, and every thread it
+starts afterwards; it never raises a priority, and unset leaves the one it was started with.
+Each case runs in a process of its own, since a process cannot take back a priority it gave up.
+"""
 
 from __future__ import annotations
 
@@ -17,22 +19,47 @@ PROBE = textwrap.dedent(
     import json, os, sys, threading
     from shared.runtime import lower_priority
 
-    first = lower_priority(int(sys.argv[1]))
-    seen = []
-    thread = threading.Thread(
-        target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-    )
+    def nice_of(thread_id):
+        return os.getpriority(os.PRIO_PROCESS, thread_id)
+
+    asked = [None if a == "unset" else int(a) for a in sys.argv[1:]]
+    release, started, ids = threading.Event(), threading.Event(), []
+
+    def early():  # running before the priority is lowered, as a maths library's threads are
+        ids.append(threading.get_native_id())
+        started.set()
+        release.wait()
+
+    threading.Thread(target=early).start()
+    started.wait()
+    results = [lower_priority(asked[0])]
+    late = []
+    thread = threading.Thread(target=lambda: late.append(nice_of(threading.get_native_id())))
     thread.start()
     thread.join()
-    again = lower_priority(int(sys.argv[2]))
-    print(json.dumps([first, seen[0], again, os.getpriority(os.PRIO_PROCESS, 0)]))
+    results += [nice_of(ids[0]), late[0]]
+    results += [lower_priority(a) for a in asked[1:]]
+    results.append(nice_of(0))
+    release.set()
+    print(json.dumps(results))
     """
 )
 
 
-def probe(first: int, then: int) -> list[int]:
+def probe(*asked: int | None, started_at: int = 0) -> list[int]:
+    """[what ``lower_priority(asked[0])`` returned, the nice of a thread started before it and
+    of one started after it, what each later ``lower_priority`` returned, the main thread's
+    nice at the end]."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(first), str(then)],
+        [
+            "nice",
+            "-n",
+            str(started_at),
+            sys.executable,
+            "-c",
+            PROBE,
+            *("unset" if a is None else str(a) for a in asked),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -42,12 +69,28 @@ def probe(first: int, then: int) -> list[int]:
     return result
 
 
-@pytest.mark.skipif(os.getpriority(os.PRIO_PROCESS, 0) > 0, reason="the suite itself runs niced")
-def test_a_process_lowers_its_priority_for_the_threads_it_starts_and_never_raises_it() -> None:
-    # At 7, a thread started afterwards runs at 7; asked for 3 later, it stays at 7.
-    assert probe(7, 3) == [7, 7, 7, 7]
+pytestmark = pytest.mark.skipif(
+    os.getpriority(os.PRIO_PROCESS, 0) > 0, reason="the suite itself runs niced"
+)
 
 
-@pytest.mark.skipif(os.getpriority(os.PRIO_PROCESS, 0) > 0, reason="the suite itself runs niced")
-def test_zero_leaves_the_priority_as_it_is() -> None:
-    assert probe(0, 0) == [0, 0, 0, 0]
+def test_every_thread_is_lowered_those_running_already_and_those_started_after() -> None:
+    # At 7 every thread runs at 7; asked for 3 later, or for nothing, it stays at 7.
+    assert probe(7, 3, None) == [7, 7, 7, 7, 7, 7]
+
+
+def test_unset_leaves_the_priority_it_was_started_with() -> None:
+    assert probe(None) == [0, 0, 0, 0]
+    assert probe(None, started_at=5) == [5, 5, 5, 5]
+
+
+def test_a_priority_is_never_raised() -> None:
+    # Started at 5 and asked for 3: it stays at 5 (raising it would take a privilege).
+    assert probe(3, started_at=5) == [5, 5, 5, 5]
+    assert probe(0, started_at=5) == [5, 5, 5, 5]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starting at a negative nice takes a privilege")
+def test_unset_keeps_a_priority_above_the_default() -> None:
+    # A process started at -5 (say by systemd's Nice=) and not told a value stays at -5.
+    assert probe(None, started_at=-5) == [-5, -5, -5, -5]

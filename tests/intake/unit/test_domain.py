@@ -378,3 +378,44 @@ def test_what_is_kept_of_a_prepared_search_is_the_best_and_enough() -> None:
     assert found == possible_duplicates(
         "new", "checkout REWRITE", view.names, normalised=view.normalised
     )
+
+
+def test_a_name_the_batch_gave_and_then_withdrew_is_no_match() -> None:
+    view = PortfolioView()
+    view.add_name(key_in_retail("W"), "W", "Ledger")
+    view.prepare({key_in_retail("NEW"): "Checkout rewrite"}, changes=2)
+    renamed = decide(parsed(submission("W", revision=2, name="Checkout rewrite")), None, view)
+    assert isinstance(renamed, Accepted)
+    view.apply(renamed.event)
+    assert [d.external_id for d in view.duplicates(key_in_retail("NEW"), "Checkout rewrite")] == [
+        "W"
+    ]
+    withdrawn = decide(
+        parsed(submission("W", revision=3, action="withdraw")),
+        StoredProject(2, False, renamed.event.project, "retail", "W"),
+        view,
+    )
+    assert isinstance(withdrawn, Accepted)
+    view.apply(withdrawn.event)
+    assert view.duplicates(key_in_retail("NEW"), "Checkout rewrite") == []
+
+
+def test_equal_scores_are_equal_however_they_were_found() -> None:
+    """A match found by the batch's matrix and one the batch renamed into the view tie when
+    their exact scores do: the matrix's single-precision scores only choose what is kept."""
+    view = PortfolioView()
+    view.add_name("first", "A", "Checkout rewrit")
+    view.add_name(key_in_retail("B"), "B", "zzz")
+    view.prepare({"new": "Checkout rewrite"}, changes=2)
+    renamed = decide(parsed(submission("B", revision=2, name="Checkout rewrit")), None, view)
+    assert isinstance(renamed, Accepted)
+    view.apply(renamed.event)
+    found = view.duplicates("new", "Checkout rewrite")
+    assert [d.project_key for d in found] == ["first", key_in_retail("B")]  # the view's order
+    assert found == possible_duplicates(
+        "new", "Checkout rewrite", view.names, normalised=view.normalised
+    )
+
+
+def key_in_retail(external_id: str) -> str:
+    return project_key("retail", "jira", external_id)
