@@ -48,7 +48,16 @@ async def start(
             stdout=asyncio.subprocess.DEVNULL,
             stderr=handle,
         )
+    try:
+        await _started_as_promised(process, port)
+    except BaseException:
+        process.kill()  # a check failed: no process is left behind to load the machine
+        await process.wait()
+        raise
+    return process
 
+
+async def _started_as_promised(process: asyncio.subprocess.Process, port: int) -> None:
     async def ready() -> bool:
         try:
             async with httpx.AsyncClient() as client:
@@ -84,7 +93,6 @@ async def start(
     threads = await asyncio.to_thread(os.listdir, f"/proc/{process.pid}/task")
     assert len(threads) > 1  # the default executor's, at least (DNS lookups for the broker)
     assert {os.getpriority(os.PRIO_PROCESS, int(t)) for t in threads} == {NICE}
-    return process
 
 
 @pytest.mark.timeout(240)
@@ -94,13 +102,14 @@ async def test_sigterm_mid_stream_loses_nothing_and_duplicates_nothing(
     await migrate(database.url, [service_component("intake")])
     port = free_port()
     log = tmp_path / "intake.log"
-    process = await start(database, kafka, port, log)
-    messages = [submission(f"S{i:05d}") for i in range(3000)]
-    await publish_json(
-        kafka.bootstrap_servers, TopicNames(kafka.topic_prefix)(Topic.SUBMISSIONS), messages
-    )
     conn = await asyncpg.connect(database.url)
+    process: asyncio.subprocess.Process | None = None
     try:
+        process = await start(database, kafka, port, log)
+        messages = [submission(f"S{i:05d}") for i in range(3000)]
+        await publish_json(
+            kafka.bootstrap_servers, TopicNames(kafka.topic_prefix)(Topic.SUBMISSIONS), messages
+        )
 
         async def logged(at_least: int) -> int | None:
             n = int(await conn.fetchval("SELECT count(*) FROM intake.submission_log"))
@@ -124,7 +133,7 @@ async def test_sigterm_mid_stream_loses_nothing_and_duplicates_nothing(
         )
         projects = await conn.fetchval("SELECT count(*) FROM intake.projects")
     finally:
-        if process.returncode is None:
+        if process is not None and process.returncode is None:
             process.send_signal(signal.SIGTERM)
             await asyncio.wait_for(process.wait(), GRACE + 10)
         await conn.close()
