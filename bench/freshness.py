@@ -20,7 +20,6 @@ period on average) and a request round trip, reported with the row."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import time
@@ -274,7 +273,7 @@ async def derived(
     its transaction, which commits a few statements later."""
     ids = list(published)
     async with asyncio.timeout(DERIVED_WAIT_SECONDS):
-        for _ in itertools.count():
+        while True:
             done = await conn.fetchval(
                 "SELECT count(*) FROM reporting.projects WHERE source = 'bench'"
                 " AND external_id = ANY($1::text[]) AND score IS NOT NULL"

@@ -260,10 +260,8 @@ def _best_matches(
         row, column = np.nonzero(scores)
         order = np.lexsort((column, -scores[row, column], row))  # by query; best; as listed
         row, column = row[order], column[order]
-        bounds = np.searchsorted(row, np.arange(len(part) + 1))
-        kept = np.concatenate(
-            [np.arange(a, min(b, a + keep)) for a, b in itertools.pairwise(bounds)]
-        )
+        first = np.searchsorted(row, np.arange(len(part)))  # where each query's matches begin
+        kept = np.arange(len(row)) - first[row] < keep  # a match's place among its query's
         row, column = row[kept], column[kept]
         exact = process.cpdist(part[row], pool[column], scorer=fuzz.ratio, dtype=np.float64)
         bounds = np.searchsorted(row, np.arange(len(part) + 1))

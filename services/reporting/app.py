@@ -81,8 +81,9 @@ def build(
     )
 
 
-# The roles that consume every topic.
+# The roles that consume every topic, and those that serve the API.
 WHOLE = ("all", "worker")
+SERVING = ("all", "api")
 
 
 def consumed(role: str) -> tuple[Topic, ...]:
@@ -97,7 +98,7 @@ def consumed(role: str) -> tuple[Topic, ...]:
 def create_app(runtime: ServiceRuntime, settings: ReportingSettings) -> FastAPI:
     """The API plus health and metrics, with the runtime's lifecycle (a worker: health and
     metrics alone)."""
-    if settings.role not in ("all", "api"):
+    if settings.role not in SERVING:
         return runtime.http_app()
     requests = ScenarioRequests(lambda: ReportingUnitOfWork(runtime.pool), runtime.topics)
     queries = lambda: ReadModelQueries(runtime.pool)  # noqa: E731
