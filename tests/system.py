@@ -128,12 +128,37 @@ async def running(
         builders["reporting-projects"] = lambda: build_reporting(projects, kafka, database)
         services = [*services, "reporting", "reporting-projects"]
     async with contextlib.AsyncExitStack() as stack:
+        # The runtimes of different consumer groups start at once (each join waits out the
+        # broker's initial rebalance delay, 5 s on tansu), the API's with the server; those of
+        # one group in turn, as replicas do: tansu could leave members of one group joining at
+        # once waiting for good.
+        serving = asyncio.create_task(server.serve())
+
+        async def stop_serving() -> None:
+            server.should_exit = True
+            if not server.started:  # failed before the API was up: not left starting
+                serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+
+        stack.push_async_callback(stop_serving)
+        by_group: dict[str, list[tuple[str, ServiceRuntime]]] = {}
         for name in services:
             if name in builders:
                 runtime = builders[name]()
                 runtime.tracing.use(providers.get(name))
+                by_group.setdefault(runtime.settings.group_id, []).append((name, runtime))
+
+        async def start_group(members: list[tuple[str, ServiceRuntime]]) -> None:
+            for name, runtime in members:
                 runtimes[name] = await stack.enter_async_context(runtime)
-        serving = asyncio.create_task(server.serve())
+
+        starts = await asyncio.gather(
+            *(start_group(members) for members in by_group.values()), return_exceptions=True
+        )
+        failed = [e for e in starts if isinstance(e, BaseException)]
+        if failed:
+            raise failed[0]
 
         async def started() -> bool:
             return bool(server.started)
@@ -141,9 +166,5 @@ async def running(
         await eventually(started, what="API up")
         url = f"http://127.0.0.1:{port}"
         client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
-        try:
-            yield System(kafka, TopicNames(kafka.topic_prefix), client, url, runtimes)
-        finally:
-            await client.aclose()
-            server.should_exit = True
-            await serving
+        stack.push_async_callback(client.aclose)
+        yield System(kafka, TopicNames(kafka.topic_prefix), client, url, runtimes)

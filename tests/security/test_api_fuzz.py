@@ -169,6 +169,9 @@ async def api(
         PMO_API_TOKENS=json.dumps(TOKENS),
         PMO_REPORTING_MAX_PAGE_SIZE=str(PAGE_CAP),
         PMO_REPORTING_LOG_LEVEL="WARNING",
+        # One consumer: the API is under test, and a second consumer of the group would add a
+        # rebalance (about 9 s on tansu) to every test's start.
+        PMO_REPORTING_PROJECTS_LANE="false",
     ) as process:
         # The warehouse feed publishes the seeded projects' records once it runs, claiming and
         # clearing their marks: wait for it, so that the tables a test compares before and
@@ -261,6 +264,12 @@ def fuzz(url: str, max_examples: int) -> FuzzReport:
     return report
 
 
+# Hypothesis warns when the global ``random`` module's state changes while it draws a case,
+# taking it for a strategy's use of it; the fuzz runs on a worker thread, and any aiokafka
+# consumer alive in this process shuffles its fetch's partitions with ``random`` on the event
+# loop's thread meanwhile. That warning (an error under this suite's filter) failed the test
+# now and then while every case passed: it is not about the API.
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(api: Api) -> None:
     before = await snapshot(api.database)
     started = time.monotonic()
