@@ -265,10 +265,10 @@ def fuzz(url: str, max_examples: int) -> FuzzReport:
 
 
 # Hypothesis warns when the global ``random`` module's state changes while it draws a case,
-# taking it for a strategy's use of it; the fuzz runs on a worker thread, and any aiokafka
+# taking it for a strategy's use of it. The fuzz runs on a worker thread, and an aiokafka
 # consumer alive in this process shuffles its fetch's partitions with ``random`` on the event
-# loop's thread meanwhile. That warning (an error under this suite's filter) failed the test
-# now and then while every case passed: it is not about the API.
+# loop's thread meanwhile: in the failure seen, one that a failed earlier test had left
+# running. That warning (an error under this suite's filter) is not about the API.
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(api: Api) -> None:
     before = await snapshot(api.database)
