@@ -262,6 +262,10 @@ def test_duplicate_similarity_is_the_token_sort_ratio_of_the_names() -> None:
         }
 
 
+def key_in_retail(external_id: str) -> str:
+    return project_key("retail", "jira", external_id)
+
+
 def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> None:
     """``PortfolioView.prepare`` compares a batch's new projects with the portfolio in one
     matrix; deciding the batch then gives each new project the same matches, in the same order
@@ -270,16 +274,13 @@ def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> Non
     rnd = random.Random(11)
     words = ["checkout", "rewrite", "store", "sync", "crm", "ledger", "cloud", "v2", "emea"]
 
-    def pkey(external_id: str) -> str:
-        return project_key("retail", "jira", external_id)
-
     def name() -> str:
         return " ".join(rnd.sample(vocabulary, rnd.randint(1, 3)))
 
     def apply(
         view: PortfolioView, stored: dict[str, StoredProject], sub: ProjectSubmission
     ) -> Accepted | None:
-        key = pkey(sub.external_id)
+        key = key_in_retail(sub.external_id)
         decision = decide(sub, stored.get(key), view)
         if not isinstance(decision, Accepted):
             return None
@@ -305,7 +306,7 @@ def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> Non
                 external_id = f"N{rnd.randint(0, j)}"
             else:  # an existing one, or one the batch opened: renamed, or withdrawn
                 external_id = rnd.choice([p.external_id for p in stored.values()])
-            key = pkey(external_id)
+            key = key_in_retail(external_id)
             revisions[key] = revisions.get(key, 0) + 1
             withdraw = key in revisions and rnd.random() < 0.15
             action = "withdraw" if withdraw else "upsert"
@@ -316,12 +317,12 @@ def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> Non
         # What the handler prepares: the batch's projects not open in the portfolio.
         opening: dict[str, str] = {}
         for sub in batch:
-            known = stored.get(pkey(sub.external_id))
+            known = stored.get(key_in_retail(sub.external_id))
             if sub.project is not None and (known is None or known.withdrawn):
-                opening.setdefault(pkey(sub.external_id), sub.project.name)
+                opening.setdefault(key_in_retail(sub.external_id), sub.project.name)
         view.prepare(opening, len(batch))
         for sub in batch:
-            key = pkey(sub.external_id)
+            key = key_in_retail(sub.external_id)
             known = stored.get(key)
             opens = sub.project is not None and (known is None or known.withdrawn)
             prepared += opens and key in view.prepared
@@ -415,7 +416,3 @@ def test_equal_scores_are_equal_however_they_were_found() -> None:
     assert found == possible_duplicates(
         "new", "Checkout rewrite", view.names, normalised=view.normalised
     )
-
-
-def key_in_retail(external_id: str) -> str:
-    return project_key("retail", "jira", external_id)
