@@ -276,6 +276,10 @@ class OutboxRelay:
           when it held few (a rescore's 100,000), the planner expects a few, and its plan sorted
           every unsent row, on disk, for each batch it read (docs/performance.md). With sorting
           off, the index's order is the plan.
+        - Sequential scans off. The session plans a statement for its first five runs and then
+          keeps a generic plan while it lives: made while the outbox held a few rows, the mark's
+          was a sequential scan, and every pass after it read all the rows kept to mark a few
+          (docs/performance.md). Each statement of the relay finds its rows through an index.
         - Asynchronous commits. A mark lost with the last moments before a server crash leaves
           its rows unsent, so they are published again and deduplicated downstream, as after a
           relay crash between publish and mark; the relay does not wait for the disk.
@@ -288,6 +292,7 @@ class OutboxRelay:
         assert not conn.is_in_transaction(), "the relay's turn is its session's"
         turn: bool = await conn.fetchval(
             "SELECT pg_try_advisory_lock($1) AND set_config('enable_sort', 'off', false) = 'off'"
+            " AND set_config('enable_seqscan', 'off', false) = 'off'"
             " AND set_config('synchronous_commit', 'off', false) = 'off'"
             # Over a Unix socket the keepalive settings read 0 whatever they are set to.
             " AND set_config('tcp_keepalives_idle', $2, false) IS NOT NULL"
@@ -308,7 +313,8 @@ class OutboxRelay:
             return
         with _closed_on_failure(conn):
             await conn.execute(
-                "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET synchronous_commit;"
+                "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET enable_seqscan;"
+                " RESET synchronous_commit;"
                 " RESET tcp_keepalives_idle; RESET tcp_keepalives_interval;"
                 " RESET tcp_keepalives_count; RESET tcp_user_timeout"
             )

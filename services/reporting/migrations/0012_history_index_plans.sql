@@ -1,0 +1,12 @@
+-- The history trigger finds the versions it closes through the open-version index, whatever
+-- the history's size when a session planned its statements.
+--
+-- PL/pgSQL plans each statement of a function for a session's first five calls, then keeps a
+-- generic plan for as long as the session lives (until a change to the table's statistics or
+-- definition invalidates it). A session that began while the history held a few rows kept a
+-- sequential scan, the cheaper plan then, and every later batch it wrote read the whole
+-- history to close a few versions. In a database filling at hundreds of projects a second, as
+-- the benchmark's does from empty, that was most of the project lane's Postgres time
+-- (docs/performance.md). A few keys' versions are always best found through the index, so the
+-- function plans with sequential scans off: the index is its plan from the first statement.
+ALTER FUNCTION record_project_versions() SET enable_seqscan = off;
