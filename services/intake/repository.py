@@ -34,11 +34,8 @@ class ProjectRepository:
         self._conn = conn
 
     async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
-        rows = await self._conn.fetch(
-            "SELECT project_key, portfolio, external_id, revision, withdrawn, state FROM projects"
-            " WHERE project_key = ANY($1::text[])",
-            list(keys),
-        )
+        # Through the primary key from the session's first batch (migration 0005).
+        rows = await self._conn.fetch("SELECT * FROM stored_projects($1::text[])", list(keys))
         return {
             r["project_key"]: StoredProject(
                 revision=r["revision"],
