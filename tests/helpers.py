@@ -7,11 +7,13 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
 from shared.consumer_record import Record
+from shared.contracts.events import ProjectChanged, ProjectState
 from shared.outbox import OutboxMessage
 
 T = TypeVar("T")
@@ -29,6 +31,33 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within}s waiting for {what}")
         await asyncio.sleep(0.05)  # the poll interval of a deadline-bounded wait
+
+
+def project_changed(
+    portfolio: str,
+    external_id: str,
+    revision: int = 1,
+    *,
+    name: str | None = None,
+    withdrawn: bool = False,
+    at: datetime = datetime(2026, 12, 1, tzinfo=UTC),
+) -> ProjectChanged:
+    """Intake's event for revision ``revision`` of project ``external_id`` (source "jira") of
+    ``portfolio``, named ``name`` (by default after its id and revision)."""
+    return ProjectChanged(
+        project_key=f"{portfolio}/jira/{external_id}",
+        portfolio=portfolio,
+        revision=revision,
+        submission_id=f"sub-{external_id}-{revision}",
+        occurred_at=at,
+        withdrawn=withdrawn,
+        project=ProjectState(
+            name=name if name is not None else f"{external_id} r{revision}",
+            portfolio=portfolio,
+            source="jira",
+            external_id=external_id,
+        ),
+    )
 
 
 def submission(

@@ -12,6 +12,7 @@ import pytest
 
 from services.capacity.repository import CapacityUnitOfWork, ProjectStates
 from shared.contracts.events import ProjectChanged, ProjectState
+from tests.helpers import project_changed
 
 pytestmark = pytest.mark.integration
 
@@ -21,15 +22,7 @@ NOW = datetime(2027, 1, 5, tzinfo=UTC)
 def changed(
     p: str, revision: int, name: str, *, withdrawn: bool = False, portfolio: str = "held"
 ) -> ProjectChanged:
-    return ProjectChanged(
-        project_key=f"{portfolio}/jira/{p}",
-        portfolio=portfolio,
-        revision=revision,
-        submission_id=f"sub-{p}-{revision}",
-        occurred_at=NOW,
-        withdrawn=withdrawn,
-        project=ProjectState(name=name, portfolio=portfolio, source="jira", external_id=p),
-    )
+    return project_changed(portfolio, p, revision, name=name, withdrawn=withdrawn, at=NOW)
 
 
 async def save(pool: asyncpg.Pool[Any], *events: ProjectChanged) -> None:

@@ -4,31 +4,17 @@ session planned its statements."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import pytest
 
 from services.reporting.repository import ReadModelWriter
-from shared.contracts.events import ProjectChanged, ProjectState
+from tests.helpers import project_changed
 
 pytestmark = pytest.mark.integration
 
-NOW = datetime(2026, 12, 6, tzinfo=UTC)
 PORTFOLIO = "plans"
-
-
-def changed(p: str, revision: int) -> ProjectChanged:
-    state = ProjectState(name=f"{p} {revision}", portfolio=PORTFOLIO, source="s", external_id=p)
-    return ProjectChanged(
-        project_key=f"{PORTFOLIO}/s/{p}",
-        portfolio=PORTFOLIO,
-        revision=revision,
-        submission_id=f"sub-{p}-{revision}",
-        occurred_at=NOW,
-        project=state,
-    )
 
 
 async def test_the_history_is_read_through_its_index_from_an_empty_table(
@@ -44,8 +30,8 @@ async def test_the_history_is_read_through_its_index_from_an_empty_table(
     async with reporting_pool.acquire() as conn, conn.transaction():
         writer = ReadModelWriter(conn)
         for batch in range(20):
-            news = [changed(f"N{batch}-{i}", 1) for i in range(3)]
-            again = [changed(f"N{b}-0", batch + 1) for b in range(batch)]
+            news = [project_changed(PORTFOLIO, f"N{batch}-{i}") for i in range(3)]
+            again = [project_changed(PORTFOLIO, f"N{b}-0", batch + 1) for b in range(batch)]
             await writer.apply_projects([*news, *again])
         scans = await conn.fetchrow(
             "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables"

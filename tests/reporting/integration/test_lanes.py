@@ -21,11 +21,11 @@ from prometheus_client import REGISTRY
 from services.reporting.handlers import ReportingHandler
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from shared.cloudevents import event_message
-from shared.contracts.events import ProjectChanged, ProjectScore, ProjectState, ScoresChanged
+from shared.contracts.events import ProjectChanged, ProjectScore, ScoresChanged
 from shared.outbox import OutboxMessage
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic, TopicNames
-from tests.helpers import consumed, eventually, publish_raw
+from tests.helpers import consumed, eventually, project_changed, publish_raw
 from tests.reporting.integration.conftest import APPLICATION
 from tests.system import System, running
 
@@ -40,20 +40,7 @@ def key(external_id: str) -> str:
 
 
 def changed(external_id: str, revision: int = 1) -> ProjectChanged:
-    state = ProjectState(
-        name=f"{external_id} r{revision}",
-        portfolio=PORTFOLIO,
-        source="jira",
-        external_id=external_id,
-    )
-    return ProjectChanged(
-        project_key=key(external_id),
-        portfolio=PORTFOLIO,
-        revision=revision,
-        submission_id=f"sub-{external_id}",
-        occurred_at=NOW,
-        project=state,
-    )
+    return project_changed(PORTFOLIO, external_id, revision, at=NOW)
 
 
 def scores(*external_ids: str, score: float) -> ScoresChanged:
