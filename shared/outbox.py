@@ -87,7 +87,12 @@ def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> P
     the producer's per-record work is the batch encoder's: a record handed over one at a time
     through ``send`` cost about 17 µs here, appended to a batch about 6 µs (docs/performance.md).
     A partition's batches are queued in row order and the producer keeps one request per
-    partition in flight, so each partition receives its rows in the order they were written."""
+    partition in flight, so each partition receives its rows in the order they were written.
+
+    Each batch is closed before it is queued: the producer sends a closed batch at once, where
+    an open one waits out the producer's linger (5 ms; ``PRODUCER_OPTIONS``) for records that a
+    relay's batch never gets, since the relay has handed over all it has. The linger was in
+    every pass, between intake's commit and the broker's acknowledgement (docs/performance.md)."""
 
     async def publish(messages: Sequence[OutboxMessage]) -> None:
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
@@ -113,7 +118,7 @@ def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> P
                 key=m.key, value=m.value, timestamp=None, headers=headers
             ):
                 continue
-            if batch is not None:  # full: queue it, start the partition's next one
+            if batch is not None:  # full (and so closed): queue it, start the next one
                 sent.append(await producer.send_batch(batch, topic, partition=partition))
             batch = producer.create_batch()
             if not batch.append(key=m.key, value=m.value, timestamp=None, headers=headers):
@@ -127,6 +132,7 @@ def producer_publish(producer: AIOKafkaProducer, *, topic_prefix: str = "") -> P
                 continue
             open_batches[(topic, partition)] = batch
         for (topic, partition), batch in open_batches.items():
+            batch.close()
             sent.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*sent)
 

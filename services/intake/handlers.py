@@ -73,7 +73,8 @@ class IntakeHandler:
             stored = await uow.projects.load(keys)
             versions = await uow.projects.count_changes({s.portfolio for _, s in batch.items})
             views = self._cached_views(versions)
-            views |= await uow.projects.portfolio_views(versions.keys() - views.keys())
+            if missing := versions.keys() - views.keys():  # none: a statement saved
+                views |= await uow.projects.portfolio_views(missing)
             _prepare_duplicates(views, batch.items, stored)
             changed: dict[str, StoredProject] = {}
             accepted: dict[str, list[ProjectChanged]] = {}

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared import outbox
 from shared.broker import PRODUCER_OPTIONS, make_producer
@@ -181,6 +181,31 @@ async def test_batches_are_bounded_by_bytes_and_a_full_pass_is_followed_at_once(
         assert [v for b in batches for v in b] == values
     finally:
         await pool.close()
+
+
+async def test_a_relays_batches_are_sent_at_once_not_after_the_producers_linger(
+    kafka: KafkaSettings,
+) -> None:
+    """A relay hands over every row it has, so its batches are closed and the producer sends
+    them at once: with a linger of ten minutes, publishing still returns as soon as the broker
+    has acknowledged, whether a partition's rows fit one batch or fill several (the last one
+    open until closed). A batch left open would wait out the linger."""
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        **{**PRODUCER_OPTIONS, "linger_ms": 600_000, "max_batch_size": 16 * 1024},
+    )
+    await producer.start()
+    try:
+        send = producer_publish(producer)
+        few = [OutboxMessage(topic, b"retail/jira/P", b"v%d" % i, {}) for i in range(3)]
+        many = [OutboxMessage(topic, b"bank/jira/P", b"x" * 1024, {}) for _ in range(40)]
+        async with asyncio.timeout(30):
+            await send(few)
+            await send(many)
+    finally:
+        await producer.stop()
+    assert len(await consume(kafka, topic, 43)) == 43
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:

@@ -29,6 +29,7 @@ class FakeProjects:
         self.log_rows: list[LogEntry] = []
         self.versions: dict[str, int] = {}
         self.views_read: list[str] = []  # portfolios whose views were read
+        self.view_reads = 0  # the reads themselves: each a statement
         self.fail_next_log = False
 
     async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
@@ -50,6 +51,7 @@ class FakeProjects:
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
         self.views_read += list(portfolios)
+        self.view_reads += 1
         views: dict[str, PortfolioView] = {}
         for key, p in self.rows.items():
             if p.state.portfolio in portfolios and not p.withdrawn:
@@ -224,6 +226,7 @@ async def test_portfolio_names_are_kept_between_batches_while_nobody_else_change
     await intake.handle([record(submission("A", name="Checkout rewrite"), 0)])
     await intake.handle([record(submission("B", name="Rewrite the checkout"), 1)])
     assert uow.projects.views_read == ["retail"], "the second batch used the kept view"
+    assert uow.projects.view_reads == 1, "and made no read of no portfolios"
     assert _duplicates_of(uow, "B") == ["A"]
 
     # Another process adds a project: the count moves past the kept view's, which is reread.
