@@ -34,11 +34,10 @@ from bench.client import HttpClient
 from bench.harness import (
     API_TOKEN,
     PORTFOLIOS,
+    encoded_submissions,
     paced,
     percentile,
     service_stack,
-    submission,
-    submission_key,
 )
 from bench.pipeline import per_submission_ms, published_per_submission, stack_meter
 from shared.settings import ServiceSettings
@@ -211,14 +210,13 @@ async def freshness(
             await producer.client.force_metadata_update()
             watching = asyncio.create_task(observer.run())
 
+            encoded = encoded_submissions(count)
+
             async def send(i: int) -> None:
-                message = submission(i)
-                value = json.dumps(message).encode()
-                key = submission_key(message)
+                sent = encoded[i]
                 if i % stride == 0:
-                    portfolio, external_id = str(message["portfolio"]), str(message["external_id"])
-                    observer.published(portfolio, external_id, time.perf_counter())
-                await producer.send(topic, value, key=key)
+                    observer.published(sent.portfolio, sent.external_id, time.perf_counter())
+                await producer.send(topic, sent.value, key=sent.key)
 
             conn = await asyncpg.connect(stack.url)
             try:

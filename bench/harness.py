@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import math
 import os
 import signal
@@ -61,6 +62,34 @@ def submission(i: int) -> dict[str, object]:
 
 def submission_key(message: dict[str, object]) -> bytes:
     return f"{message['portfolio']}/{message['source']}/{message['external_id']}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A submission as the load generator sends it."""
+
+    key: bytes
+    value: bytes
+    portfolio: str
+    external_id: str
+
+
+def encoded_submissions(count: int) -> list[Encoded]:
+    """The first ``count`` submissions, encoded before a row starts its clock and CPU meter:
+    encoding them is the upstream systems' work, on their own hosts, and the load generator
+    shares this machine's cores with the stack it measures."""
+    encoded = []
+    for i in range(count):
+        message = submission(i)
+        encoded.append(
+            Encoded(
+                submission_key(message),
+                json.dumps(message).encode(),
+                str(message["portfolio"]),
+                str(message["external_id"]),
+            )
+        )
+    return encoded
 
 
 def percentile(values: Sequence[float], q: float) -> float:

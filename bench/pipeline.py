@@ -6,7 +6,6 @@ processes, with each service's peak memory and the CPU one submission costs in e
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
 from bench.cpu import CpuMeter, CpuUse, broker_pids, postgres_pids
-from bench.harness import Stack, service_stack, submission, submission_key
+from bench.harness import Stack, encoded_submissions, service_stack
 from shared.asyncapi import CHANNELS
 from shared.contracts.events import PlansChanged, ProjectsChanged, ScoresChanged
 from shared.migrations import SERVICES
@@ -144,14 +143,13 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             topic = stack.topics(Topic.SUBMISSIONS)
             database = await conn.fetchval("SELECT current_database()")
             commits_before = await _commits(conn, database)
+            encoded = encoded_submissions(submissions)
             meter = stack_meter(stack, bootstrap, database)
             meter.start()
             started = time.perf_counter()
             futures = []
-            for i in range(submissions):
-                message = submission(i)
-                value = json.dumps(message).encode()
-                futures.append(await producer.send(topic, value, key=submission_key(message)))
+            for sent in encoded:
+                futures.append(await producer.send(topic, sent.value, key=sent.key))
             await asyncio.gather(*futures)
             await producer.stop()
             polls = 0
