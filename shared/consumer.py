@@ -1,7 +1,8 @@
 """Batch consumption with an explicit acknowledgement policy.
 
 One consumed batch is one database transaction (the handler's), and offsets are committed only
-after it commits. Failures are classified:
+after it commits: at most every ``commit_interval_ms`` (``OffsetCommits``), since the inbox
+makes a record delivered again a no-op. Failures are classified:
 
 * transient (database or broker unavailable): retried with capped exponential backoff; when the
   retry budget runs out, the batch's partitions are rewound so Kafka delivers it again;
@@ -23,9 +24,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.group import LeaveGroupRequest
+from aiokafka.structs import OffsetAndMetadata
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
@@ -113,6 +116,109 @@ class BatchRunner:
                 return
 
 
+class OffsetCommits(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A consumer's offsets, committed after its batches' transactions but not after each one.
+
+    Committing is a request to the broker and a wait for its answer, in the consumer's loop
+    before it takes its next batch. Under a steady feed a service takes tens of batches a
+    second, and a commit after each cost the broker a request and the path a round trip each
+    time (docs/performance.md). A record delivered again is a no-op for its consumer (the
+    inbox), so committing less often changes only how much is delivered again after a crash:
+    at most ``interval`` seconds' worth.
+
+    - ``processed(records)``, once a batch's transaction has committed, notes where each of its
+      partitions now stands, and commits them all when ``interval`` has passed since the last
+      commit; otherwise a timer commits them when it has, so an idle consumer's offsets catch
+      up too. An interval of 0 commits after every batch.
+    - A rebalance commits the offsets of the partitions it takes away first (the listener's
+      ``on_partitions_revoked``), and a graceful stop commits everything (``close``), so
+      neither delivers anything again.
+    - Commits are serialised, each with every offset noted so far, so a later one never
+      moves a partition back. A commit the group refuses (a rebalance took the partitions)
+      drops those offsets: the partitions' new owner starts from the last committed ones and
+      its inbox skips what was done. Any other failure keeps them for the next commit."""
+
+    def __init__(self, consumer: Callable[[], Any], interval: float, service: str) -> None:
+        self._consumer = consumer
+        self._interval = interval
+        self._service = service
+        self._pending: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()
+        self._last = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def processed(self, records: Sequence[Record]) -> None:
+        for record in records:
+            self._pending[TopicPartition(record.topic, record.partition)] = record.offset + 1
+        due = self._last + self._interval - time.monotonic()
+        if self._closing or due <= 0:
+            await self._commit_or_keep()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(due, self._commit_later)
+
+    def _commit_later(self) -> None:
+        self._timer = None
+        task = asyncio.ensure_future(self._commit_or_keep())
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _commit_or_keep(self) -> None:
+        try:
+            await self.commit()
+        except kafka_errors.KafkaError as exc:
+            # Kept: the next batch's commit, the timer's or the stop's sends them again.
+            log.warning("could not commit offsets, kept for the next commit: %r", exc)
+
+    async def commit(self, partitions: set[TopicPartition] | None = None) -> None:
+        """Commit the offsets noted so far (only those of ``partitions`` when given). Offsets
+        of partitions the consumer no longer has are dropped: their new owner's inbox skips
+        what was done."""
+        async with self._lock:
+            self._last = time.monotonic()
+            consumer = self._consumer()
+            if consumer is None:
+                return
+            assigned = consumer.assignment()
+            for tp in [tp for tp in self._pending if tp not in assigned]:
+                del self._pending[tp]
+            offsets = {
+                tp: OffsetAndMetadata(offset, "")
+                for tp, offset in self._pending.items()
+                if partitions is None or tp in partitions
+            }
+            if not offsets:
+                return
+            try:
+                await consumer.commit(offsets)
+            except kafka_errors.CommitFailedError as exc:
+                # The group rebalanced meanwhile, and these partitions may be another's now.
+                log.info("offsets not committed, the group rebalanced: %r", exc)
+            metrics.OFFSET_COMMITS.labels(self._service).inc()
+            for tp, meta in offsets.items():
+                if self._pending.get(tp) == meta.offset:  # nothing newer noted meanwhile
+                    del self._pending[tp]
+
+    async def close(self) -> None:
+        """Commit what is noted, and from now on after every batch (the consumer is stopping)."""
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await self.commit()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        try:
+            await self.commit(set(revoked))
+        except kafka_errors.KafkaError as exc:
+            # The rebalance goes on; the partitions' next owner delivers these records again.
+            log.warning("could not commit the offsets of revoked partitions: %r", exc)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        pass
+
+
 async def _tolerant_parser(message: Any, original: Callable[[Any], Awaitable[Any]]) -> Any:
     """FastStream decodes every header as UTF-8 and would fail on a malformed record before
     our code saw it. Batches parse as they are; only a batch with an undecodable (or null)
@@ -162,6 +268,14 @@ async def _record_lag(consumer: Any, service: str) -> None:
         )
 
 
+_COMMITS: weakref.WeakKeyDictionary[Any, OffsetCommits] = weakref.WeakKeyDictionary()
+
+
+def offset_commits(subscriber: Any) -> OffsetCommits | None:
+    """The offsets of a subscriber ``subscribe`` registered (None for any other)."""
+    return _COMMITS.get(subscriber)
+
+
 def subscribe(
     broker: KafkaBroker,
     topics: Sequence[str],
@@ -176,7 +290,8 @@ def subscribe(
 
     Ack policy is MANUAL on purpose: FastStream's default commits before processing, and ACK
     commits after a failure too. Here the offset is committed only after the handler's
-    transaction has committed, and rewound when the batch could not be processed.
+    transaction has committed (``OffsetCommits``, at most every ``commit_interval_ms``), and
+    rewound when the batch could not be processed.
 
     A service may register several consumers of its group, each for its own topics (``lane``
     names the ones beside the first; see ``shared.runtime.assemble``).
@@ -185,8 +300,10 @@ def subscribe(
     traces = traces or tracing.Tracing(service, None)
     # The first consumer is "main"; one beside it is named by its lane (its topic).
     batch_seconds = metrics.BATCHES.labels(service, lane or "main")
-
-    @broker.subscriber(
+    commits = OffsetCommits(
+        lambda: subscriber.consumer, settings.commit_interval_ms / 1000, service
+    )
+    subscriber = broker.subscriber(
         *topics,
         group_id=settings.group_id,
         batch=True,
@@ -200,7 +317,11 @@ def subscribe(
         decoder=_message_as_body,
         max_poll_interval_ms=int((settings.retry_max_seconds + 60) * 1000),
         title=f"{service}:consume" + (f":{lane}" if lane else ""),
+        listener=commits,
     )
+    _COMMITS[subscriber] = commits
+
+    @subscriber
     async def consume(message: Any) -> None:
         records = [Record.from_kafka(r) for r in message.raw_message]
         first, last = records[0], records[-1]
@@ -218,7 +339,7 @@ def subscribe(
                 tracing.failed(span, "retries exhausted; rewound for redelivery")
                 await message.nack()
                 return
-        await message.ack()
+        await commits.processed(records)
         batch_seconds.observe(time.perf_counter() - started)
         await _record_lag(message.consumer, service)
         for record in records:

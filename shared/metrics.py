@@ -25,6 +25,9 @@ RETRIES = Counter("pmo_transient_retries_total", "Transient failures retried", [
 REWINDS = Counter(
     "pmo_batches_rewound_total", "Batches handed back to Kafka after retries ran out", ["service"]
 )
+OFFSET_COMMITS = Counter(
+    "pmo_offset_commits_total", "Offset commits sent to the group coordinator", ["service"]
+)
 OUTBOX_BACKLOG = Gauge("pmo_outbox_backlog", "Unsent outbox rows", ["service"])
 OUTBOX_OLDEST = Gauge(
     "pmo_outbox_oldest_unsent_seconds", "Age of the oldest unsent outbox row", ["service"]

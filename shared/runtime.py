@@ -36,6 +36,7 @@ from shared.consumer import (
     RetryPolicy,
     leave_first_generation,
     membership,
+    offset_commits,
     subscribe,
 )
 from shared.consumer_record import Record
@@ -231,8 +232,12 @@ class ServiceRuntime:
 
         async def stop(subscriber: Any) -> None:
             member = membership(subscriber)
+            commits = offset_commits(subscriber)
             try:
-                await subscriber.stop()  # finishes the batch in flight, commits, closes it
+                if commits is not None:
+                    # What earlier batches noted; the batch in flight commits its own at its end.
+                    await commits.close()
+                await subscriber.stop()  # finishes the batch in flight, closes it
             finally:
                 if member is not None and self._producer is not None:
                     await leave_first_generation(self._producer.client, member)

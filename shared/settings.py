@@ -71,6 +71,11 @@ class ServiceSettings(BaseSettings):
     # high, so that a steady feed reaches it in batches of fetch_max_wait_ms rather than of a
     # few records each (docs/operations.md).
     fetch_min_bytes: int = Field(default=1, ge=1)
+    # Offsets are committed after the batches' transactions, at most this often: a commit is a
+    # request to the broker and a round trip in the consumer's loop, and the inbox makes a
+    # record delivered again a no-op, so committing less often costs only what is delivered
+    # again after a crash. 0 commits after every batch (docs/operations.md).
+    commit_interval_ms: int = Field(default=1000, ge=0)
     # Transient failures are retried with capped exponential backoff for this long, then the
     # batch is handed back to Kafka (offsets rewound) and consumption resumes later.
     retry_max_seconds: float = 120.0

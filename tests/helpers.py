@@ -10,8 +10,9 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from shared.cli.publishing import partitions_of
 from shared.consumer_record import Record
 from shared.contracts.events import ProjectChanged, ProjectState
 from shared.outbox import OutboxMessage
@@ -135,3 +136,19 @@ def consumed(message: OutboxMessage, offset: int = 0) -> Record:
         headers=tuple((k, v.encode()) for k, v in message.headers.items()),
         timestamp_ms=0,
     )
+
+
+async def committed(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
+    """The group's committed offset per partition of ``topic`` (-1 where none)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        out = {}
+        for tp in await partitions_of(consumer, topic):
+            offset = await consumer.committed(tp)
+            out[tp.partition] = -1 if offset is None else offset
+        return out
+    finally:
+        await consumer.stop()

@@ -708,22 +708,6 @@ def ce_id(record: ConsumerRecord[bytes, bytes]) -> str | None:
     return None
 
 
-async def committed(bootstrap: str, group_id: str, topic: str) -> dict[int, int]:
-    """The group's committed offset per partition of ``topic`` (-1 where none)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        out = {}
-        for tp in await partitions_of(consumer, topic):
-            offset = await consumer.committed(tp)
-            out[tp.partition] = -1 if offset is None else offset
-        return out
-    finally:
-        await consumer.stop()
-
-
 # ----------------------------------------------------------------------------------------------
 # The ledger: what the database says happened.
 

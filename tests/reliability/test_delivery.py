@@ -14,7 +14,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from shared.topics import Topic
-from tests.helpers import eventually
+from tests.helpers import committed, eventually
 from tests.reliability.harness import (
     SERVICES,
     SIZES,
@@ -22,7 +22,6 @@ from tests.reliability.harness import (
     Feed,
     Item,
     Rig,
-    committed,
     publish,
     read_topic,
     submissions,
