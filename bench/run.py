@@ -47,6 +47,7 @@ from bench.floor import durable_minimum, floor_per_submission
 from bench.freshness import freshness, hop, idle_cost
 from bench.harness import collector_as_served
 from bench.optimiser import instance_model, prove_small
+from bench.path_floor import path_floor
 from bench.pipeline import NOT_SERVICES, PipelineResult, pipeline
 from bench.relay import framework_overhead
 from bench.scoring import full_rescore
@@ -446,6 +447,25 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
         summarise(
             f"freshness p99 at {LOW_RATE:g} subs/s", "ms", results["fresh_low_p99"], "reference"
         ),
+        summarise(
+            "path floor p50: two durable hops, no domain work, at the freshness rate",
+            "ms",
+            results["path_floor_p50"],
+            "reference",
+        ),
+        summarise(
+            "path floor p99: two durable hops, no domain work, at the freshness rate",
+            "ms",
+            results["path_floor_p99"],
+            "reference",
+        ),
+        summarise(
+            "path floor: CPU per submission", "ms", results["path_floor_cpu_ms"], "reference"
+        ),
+        summarise("path floor: machine busy", "share", results["path_floor_busy"], "reference"),
+        summarise(
+            "freshness p50 / path floor p50", "ratio", results["fresh_floor_p50"], "reference"
+        ),
         summarise("raw produce -> consume hop p50", "ms", results["hop_p50"], "reference"),
         summarise("raw produce -> consume hop p99", "ms", results["hop_p99"], "reference"),
         summarise("freshness p50 / raw hop p50", "ratio", results["fresh_hop_p50"], "reference"),
@@ -661,6 +681,13 @@ async def new_row_round(
     record("fresh_observer_rps", fresh.api_requests_per_second)
     record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))
     record("fresh_busy", fresh.machine_busy)
+    # The same path with no domain work (bench/path_floor.py), at the same rate.
+    least = await path_floor(bootstrap, url, rate, sizes.freshness_seconds)
+    record("path_floor_p50", least.latency.p50_ms)
+    record("path_floor_p99", least.latency.p99_ms)
+    record("path_floor_cpu_ms", sum(v for k, v in least.cpu_ms.items() if k != "other"))
+    record("path_floor_busy", least.machine_busy)
+    record("fresh_floor_p50", fresh.latency.p50_ms / least.latency.p50_ms)
     idle = await idle_cost(bootstrap, url, sizes.idle_seconds)
     services = sum(v for group, v in idle.items() if group not in NOT_SERVICES)
     record("idle_broker", idle["broker"])
