@@ -3,8 +3,10 @@
 A handler writes its state change, its inbox record and the events it will publish (outbox rows)
 in one Postgres transaction. The relay publishes unsent rows in id order and marks them sent; a
 statement-level trigger NOTIFYs the relay so it wakes at once, and it also polls in case a
-notification is missed. A crash between publish and mark republishes the rows: downstream
-consumers deduplicate by the ``ce_id`` header, so the effect is still exactly once.
+notification is missed. A unit of work that commits rows wakes the relays of its own process
+directly (``committed``), without waiting for the notification to come back from Postgres.
+A crash between publish and mark republishes the rows: downstream consumers deduplicate by the
+``ce_id`` header, so the effect is still exactly once.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -66,6 +69,18 @@ async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) 
         ],
         large=size > LARGE_BYTES,
     )
+
+
+def committed(pool: asyncpg.Pool[Any]) -> None:
+    """Rows were committed to the outbox of ``pool``'s schema: wake the relays of this process
+    that publish it. (A relay in another process, a replica's, wakes on the notification.)"""
+    for relay in _LOCAL:
+        if relay.pool is pool:
+            relay.wake()
+
+
+# The relays of this process.
+_LOCAL: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 
 
 # Above this many bytes of values, rows are copied in whatever their number (``insert_rows``).
@@ -200,6 +215,11 @@ class OutboxRelay:
         self._holder: PoolConnectionProxy[Any] | None = None  # run's connection, with the turn
         self._retake_at = 0.0  # after giving the turn up, not before this (monotonic clock)
         self.stats = RelayStats()
+        _LOCAL.add(self)
+
+    @property
+    def pool(self) -> asyncpg.Pool[Any]:
+        return self._pool
 
     @property
     def channel(self) -> str:

@@ -45,6 +45,7 @@ class PostgresUnitOfWork:
         self._pool = pool
         self._conn: PoolConnectionProxy[Any] | None = None
         self._tx: Transaction | None = None
+        self._emitted = False
 
     @property
     def conn(self) -> PoolConnectionProxy[Any]:
@@ -56,6 +57,7 @@ class PostgresUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()
+        self._emitted = False
         self._tx = self._conn.transaction()
         await self._tx.start()
         self._bind(self._conn)
@@ -72,6 +74,8 @@ class PostgresUnitOfWork:
         try:
             if exc_type is None:
                 await self._tx.commit()
+                if self._emitted:
+                    outbox.committed(self._pool)
             elif usable(self._conn):
                 await self._tx.rollback()
             # else: the connection was lost, and its transaction with it; the error that ends
@@ -95,6 +99,7 @@ class PostgresUnitOfWork:
     async def emit(self, messages: Sequence[OutboxMessage]) -> None:
         """Outbox: publish these once the transaction commits."""
         await outbox.add(self.conn, messages)  # type: ignore[arg-type]
+        self._emitted = self._emitted or bool(messages)
 
     async def lock(self, *names: str) -> None:
         """Serialise work on these names (e.g. portfolios) across replicas until commit.

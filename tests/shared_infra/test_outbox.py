@@ -19,6 +19,7 @@ from shared.migrations import migrate, service_component
 from shared.outbox import OutboxMessage, OutboxRelay, producer_publish
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic, TopicNames
+from shared.uow import PostgresUnitOfWork
 from tests.conftest import service_url
 from tests.helpers import eventually
 
@@ -524,3 +525,38 @@ async def test_a_pass_cancelled_while_it_publishes_leaves_nothing_held(
         assert (await relay.backlog())[0] == 1, "nothing marked"
     finally:
         await pool.close()
+
+
+async def test_a_unit_of_work_that_commits_rows_wakes_its_own_processs_relay_at_once(
+    database: DatabaseSettings,
+) -> None:
+    """Without the notification's round trip through Postgres: no relay here listens."""
+    await migrate(database.url, [service_component("scoring")])
+    url = service_url(database, "scoring")
+    pools = [await create_pool(url, schema="scoring", application_name="t") for _ in range(2)]
+
+    async def publish(messages: Sequence[OutboxMessage]) -> None:
+        raise AssertionError("nothing is published here")
+
+    ours, other = (OutboxRelay(pool, "scoring", publish) for pool in pools)
+    message = OutboxMessage("t", b"k", b"v", {"ce_id": "e1"})
+    try:
+        async with PostgresUnitOfWork(pools[0]) as uow:
+            await uow.emit([])
+        assert not ours._wake.is_set()  # nothing was written
+
+        async def rolled_back() -> None:
+            async with PostgresUnitOfWork(pools[0]) as uow:
+                await uow.emit([message])
+                raise RuntimeError("rolled back")
+
+        with pytest.raises(RuntimeError):
+            await rolled_back()
+        assert not ours._wake.is_set()  # nothing was committed
+        async with PostgresUnitOfWork(pools[0]) as uow:
+            await uow.emit([message])
+        assert ours._wake.is_set()
+        assert not other._wake.is_set()  # another pool's (another schema's) relay sleeps on
+    finally:
+        for pool in pools:
+            await pool.close()
