@@ -121,10 +121,11 @@ class OffsetCommits(ConsumerRebalanceListener):  # type: ignore[misc]
 
     Committing is a request to the broker and a wait for its answer, in the consumer's loop
     before it takes its next batch. Under a steady feed a service takes tens of batches a
-    second, and a commit after each cost the broker a request and the path a round trip each
-    time (docs/performance.md). A record delivered again is a no-op for its consumer (the
-    inbox), so committing less often changes only how much is delivered again after a crash:
-    at most ``interval`` seconds' worth.
+    second, and a commit after each cost the broker a request and the consumer a round trip
+    each time (docs/performance.md). A record delivered again is a no-op for its consumer (the
+    inbox), so committing less often changes only how much is delivered again after a crash,
+    at most ``interval`` seconds' worth, and how far behind the group's committed offsets
+    (the lag the broker reports) may read.
 
     - ``processed(records)``, once a batch's transaction has committed, notes where each of its
       partitions now stands, and commits them all when ``interval`` has passed since the last

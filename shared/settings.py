@@ -74,8 +74,9 @@ class ServiceSettings(BaseSettings):
     # Offsets are committed after the batches' transactions, at most this often: a commit is a
     # request to the broker and a round trip in the consumer's loop, and the inbox makes a
     # record delivered again a no-op, so committing less often costs only what is delivered
-    # again after a crash. 0 commits after every batch (docs/operations.md).
-    commit_interval_ms: int = Field(default=1000, ge=0)
+    # again after a crash, and a group lag that reads up to this much high (which KEDA's
+    # scaler sees). 0 commits after every batch (docs/operations.md).
+    commit_interval_ms: int = Field(default=250, ge=0)
     # Transient failures are retried with capped exponential backoff for this long, then the
     # batch is handed back to Kafka (offsets rewound) and consumption resumes later.
     retry_max_seconds: float = 120.0
