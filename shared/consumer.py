@@ -202,12 +202,14 @@ class OffsetCommits(ConsumerRebalanceListener):  # type: ignore[misc]
                     del self._pending[tp]
 
     async def close(self) -> None:
-        """Commit what is noted, and from now on after every batch (the consumer is stopping)."""
+        """Commit what is noted, and from now on after every batch (the consumer is stopping).
+        A commit that fails is logged, and the stop goes on: what the next owner of the
+        partitions is delivered again, its inbox skips."""
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        await self.commit()
+        await self._commit_or_keep()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         try:

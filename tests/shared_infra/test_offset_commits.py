@@ -1,5 +1,6 @@
 """Offsets are committed after the batches' transactions, at most once an interval, and all of
-them when a consumer stops or a rebalance takes its partitions (real tansu)."""
+them when a consumer stops or a rebalance takes its partitions (real tansu); a stop whose
+commit fails goes on (a consumer whose broker is gone, a stand-in for the failure)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.structs import OffsetAndMetadata
 from faststream.kafka import KafkaBroker
 from prometheus_client import REGISTRY
 
@@ -169,3 +172,44 @@ async def test_a_rebalance_commits_the_partitions_it_takes_away(kafka: KafkaSett
         for joined in (second, first):
             if joined is not None:
                 await joined.broker.stop()
+
+
+class _Unreachable:
+    """A consumer whose broker is gone for its first ``failures`` commits."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.committed: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0), TopicPartition("t", 1)}
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise KafkaConnectionError("the broker is gone")
+        self.committed.append({tp: meta.offset for tp, meta in offsets.items()})
+
+
+def _record(partition: int, offset: int) -> Record:
+    return Record(
+        topic="t",
+        partition=partition,
+        offset=offset,
+        key=None,
+        value=b"",
+        headers=(),
+        timestamp_ms=0,
+    )
+
+
+async def test_a_stop_whose_commit_fails_goes_on_and_keeps_the_offsets_for_the_next() -> None:
+    consumer = _Unreachable(failures=1)
+    commits = OffsetCommits(lambda: consumer, 600.0, f"commits-{uuid.uuid4().hex[:8]}")
+    await commits.processed([_record(0, 4), _record(1, 7)])
+    assert consumer.committed == []  # not due
+    await commits.close()  # the broker is gone: logged, not raised
+    assert consumer.committed == []
+    # The batch in flight ends after it: committed at once, with what the stop could not.
+    await commits.processed([_record(0, 5)])
+    assert consumer.committed == [{TopicPartition("t", 0): 6, TopicPartition("t", 1): 8}]
