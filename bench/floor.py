@@ -40,7 +40,7 @@ BATCH = _SETTINGS["max_records"].default
 BATCH_TIMEOUT_MS = _SETTINGS["batch_timeout_ms"].default
 ENTITIES = 10_000  # state rows the events update (a portfolio's projects, say)
 
-_SCHEMA = """
+SCHEMA = """
 CREATE SCHEMA {s};
 CREATE TABLE {s}.inbox (event_id text PRIMARY KEY);
 CREATE TABLE {s}.state (key text PRIMARY KEY, value bytea NOT NULL, version int NOT NULL);
@@ -61,6 +61,20 @@ _OUTBOX = (
 _CLEAR = "DELETE FROM {s}.outbox WHERE id = ANY($1::bigint[])"
 
 
+def statements(schema: str) -> dict[str, str]:
+    """A durable loop's statements on ``schema``'s tables (``SCHEMA``): the inbox claim, the
+    state upsert, the outbox insert and its clearing."""
+    return {
+        name: text.format(s=schema)
+        for name, text in (
+            ("inbox", _INBOX),
+            ("state", _STATE),
+            ("outbox", _OUTBOX),
+            ("clear", _CLEAR),
+        )
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class FloorResult:
     per_second: float  # events through the loop, wall clock
@@ -75,22 +89,14 @@ async def durable_loop(
     """Consume ``messages`` events from ``source`` and apply each durably: a hop if
     ``publish``, a sink otherwise (see the module's docstring)."""
     schema = f"bench_floor_{uuid.uuid4().hex[:8]}"
-    sql = {
-        name: text.format(s=schema)
-        for name, text in (
-            ("inbox", _INBOX),
-            ("state", _STATE),
-            ("outbox", _OUTBOX),
-            ("clear", _CLEAR),
-        )
-    }
+    sql = statements(schema)
     target = f"bench-floor-out-{uuid.uuid4().hex[:8]}"
     if publish:
         await topics(bootstrap, target)
     async with contextlib.AsyncExitStack() as cleanup:
         conn = await asyncpg.connect(url)
         cleanup.push_async_callback(conn.close)
-        await conn.execute(_SCHEMA.format(s=schema))
+        await conn.execute(SCHEMA.format(s=schema))
         cleanup.push_async_callback(conn.execute, f"DROP SCHEMA {schema} CASCADE")
         consumer, producer = await hand_clients(
             bootstrap, source, group=f"bench-floor-{uuid.uuid4().hex[:8]}"

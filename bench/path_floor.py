@@ -7,10 +7,11 @@ two hand-written processes do exactly that and nothing else (plain aiokafka and 
 bench/floor.py): a *hop* consumes the submissions, commits its inbox, state and outbox rows in
 one transaction, produces the batch, waits for the acknowledgement and clears its outbox rows;
 a *sink* consumes the hop's records and commits its inbox and state rows. Both use the
-services' consumer settings (batch wait, fetch wait, batch size) and commit offsets once a
-second, as the services do. The load generator is the freshness row's (the same encoded
-submissions, producer and pace, the same sample), and an observer polls the sink's state in
-Postgres every 10 ms for the sampled submissions, without the API's request.
+services' consumer settings (batch wait, fetch wait, batch size) and commit offsets at the
+services' commit interval; their tables and statements are bench/floor.py's. The load
+generator is the freshness row's (the same encoded submissions, producer and pace, the same
+sample), and an observer polls the sink's state in Postgres every 10 ms for the sampled
+submissions, without the API's request.
 
 Publish → visible here is the least the freshness row can measure at that rate with these
 guarantees, this broker and these cores: every service does all of this and its domain work
@@ -30,66 +31,31 @@ import zlib
 from dataclasses import dataclass
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from bench.cpu import CpuMeter, broker_pids, postgres_pids
+from bench.floor import BATCH, BATCH_TIMEOUT_MS, SCHEMA, statements
 from bench.freshness import LINGER_MS, POLL_SECONDS, Latency, _latency, sample_stride
 from bench.harness import encoded_submissions, paced
 from bench.pipeline import per_submission_ms
-from bench.relay import MAX_BATCH_BYTES, topics
+from bench.relay import hand_clients, topics
 from shared.settings import ServiceSettings
 
-_SETTINGS = ServiceSettings.model_fields
-BATCH = _SETTINGS["max_records"].default
-BATCH_TIMEOUT_MS = _SETTINGS["batch_timeout_ms"].default
-FETCH_MAX_WAIT_MS = _SETTINGS["fetch_max_wait_ms"].default
-COMMIT_INTERVAL_S = _SETTINGS["commit_interval_ms"].default / 1000
+COMMIT_INTERVAL_S = ServiceSettings.model_fields["commit_interval_ms"].default / 1000
 
-_SCHEMA = """
-CREATE SCHEMA {s};
-CREATE TABLE {s}.inbox (event_id text PRIMARY KEY);
-CREATE TABLE {s}.state (key bytea PRIMARY KEY, value bytea NOT NULL, version int NOT NULL);
-CREATE TABLE {s}.outbox (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, key bytea, value bytea NOT NULL
-);
-"""
-_INBOX = "INSERT INTO {s}.inbox SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
-_STATE = (
-    "INSERT INTO {s}.state (key, value, version)"
-    " SELECT k, v, 1 FROM unnest($1::bytea[], $2::bytea[]) AS t (k, v)"
-    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = state.version + 1"
-)
-_OUTBOX = (
-    "INSERT INTO {s}.outbox (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])"
-    " RETURNING id"
-)
-_CLEAR = "DELETE FROM {s}.outbox WHERE id = ANY($1::bigint[])"
-_VISIBLE = "SELECT key FROM {s}.state WHERE key = ANY($1::bytea[])"
+_VISIBLE = "SELECT key FROM {s}.state WHERE key = ANY($1::text[])"
 
 
 async def loop(bootstrap: str, url: str, schema: str, source: str, target: str | None) -> None:
     """One loop, until SIGTERM: a hop when it has a ``target``, a sink otherwise."""
-    sql = {
-        name: text.format(s=schema)
-        for name, text in (("inbox", _INBOX), ("state", _STATE), ("outbox", _OUTBOX))
-    } | {"clear": _CLEAR.format(s=schema)}
+    sql = statements(schema)
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
     conn = await asyncpg.connect(url)
-    consumer = AIOKafkaConsumer(
-        source,
-        bootstrap_servers=bootstrap,
-        group_id=f"{schema}-{'hop' if target else 'sink'}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    consumer, producer = await hand_clients(
+        bootstrap, source, group=f"{schema}-{'hop' if target else 'sink'}"
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS, max_batch_size=MAX_BATCH_BYTES
-    )
-    await producer.start()
-    await consumer.start()
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
     committed_at = time.monotonic()
     try:
@@ -97,7 +63,7 @@ async def loop(bootstrap: str, url: str, schema: str, source: str, target: str |
             batches = await consumer.getmany(timeout_ms=BATCH_TIMEOUT_MS, max_records=BATCH)
             records = [r for rs in batches.values() for r in rs]
             if records:
-                latest = {r.key: r.value for r in records}
+                latest = {r.key.decode(): r.value for r in records}
                 async with conn.transaction():
                     await conn.execute(
                         sql["inbox"], [f"{r.topic}/{r.partition}/{r.offset}" for r in records]
@@ -156,7 +122,7 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
     conn = await asyncpg.connect(url)
     loops: list[asyncio.subprocess.Process] = []
     try:
-        await conn.execute(_SCHEMA.format(s=schema))
+        await conn.execute(SCHEMA.format(s=schema))
         database = await conn.fetchval("SELECT current_database()")
         for role_args in ((source, middle), (middle,)):
             loops.append(
@@ -171,7 +137,7 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
             # Both groups have joined once a first record has gone all the way through.
             await producer.send_and_wait(source, b"warm-up", key=b"warm-up")
             for _ in range(1200):  # a minute
-                if await conn.fetch(visible, [b"warm-up"]):
+                if await conn.fetch(visible, ["warm-up"]):
                     break
                 await asyncio.sleep(0.05)
             else:
@@ -179,7 +145,7 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
             count = max(2, int(rate * seconds))
             encoded = encoded_submissions(count)
             stride = sample_stride(rate)
-            published: dict[bytes, float] = {}
+            published: dict[str, float] = {}
             taken: list[float] = []
             expected = len(range(0, count, stride))
 
@@ -189,13 +155,13 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
                         rows = await conn.fetch(visible, list(published))
                         now = time.perf_counter()
                         for row in rows:
-                            taken.append(now - published.pop(bytes(row["key"])))
+                            taken.append(now - published.pop(row["key"]))
                     await asyncio.sleep(POLL_SECONDS)
 
             async def send(i: int) -> None:
                 sent = encoded[i]
                 if i % stride == 0:
-                    published[sent.key] = time.perf_counter()
+                    published[sent.key.decode()] = time.perf_counter()
                 await producer.send(source, sent.value, key=sent.key)
 
             meter = CpuMeter(
