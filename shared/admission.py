@@ -42,36 +42,68 @@ def refuse(
     return dead_letter(record, reasons, consumer=consumer, topic=topic, now=now)
 
 
+@dataclass(slots=True)
+class Decoded(Generic[T]):
+    """A batch's records decoded, each with the inbox id it is claimed under (the decoded
+    event's, or the undecodable record's dead-letter id): the first half of ``admit``, for a
+    handler that claims the ids in a statement of its own."""
+
+    records: list[tuple[Record, tuple[str, T] | list[Reason]]]
+    ids: list[str]
+
+    def claims(self) -> list[tuple[str, T | None]]:
+        """Each record's inbox id, with its decoded event (None if it could not be decoded)."""
+        return [
+            (event_id, d[1] if isinstance(d, tuple) else None)
+            for (_, d), event_id in zip(self.records, self.ids, strict=True)
+        ]
+
+    def admit(
+        self, fresh: set[str], *, consumer: str, dead_letter_topic: str, now: datetime
+    ) -> Admitted[T]:
+        """The batch as admitted, given which of its ids the inbox had not seen (``fresh``)."""
+        fresh = set(fresh)
+        admitted: Admitted[T] = Admitted()
+        for (record, d), event_id in zip(self.records, self.ids, strict=True):
+            if event_id not in fresh:
+                admitted.duplicates += 1
+                continue
+            fresh.discard(event_id)  # a second copy inside the same batch is a duplicate too
+            if isinstance(d, tuple):
+                admitted.items.append((record, d[1]))
+            else:
+                admitted.refused.append((record, d))
+                admitted.dead_letters.append(
+                    refuse(record, d, consumer=consumer, topic=dead_letter_topic, now=now)
+                )
+        if admitted.duplicates:
+            metrics.DUPLICATES.labels(consumer).inc(admitted.duplicates)
+        return admitted
+
+
+def decode(records: Sequence[Record], decoder: Decoder[T], *, consumer: str) -> Decoded[T]:
+    """Decode ``records``, each with the id its inbox record is to have."""
+    decoded = [(record, decoder(record)) for record in records]
+    ids = [
+        d[0] if isinstance(d, tuple) else dead_letter_id(consumer, record) for record, d in decoded
+    ]
+    return Decoded(decoded, ids)
+
+
 async def admit(
     uow: UnitOfWork,
     records: Sequence[Record],
-    decode: Callable[[Record], tuple[str, T] | list[Reason]],
+    decoder: Decoder[T],
     *,
     consumer: str,
     dead_letter_topic: str,
     now: datetime,
 ) -> Admitted[T]:
-    decoded = [(record, decode(record)) for record in records]
-    ids = [
-        d[0] if isinstance(d, tuple) else dead_letter_id(consumer, record) for record, d in decoded
-    ]
-    fresh = await uow.claim(ids)
-    admitted: Admitted[T] = Admitted()
-    for (record, d), event_id in zip(decoded, ids, strict=True):
-        if event_id not in fresh:
-            admitted.duplicates += 1
-            continue
-        fresh.discard(event_id)  # a second copy inside the same batch is a duplicate too
-        if isinstance(d, tuple):
-            admitted.items.append((record, d[1]))
-        else:
-            admitted.refused.append((record, d))
-            admitted.dead_letters.append(
-                refuse(record, d, consumer=consumer, topic=dead_letter_topic, now=now)
-            )
-    if admitted.duplicates:
-        metrics.DUPLICATES.labels(consumer).inc(admitted.duplicates)
-    return admitted
+    """Decode ``records``, claim their ids in the inbox, and sort them out: the fresh and
+    decoded ones in order, the undecodable ones as dead letters, the rest duplicates."""
+    decoded = decode(records, decoder, consumer=consumer)
+    fresh = await uow.claim(decoded.ids)
+    return decoded.admit(fresh, consumer=consumer, dead_letter_topic=dead_letter_topic, now=now)
 
 
 def newest(

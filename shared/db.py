@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -58,6 +60,63 @@ def unnest_arguments(
     return arrays, [list(column) for column in zip(*rows, strict=True)]
 
 
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """A statement that changes rows and returns none, with its arguments (``$1`` …): run on
+    its own, or with others as one (``combined``)."""
+
+    sql: str
+    args: tuple[Any, ...] = ()
+
+
+def combined(statements: Sequence[Statement]) -> Statement:
+    """One statement that runs each of ``statements``, in one round trip: each is a WITH query
+    of its own (Postgres runs a data-modifying WITH query once, to completion, whether or not
+    the main query reads it), its placeholders renumbered after the ones before.
+
+    Every part runs on the statement's one snapshot: none sees another's rows, and no two may
+    change the same row. So it is for writes that the transaction reads no more, as a
+    handler's last writes before its commit are (``PostgresUnitOfWork.defer``). A part's SQL
+    holds no ``$`` but its placeholders, as the builders here write it."""
+    if len(statements) == 1:
+        return statements[0]
+    parts: list[str] = []
+    args: list[Any] = []
+    for i, statement in enumerate(statements):
+        parts.append(f"w{i} AS ({_renumbered(statement.sql, len(args))})")
+        args.extend(statement.args)
+    return Statement(f"WITH {', '.join(parts)} SELECT", tuple(args))
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def insert_statement(
+    table: str, columns: Sequence[tuple[str, str]], rows: Sequence[Sequence[Any]]
+) -> Statement:
+    """Append ``rows`` (values in the order of ``columns``: (name, Postgres type)) to ``table``
+    in one INSERT of ``unnest`` over one array per column, in the rows' order."""
+    names = [name for name, _ in columns]
+    arrays, values = unnest_arguments(columns, rows)
+    listed = ", ".join(names)
+    # In the rows' order, as a COPY would: an identity column (the outbox's) numbers them so.
+    return Statement(
+        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM unnest({arrays})"
+        f" WITH ORDINALITY AS t ({listed}, pmo_position) ORDER BY pmo_position",
+        tuple(values),
+    )
+
+
+def copied(rows: Sequence[Sequence[Any]], *, large: bool = False) -> bool:
+    """Whether ``insert_rows`` copies these rows (many, or a few ``large`` ones) rather than
+    inserting them in one statement."""
+    return large or len(rows) > COPY_ABOVE
+
+
 async def insert_rows(
     conn: Any,
     table: str,
@@ -67,23 +126,16 @@ async def insert_rows(
     large: bool = False,
 ) -> None:
     """Append ``rows`` (values in the order of ``columns``: (name, Postgres type)) to
-    ``table``: one INSERT of ``unnest`` over one array per column for a batch's few rows, a
-    binary COPY for many, or for a few ``large`` ones (megabytes: an array that size is built,
-    unnested and sorted whole by the server)."""
+    ``table``: one INSERT of ``unnest`` over one array per column for a batch's few rows
+    (``insert_statement``), a binary COPY for many, or for a few ``large`` ones (megabytes: an
+    array that size is built, unnested and sorted whole by the server)."""
     if not rows:
         return
-    names = [name for name, _ in columns]
-    if large or len(rows) > COPY_ABOVE:
-        await conn.copy_records_to_table(table, columns=names, records=rows)
+    if copied(rows, large=large):
+        await conn.copy_records_to_table(table, columns=[name for name, _ in columns], records=rows)
         return
-    arrays, values = unnest_arguments(columns, rows)
-    listed = ", ".join(names)
-    # In the rows' order, as a COPY would: an identity column (the outbox's) numbers them so.
-    await conn.execute(
-        f"INSERT INTO {table} ({listed}) SELECT {listed} FROM unnest({arrays})"
-        f" WITH ORDINALITY AS t ({listed}, pmo_position) ORDER BY pmo_position",
-        *values,
-    )
+    statement = insert_statement(table, columns, rows)
+    await conn.execute(statement.sql, *statement.args)
 
 
 async def upsert_rows(

@@ -16,12 +16,16 @@ async def claim(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> set[
     the same id waits on the row lock and then sees it as a duplicate."""
     if not event_ids:
         return set()
-    rows = await conn.fetch(
-        "INSERT INTO inbox (event_id) SELECT unnest($1::text[])"
-        " ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
-        list(dict.fromkeys(event_ids)),
-    )
+    rows = await conn.fetch(CLAIM.format(ids="$1::text[]"), list(dict.fromkeys(event_ids)))
     return {r["event_id"] for r in rows}
+
+
+# The claim of ``{ids}`` (an array without repeats), returning the ids not seen before; a
+# statement of its own (``claim``) or a part of a service's larger one.
+CLAIM = (
+    "INSERT INTO inbox (event_id) SELECT unnest({ids})"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
+)
 
 
 async def release(conn: asyncpg.Connection[Any], event_ids: Sequence[str]) -> None:

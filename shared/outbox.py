@@ -46,29 +46,26 @@ class OutboxMessage:
 
 
 async def add(conn: asyncpg.Connection[Any], messages: Sequence[OutboxMessage]) -> None:
-    """Append messages to the outbox inside the caller's transaction.
+    """Append messages to the outbox inside the caller's transaction (``rows``)."""
+    if messages:
+        await insert_rows(conn, "outbox", COLUMNS, rows(messages), large=large(messages))
+
+
+def rows(messages: Sequence[OutboxMessage]) -> list[tuple[Any, ...]]:
+    """The outbox rows of ``messages``.
 
     The trace context current now (the consumed batch's or the HTTP request's span) is stored
     with each row: the relay publishes later, from a context of its own."""
-    if not messages:
-        return
     trace = context_headers()
-    size = sum(len(m.value) for m in messages)
-    await insert_rows(
-        conn,
-        "outbox",
-        _OUTBOX_COLUMNS,
-        [
-            (
-                m.topic,
-                m.key,
-                m.value,
-                to_json({**m.headers, **trace} if trace else m.headers).decode(),
-            )
-            for m in messages
-        ],
-        large=size > LARGE_BYTES,
-    )
+    return [
+        (m.topic, m.key, m.value, to_json({**m.headers, **trace} if trace else m.headers).decode())
+        for m in messages
+    ]
+
+
+def large(messages: Sequence[OutboxMessage]) -> bool:
+    """Whether these messages' values are too large to insert as arrays (``insert_rows``)."""
+    return sum(len(m.value) for m in messages) > LARGE_BYTES
 
 
 def committed(pool: asyncpg.Pool[Any]) -> None:
@@ -86,7 +83,8 @@ _LOCAL: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
 # Above this many bytes of values, rows are copied in whatever their number (``insert_rows``).
 LARGE_BYTES = 1024 * 1024
 
-_OUTBOX_COLUMNS = (("topic", "text"), ("key", "bytea"), ("value", "bytea"), ("headers", "jsonb"))
+# The outbox's columns a writer fills, each (name, Postgres type).
+COLUMNS = (("topic", "text"), ("key", "bytea"), ("value", "bytea"), ("headers", "jsonb"))
 
 
 # A publisher hands a batch of rows to the broker in their order and returns once the broker has

@@ -1,5 +1,9 @@
 """The unit of work: one Postgres transaction holding a handler's state change, its inbox
-records and its outbox records. It commits once, on a clean exit, and rolls back otherwise."""
+records and its outbox records. It commits once, on a clean exit, and rolls back otherwise.
+
+A batch's outbox rows, and the writes a handler defers (``defer``: its last ones, which the
+transaction does not read again), go to Postgres in one statement just before the commit: one
+round trip for all of them instead of one each."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from asyncpg.pool import PoolConnectionProxy
 from asyncpg.transaction import Transaction
 
 from shared import inbox, outbox
-from shared.db import usable
+from shared.db import Statement, combined, copied, insert_rows, insert_statement, usable
 from shared.outbox import OutboxMessage
 
 
@@ -46,6 +50,9 @@ class PostgresUnitOfWork:
         self._conn: PoolConnectionProxy[Any] | None = None
         self._tx: Transaction | None = None
         self._emitted = False
+        # Written at the commit, in one statement with the outbox rows emitted meanwhile.
+        self._deferred: list[Statement] = []
+        self._outbox: list[tuple[Any, ...]] = []
 
     @property
     def conn(self) -> PoolConnectionProxy[Any]:
@@ -58,6 +65,8 @@ class PostgresUnitOfWork:
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()
         self._emitted = False
+        self._deferred = []
+        self._outbox = []
         self._tx = self._conn.transaction()
         await self._tx.start()
         self._bind(self._conn)
@@ -73,6 +82,12 @@ class PostgresUnitOfWork:
         assert self._tx is not None
         try:
             if exc_type is None:
+                try:
+                    await self._write_deferred()
+                except BaseException:
+                    if usable(self._conn):
+                        await self._tx.rollback()
+                    raise
                 await self._tx.commit()
                 if self._emitted:
                     outbox.committed(self._pool)
@@ -83,6 +98,25 @@ class PostgresUnitOfWork:
         finally:
             await self._pool.release(self._conn)
             self._conn = self._tx = None
+            self._deferred = []
+            self._outbox = []
+
+    async def _write_deferred(self) -> None:
+        """The deferred writes and the outbox rows, in one round trip before the commit (the
+        outbox rows copied first if many small emits added up to many rows)."""
+        statements = list(self._deferred)
+        if copied(self._outbox):
+            await self._write_outbox()
+        elif self._outbox:
+            statements.append(insert_statement("outbox", outbox.COLUMNS, self._outbox))
+        if statements:
+            statement = combined(statements)
+            await self.conn.execute(statement.sql, *statement.args)
+
+    async def _write_outbox(self) -> None:
+        """Write the outbox rows emitted so far, now."""
+        await insert_rows(self.conn, "outbox", outbox.COLUMNS, self._outbox)
+        self._outbox = []
 
     async def claim(self, event_ids: Sequence[str]) -> set[str]:
         """Inbox: record these ids; returns those never seen before."""
@@ -97,9 +131,26 @@ class PostgresUnitOfWork:
         await inbox.release(self.conn, event_ids)  # type: ignore[arg-type]
 
     async def emit(self, messages: Sequence[OutboxMessage]) -> None:
-        """Outbox: publish these once the transaction commits."""
-        await outbox.add(self.conn, messages)  # type: ignore[arg-type]
-        self._emitted = self._emitted or bool(messages)
+        """Outbox: publish these once the transaction commits.
+
+        A batch's few rows are written at the commit, in the round trip of the deferred writes
+        (``defer``); many, or large ones, are copied now, after the rows emitted before them:
+        the outbox numbers its rows in the order they were emitted."""
+        if not messages:
+            return
+        self._emitted = True
+        rows = outbox.rows(messages)
+        if not copied(rows, large=outbox.large(messages)):
+            self._outbox.extend(rows)
+            return
+        await self._write_outbox()
+        await insert_rows(self.conn, "outbox", outbox.COLUMNS, rows, large=True)
+
+    def defer(self, statement: Statement) -> None:
+        """Run ``statement`` when the unit of work commits, in one round trip with the other
+        deferred writes and the outbox rows (``combined``): for the last writes of a handler,
+        which its transaction does not read again, each of different rows."""
+        self._deferred.append(statement)
 
     async def lock(self, *names: str) -> None:
         """Serialise work on these names (e.g. portfolios) across replicas until commit.

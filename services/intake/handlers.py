@@ -14,7 +14,7 @@ from services.intake.domain import (
     parse_submission,
 )
 from services.intake.repository import IntakeTransaction, LogEntry
-from shared.admission import admit, refuse
+from shared.admission import decode, refuse
 from shared.cloudevents import batched_messages
 from shared.consumer_record import Record
 from shared.contracts.common import project_key
@@ -61,17 +61,21 @@ class IntakeHandler:
         versions: dict[str, int] = {}
         views: dict[str, PortfolioView] = {}
         async with self._uow() as uow:
-            batch = await admit(
-                uow, records, _decode, consumer=SERVICE, dead_letter_topic=dead_letters, now=now
+            decoded = decode(records, _decode, consumer=SERVICE)
+            claims = decoded.claims()
+            opened = await uow.open_batch(
+                [(event_id, s.portfolio if s else None) for event_id, s in claims],
+                {project_key(s.portfolio, s.source, s.external_id) for _, s in claims if s},
+            )
+            batch = decoded.admit(
+                opened.fresh, consumer=SERVICE, dead_letter_topic=dead_letters, now=now
             )
             log = [
                 _entry(record, "refused", reasons, None, _sent_key(record), None)
                 for record, reasons in batch.refused
             ]
             out = list(batch.dead_letters)
-            keys = {project_key(s.portfolio, s.source, s.external_id) for _, s in batch.items}
-            stored = await uow.projects.load(keys)
-            versions = await uow.projects.count_changes({s.portfolio for _, s in batch.items})
+            stored, versions = opened.stored, opened.versions
             views = self._cached_views(versions)
             if missing := versions.keys() - views.keys():  # none: a statement saved
                 views |= await uow.projects.portfolio_views(missing)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from asyncpg.pool import PoolConnectionProxy
 
 from services.intake.domain import PortfolioView, StoredProject
+from shared import inbox
 from shared.contracts.events import ProjectState
-from shared.db import insert_rows
+from shared.db import Statement, insert_statement, unnest_arguments
 from shared.errors import Reason
 from shared.uow import PostgresUnitOfWork, UnitOfWork
 
@@ -29,25 +30,23 @@ class LogEntry:
     offset: int
 
 
-class ProjectRepository:
-    def __init__(self, conn: PoolConnectionProxy[Any]) -> None:
-        self._conn = conn
+@dataclass(frozen=True, slots=True)
+class OpenedBatch:
+    """What a batch's transaction starts from (``IntakeUnitOfWork.open_batch``)."""
 
-    async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
-        # Through the primary key from the session's first batch (migration 0005).
-        rows = await self._conn.fetch("SELECT * FROM stored_projects($1::text[])", list(keys))
-        return {
-            r["project_key"]: StoredProject(
-                revision=r["revision"],
-                withdrawn=r["withdrawn"],
-                state=ProjectState.model_validate_json(r["state"]) if r["state"] else None,
-                portfolio=r["portfolio"],
-                external_id=r["external_id"],
-            )
-            for r in rows
-        }
+    fresh: set[str]  # the inbox ids the inbox had not seen, now claimed
+    stored: dict[str, StoredProject]  # the stored projects of the batch's keys
+    versions: dict[str, int]  # each portfolio with a fresh submission: its new change count
+
+
+class ProjectRepository:
+    def __init__(self, conn: PoolConnectionProxy[Any], defer: Callable[[Statement], None]) -> None:
+        self._conn = conn
+        self._defer = defer
 
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None:
+        """Write these projects when the transaction commits (``PostgresUnitOfWork.defer``);
+        a project's dependencies are its state's."""
         rows = [
             (
                 key,
@@ -58,35 +57,12 @@ class ProjectRepository:
                 p.state.name if p.state else None,
                 p.state.model_dump_json() if p.state else None,
                 p.external_id,
-                p.state.depends_on if p.state else [],
             )
             for key, p in projects
         ]
-        if not rows:
-            return
-        await self._conn.executemany(
-            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, stage, name, state,"
-            " external_id, depends_on) VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9)"
-            " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
-            " withdrawn = excluded.withdrawn, stage = excluded.stage, name = excluded.name,"
-            " state = excluded.state, depends_on = excluded.depends_on, updated_at = now()",
-            rows,
-        )
-
-    async def count_changes(self, portfolios: Collection[str]) -> dict[str, int]:
-        """Count a change of each of ``portfolios``; returns their new counts. The rows stay
-        locked until the transaction ends (taken in name order, so two batches cannot
-        deadlock), so batches of one portfolio count up one at a time."""
-        if not portfolios:
-            return {}
-        rows = await self._conn.fetch(
-            "INSERT INTO portfolio_versions (portfolio, version)"
-            " SELECT p, 1 FROM unnest($1::text[]) WITH ORDINALITY AS t(p, n) ORDER BY n"
-            " ON CONFLICT (portfolio) DO UPDATE SET version = portfolio_versions.version + 1"
-            " RETURNING portfolio, version",
-            sorted(set(portfolios)),
-        )
-        return {r["portfolio"]: r["version"] for r in rows}
+        if rows:
+            arrays, values = unnest_arguments(_PROJECT_COLUMNS, rows)
+            self._defer(Statement(_SAVE.format(arrays=arrays), tuple(values)))
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
         """Dependencies and names of the open projects of ``portfolios``."""
@@ -104,47 +80,45 @@ class ProjectRepository:
         return views
 
     async def log(self, entries: Sequence[LogEntry]) -> None:
+        """Add these entries to the submission log when the transaction commits."""
         if not entries:
             return
-        await insert_rows(
-            self._conn,
-            "submission_log",
-            (
-                ("submission_id", "text"),
-                ("project_key", "text"),
-                ("revision", "bigint"),
-                ("outcome", "text"),
-                ("code", "text"),
-                ("reasons", "jsonb"),
-                ("source_topic", "text"),
-                ("source_partition", "int"),
-                ("source_offset", "bigint"),
-            ),
-            [
+        self._defer(
+            insert_statement(
+                "submission_log",
                 (
-                    e.submission_id,
-                    e.project_key,
-                    e.revision,
-                    e.outcome,
-                    e.code,
-                    json.dumps([r.as_dict() for r in e.reasons]),
-                    e.topic,
-                    e.partition,
-                    e.offset,
-                )
-                for e in entries
-            ],
+                    ("submission_id", "text"),
+                    ("project_key", "text"),
+                    ("revision", "bigint"),
+                    ("outcome", "text"),
+                    ("code", "text"),
+                    ("reasons", "jsonb"),
+                    ("source_topic", "text"),
+                    ("source_partition", "int"),
+                    ("source_offset", "bigint"),
+                ),
+                [
+                    (
+                        e.submission_id,
+                        e.project_key,
+                        e.revision,
+                        e.outcome,
+                        e.code,
+                        json.dumps([r.as_dict() for r in e.reasons]),
+                        e.topic,
+                        e.partition,
+                        e.offset,
+                    )
+                    for e in entries
+                ],
+            )
         )
 
 
 class ProjectStore(Protocol):
     """The port intake's handler needs for its state."""
 
-    async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]: ...
-
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None: ...
-
-    async def count_changes(self, portfolios: Collection[str]) -> dict[str, int]: ...
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]: ...
 
@@ -155,9 +129,83 @@ class IntakeTransaction(UnitOfWork, Protocol):
     @property
     def projects(self) -> ProjectStore: ...
 
+    async def open_batch(
+        self, claims: Sequence[tuple[str, str | None]], keys: Collection[str]
+    ) -> OpenedBatch: ...
+
 
 class IntakeUnitOfWork(PostgresUnitOfWork):
     projects: ProjectRepository
 
     def _bind(self, conn: PoolConnectionProxy[Any]) -> None:
-        self.projects = ProjectRepository(conn)
+        self.projects = ProjectRepository(conn, self.defer)
+
+    async def open_batch(
+        self, claims: Sequence[tuple[str, str | None]], keys: Collection[str]
+    ) -> OpenedBatch:
+        """Start a batch in one statement: claim its inbox ids (``claims``: each id with its
+        submission's portfolio, None for a record that could not be read), count a change of
+        each portfolio with a fresh submission, and read the stored projects of ``keys``.
+
+        The portfolios' rows stay locked until the transaction ends (taken in name order, so
+        two batches cannot deadlock): batches of one portfolio count up one at a time."""
+        portfolios = dict(claims)  # an id twice in a batch is the same submission
+        rows = await self.conn.fetch(
+            _OPEN_BATCH, list(portfolios), list(portfolios.values()), list(keys)
+        )
+        opened = OpenedBatch(set(), {}, {})
+        for r in rows:
+            if r["part"] == "claimed":
+                opened.fresh.add(r["key"])
+            elif r["part"] == "counted":
+                opened.versions[r["key"]] = r["number"]
+            else:
+                opened.stored[r["key"]] = StoredProject(
+                    revision=r["number"],
+                    withdrawn=r["withdrawn"],
+                    state=ProjectState.model_validate_json(r["state"]) if r["state"] else None,
+                    portfolio=r["portfolio"],
+                    external_id=r["external_id"],
+                )
+        return opened
+
+
+# A batch's start (``open_batch``), one row a part: the claimed ids, the counted portfolios,
+# the stored projects (read through the primary key: migration 0005).
+_OPEN_BATCH = (
+    f"WITH claimed AS ({inbox.CLAIM.format(ids='$1::text[]')}),"
+    " counted AS (INSERT INTO portfolio_versions (portfolio, version)"
+    " SELECT DISTINCT c.portfolio, 1 FROM unnest($1::text[], $2::text[]) AS c (event_id, portfolio)"
+    " JOIN claimed USING (event_id) WHERE c.portfolio IS NOT NULL ORDER BY c.portfolio"
+    " ON CONFLICT (portfolio) DO UPDATE SET version = portfolio_versions.version + 1"
+    " RETURNING portfolio, version)"
+    " SELECT 'claimed' AS part, event_id AS key, NULL::bigint AS number, NULL::text AS portfolio,"
+    " NULL::text AS external_id, NULL::boolean AS withdrawn, NULL::jsonb AS state FROM claimed"
+    " UNION ALL SELECT 'counted', portfolio, version, NULL, NULL, NULL, NULL FROM counted"
+    " UNION ALL SELECT 'stored', project_key, revision, portfolio, external_id, withdrawn, state"
+    " FROM stored_projects($3::text[])"
+)
+
+_PROJECT_COLUMNS = (
+    ("project_key", "text"),
+    ("portfolio", "text"),
+    ("revision", "bigint"),
+    ("withdrawn", "boolean"),
+    ("stage", "text"),
+    ("name", "text"),
+    ("state", "jsonb"),
+    ("external_id", "text"),
+)
+
+# A batch's projects, inserted or overwritten; a project's dependencies are its state's (none
+# for a withdrawn project's tombstone).
+_SAVE = (
+    "INSERT INTO projects (project_key, portfolio, revision, withdrawn, stage, name, state,"
+    " external_id, depends_on)"
+    " SELECT t.*, ARRAY(SELECT jsonb_array_elements_text(t.state -> 'depends_on'))"
+    " FROM unnest({arrays}) AS t (project_key, portfolio, revision, withdrawn, stage, name, state,"
+    " external_id)"
+    " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
+    " withdrawn = excluded.withdrawn, stage = excluded.stage, name = excluded.name,"
+    " state = excluded.state, depends_on = excluded.depends_on, updated_at = now()"
+)

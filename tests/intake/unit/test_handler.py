@@ -12,7 +12,7 @@ import pytest
 
 from services.intake.domain import PortfolioView, StoredProject
 from services.intake.handlers import IntakeHandler
-from services.intake.repository import LogEntry
+from services.intake.repository import LogEntry, OpenedBatch
 from shared import deadletter
 from shared.consumer_record import Record
 from shared.contracts.events import ProjectChanged, ProjectsChanged, ProjectState
@@ -32,9 +32,6 @@ class FakeProjects:
         self.view_reads = 0  # the reads themselves: each a statement
         self.fail_next_log = False
 
-    async def load(self, keys: Iterable[str]) -> dict[str, StoredProject]:
-        return {k: self.rows[k] for k in keys if k in self.rows}
-
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None:
         self.rows.update(projects)
 
@@ -43,11 +40,6 @@ class FakeProjects:
             self.fail_next_log = False
             raise ConnectionResetError("lost the database")
         self.log_rows += entries
-
-    async def count_changes(self, portfolios: Iterable[str]) -> dict[str, int]:
-        for p in portfolios:
-            self.versions[p] = self.versions.get(p, 0) + 1
-        return {p: self.versions[p] for p in portfolios}
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
         self.views_read += list(portfolios)
@@ -93,6 +85,19 @@ class FakeUnitOfWork:
         fresh = set(event_ids) - self.inbox - self._claimed
         self._claimed |= fresh
         return fresh
+
+    async def open_batch(
+        self, claims: Sequence[tuple[str, str | None]], keys: Iterable[str]
+    ) -> OpenedBatch:
+        fresh = await self.claim([event_id for event_id, _ in claims])
+        counted = {p for event_id, p in claims if p is not None and event_id in fresh}
+        for p in counted:
+            self.projects.versions[p] = self.projects.versions.get(p, 0) + 1
+        return OpenedBatch(
+            fresh,
+            {k: self.projects.rows[k] for k in keys if k in self.projects.rows},
+            {p: self.projects.versions[p] for p in counted},
+        )
 
     async def release(self, event_ids: Sequence[str]) -> None:
         self._claimed -= set(event_ids)
