@@ -8,17 +8,21 @@ topic prefix. When neither backend can be had the fixtures fail; they never skip
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from shared.admin import ensure_topics
+from shared.db import create_pool
 from shared.local import embedded_postgres, free_port, tansu
+from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings, role_url
 
 
@@ -79,3 +83,18 @@ async def kafka(kafka_bootstrap: str) -> KafkaSettings:
 
 def service_url(database: DatabaseSettings, service: str) -> str:
     return role_url(database.url, f"pmo_{service}")
+
+
+@contextlib.asynccontextmanager
+async def service_pool(
+    database: DatabaseSettings, service: str, *, max_size: int
+) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """``service``'s pool, as its own role, on the database migrated for it."""
+    await migrate(database.url, [service_component(service)])
+    pool = await create_pool(
+        service_url(database, service), schema=service, application_name="test", max_size=max_size
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -153,21 +153,23 @@ class IntakeUnitOfWork(PostgresUnitOfWork):
         rows = await self.conn.fetch(
             _OPEN_BATCH, list(portfolios), list(portfolios.values()), list(keys)
         )
-        opened = OpenedBatch(set(), {}, {})
+        fresh: set[str] = set()
+        stored: dict[str, StoredProject] = {}
+        versions: dict[str, int] = {}
         for r in rows:
             if r["part"] == "claimed":
-                opened.fresh.add(r["key"])
+                fresh.add(r["key"])
             elif r["part"] == "counted":
-                opened.versions[r["key"]] = r["number"]
+                versions[r["key"]] = r["number"]
             else:
-                opened.stored[r["key"]] = StoredProject(
+                stored[r["key"]] = StoredProject(
                     revision=r["number"],
                     withdrawn=r["withdrawn"],
                     state=ProjectState.model_validate_json(r["state"]) if r["state"] else None,
                     portfolio=r["portfolio"],
                     external_id=r["external_id"],
                 )
-        return opened
+        return OpenedBatch(fresh, stored, versions)
 
 
 # A batch's start (``open_batch``), one row a part: the claimed ids, the counted portfolios,

@@ -5,15 +5,17 @@ rolls back."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 import asyncpg
 import pytest
 
-from shared.db import Statement, combined, create_pool, insert_statement
-from shared.migrations import migrate, service_component
+from shared.db import Statement, combined, insert_statement
 from shared.outbox import OutboxMessage
 from shared.settings import DatabaseSettings
 from shared.uow import PostgresUnitOfWork
-from tests.conftest import service_url
+from tests.conftest import service_pool, service_url
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +32,22 @@ def test_combined_parts_are_numbered_after_the_ones_before() -> None:
     assert both.args == (1, "z", "y")
 
 
+@pytest.fixture
+async def pool(database: DatabaseSettings) -> AsyncIterator[asyncpg.Pool[Any]]:
+    """A pool of one connection of scoring's role on a migrated database: one session, so the
+    queries a unit of work sends are all on the connection the test watches."""
+    async with service_pool(database, "scoring", max_size=1) as connections:
+        yield connections
+
+
 def message(n: int) -> OutboxMessage:
     return OutboxMessage("t", b"p/s/k", str(n).encode(), {"ce_id": f"e{n}"})
 
 
 async def test_deferred_writes_and_outbox_rows_are_one_round_trip_before_the_commit(
-    database: DatabaseSettings,
+    database: DatabaseSettings, pool: asyncpg.Pool[Any]
 ) -> None:
-    await migrate(database.url, [service_component("scoring")])
-    url = service_url(database, "scoring")
-    pool = await create_pool(url, schema="scoring", application_name="t", max_size=1)
-    admin = await asyncpg.connect(url)
+    admin = await asyncpg.connect(service_url(database, "scoring"))
     try:
         await admin.execute("CREATE TABLE scoring.noted (n int PRIMARY KEY, tag text)")
         noted = insert_statement("noted", (("n", "int"), ("tag", "text")), [(1, "a"), (2, "b")])
@@ -73,51 +80,38 @@ async def test_deferred_writes_and_outbox_rows_are_one_round_trip_before_the_com
         assert [r["value"] for r in values] == [b"1", b"2", b"3"]
     finally:
         await admin.close()
-        await pool.close()
 
 
 async def test_many_rows_emitted_after_a_few_follow_them_in_the_outbox(
-    database: DatabaseSettings,
+    pool: asyncpg.Pool[Any],
 ) -> None:
     """Many rows are copied when emitted, the few emitted before them written first; the few
     emitted after them are written at the commit."""
-    await migrate(database.url, [service_component("scoring")])
-    url = service_url(database, "scoring")
-    pool = await create_pool(url, schema="scoring", application_name="t", max_size=1)
-    try:
-        async with PostgresUnitOfWork(pool) as uow:
-            await uow.emit([message(0)])
-            await uow.emit([message(n) for n in range(1, 1001)])
-            await uow.emit([message(1001)])
-        async with pool.acquire() as conn:
-            values = await conn.fetch("SELECT value FROM scoring.outbox ORDER BY id")
-        assert [int(r["value"]) for r in values] == list(range(1002))
-    finally:
-        await pool.close()
+    async with PostgresUnitOfWork(pool) as uow:
+        await uow.emit([message(0)])
+        await uow.emit([message(n) for n in range(1, 1001)])
+        await uow.emit([message(1001)])
+    async with pool.acquire() as conn:
+        values = await conn.fetch("SELECT value FROM scoring.outbox ORDER BY id")
+    assert [int(r["value"]) for r in values] == list(range(1002))
 
 
 async def test_a_deferred_write_that_fails_rolls_the_unit_of_work_back(
-    database: DatabaseSettings,
+    pool: asyncpg.Pool[Any],
 ) -> None:
-    await migrate(database.url, [service_component("scoring")])
-    url = service_url(database, "scoring")
-    pool = await create_pool(url, schema="scoring", application_name="t", max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            await conn.execute("CREATE TABLE scoring.noted (n int PRIMARY KEY)")
+    async with pool.acquire() as conn:
+        await conn.execute("CREATE TABLE scoring.noted (n int PRIMARY KEY)")
 
-        async def conflicting() -> None:
-            async with PostgresUnitOfWork(pool) as uow:
-                await uow.conn.execute("INSERT INTO noted VALUES (7)")
-                await uow.emit([message(1)])
-                uow.defer(insert_statement("noted", (("n", "int"),), [(7,)]))
+    async def conflicting() -> None:
+        async with PostgresUnitOfWork(pool) as uow:
+            await uow.conn.execute("INSERT INTO noted VALUES (7)")
+            await uow.emit([message(1)])
+            uow.defer(insert_statement("noted", (("n", "int"),), [(7,)]))
 
-        with pytest.raises(asyncpg.UniqueViolationError):
-            await conflicting()
-        async with pool.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM scoring.noted") == 0
-            assert await conn.fetchval("SELECT count(*) FROM scoring.outbox") == 0
-            # The connection went back to the pool usable, outside any transaction.
-            assert not conn.is_in_transaction()
-    finally:
-        await pool.close()
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conflicting()
+    async with pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM scoring.noted") == 0
+        assert await conn.fetchval("SELECT count(*) FROM scoring.outbox") == 0
+        # The connection went back to the pool usable, outside any transaction.
+        assert not conn.is_in_transaction()
