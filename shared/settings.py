@@ -57,9 +57,11 @@ class ServiceSettings(BaseSettings):
     group_id: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 0
-    # Batch consumption: up to max_records per transaction, waiting at most batch_timeout_ms.
+    # Batch consumption: up to max_records per transaction. A consumer's loop waits up to
+    # batch_timeout_ms for records and takes them when they arrive; an idle loop wakes once in
+    # that time (shared.consumer).
     max_records: int = Field(default=500, ge=1)
-    batch_timeout_ms: int = Field(default=20, ge=0)
+    batch_timeout_ms: int = Field(default=20, ge=1)
     # How long the broker may hold a fetch that has no data yet (Kafka's fetch.max.wait.ms,
     # 500 ms by default). A broker that answers a held fetch only when this runs out, rather
     # than when data arrives, adds up to this to every hop; a short wait bounds that at the

@@ -1,5 +1,6 @@
 """A consumer's fetch settings reach the broker (real tansu): with ``fetch_min_bytes`` high, a
-steady trickle arrives in batches of the fetch wait instead of a few records each."""
+steady trickle arrives in batches of the fetch wait instead of a few records each; and a
+consumer's loop waits for records in ``getmany`` alone, never in a sleep a record waits out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from faststream import AckPolicy
+from faststream.kafka.subscriber import usecase
 
 from shared.broker import make_broker
 from shared.consumer import BatchRunner, subscribe
@@ -84,3 +87,82 @@ async def test_fetch_min_bytes_turns_a_trickle_into_batches_of_the_fetch_wait(
     # fetch wait after (three if the trickle straddles two waits on a slow machine).
     assert len(eager) >= 10, eager
     assert len(patient) <= 3, patient
+
+
+IDLE = 0.5  # seconds a loop waits with nothing to consume
+
+
+async def idle_loop(
+    kafka: KafkaSettings, topic: str, monkeypatch: pytest.MonkeyPatch, *, ours: bool
+) -> tuple[int, int]:
+    """(empty answers, sleeps after one) of a batch subscriber's loop with nothing to consume
+    for ``IDLE`` seconds: registered through ``subscribe`` when ``ours``, as FastStream makes it
+    otherwise."""
+    slept: list[float] = []
+    real_sleep = usecase.anyio.sleep
+
+    async def recorded_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await real_sleep(seconds)
+
+    monkeypatch.setattr(usecase.anyio, "sleep", recorded_sleep)
+    settings = ServiceSettings(group_id=f"idle-{ours}", batch_timeout_ms=50)
+    broker = make_broker(kafka, client_id="idle-test")
+    if ours:
+
+        async def nothing(records: Sequence[Record]) -> None:
+            raise AssertionError("nothing was published")
+
+        async def no_poison(record: Record, reasons: list[Reason]) -> None:
+            raise AssertionError("nothing was published")
+
+        subscribe(
+            broker,
+            [topic],
+            settings=settings,
+            runner=BatchRunner("test", nothing, no_poison),
+            service="test",
+        )
+        subscriber = broker.subscribers[-1]
+    else:
+        subscriber = broker.subscriber(
+            topic,
+            group_id=settings.group_id,
+            batch=True,
+            batch_timeout_ms=settings.batch_timeout_ms,
+            ack_policy=AckPolicy.MANUAL,
+        )
+        subscriber(lambda message: None)
+    empty = 0
+    get_msg = subscriber.get_msg
+
+    async def counted(consumer: object) -> object:
+        nonlocal empty
+        records = await get_msg(consumer)
+        empty += not records
+        return records
+
+    subscriber.get_msg = counted  # type: ignore[method-assign]
+    await broker.start()
+    try:
+        await asyncio.sleep(IDLE)
+    finally:
+        await broker.stop()
+    return empty, len(slept)
+
+
+@pytest.mark.timeout(120)
+async def test_an_idle_loop_waits_in_getmany_and_never_sleeps_past_a_record(
+    kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = TopicNames(kafka.topic_prefix)(Topic.SUBMISSIONS)
+    # FastStream's own loop sleeps a batch wait after each empty answer: a record arriving
+    # then waits it out.
+    empty, slept = await idle_loop(kafka, topic, monkeypatch, ours=False)
+    assert empty >= 2, empty
+    assert slept >= empty - 1, (empty, slept)
+    # A service's loop asks again at once; it still waits, in getmany, for a record to come.
+    empty, slept = await idle_loop(kafka, topic, monkeypatch, ours=True)
+    assert empty >= 2, empty
+    assert slept == 0, (empty, slept)
+    assert empty <= IDLE / 0.050 + 1, empty  # not spinning: one empty answer per batch wait
