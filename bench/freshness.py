@@ -62,6 +62,9 @@ class Latency:
 @dataclass(frozen=True, slots=True)
 class Freshness:
     latency: Latency
+    # The p50 of the submissions published in each quarter of the row, in order: what builds
+    # up as the row writes (the broker's stored batches, the portfolios' sizes).
+    quarters: tuple[float, ...]
     # The derived work after it, for the same sample: publish to the project's first version in
     # reporting's read model with a score, and with a plan status (its written time).
     scored: Latency
@@ -147,6 +150,7 @@ class _Observer:
     # project key -> published at, by the wall clock, which Postgres's timestamps share.
     wall: dict[str, float] = field(default_factory=dict)
     taken: list[float] = field(default_factory=list)
+    sent: list[float] = field(default_factory=list)  # each taken latency's publish time
     polls: int = 0
     checks: int = 0
     check_time: float = 0.0
@@ -178,7 +182,17 @@ class _Observer:
         if status != 200:
             raise RuntimeError(f"GET {path}: status {status}")
         if json.loads(body)["revision"] == 1 and path in self.pending:
-            self.taken.append(now - self.pending.pop(path))
+            sent = self.pending.pop(path)
+            self.taken.append(now - sent)
+            self.sent.append(sent)
+
+    def quarters(self, started: float, seconds: float) -> tuple[float, ...]:
+        """The p50 (ms) of the latencies taken of the submissions published in each quarter of
+        the ``seconds`` from ``started``."""
+        bins: list[list[float]] = [[], [], [], []]
+        for sent, latency in zip(self.sent, self.taken, strict=True):
+            bins[min(3, max(0, int((sent - started) / seconds * 4)))].append(latency)
+        return tuple(percentile(b, 50) * 1000 if b else math.nan for b in bins)
 
 
 def sample_stride(rate: float) -> int:
@@ -242,6 +256,7 @@ async def freshness(
                 await conn.close()
             return Freshness(
                 latency=_latency(observer.taken),
+                quarters=observer.quarters(started, seconds),
                 scored=_latency(scored),
                 planned=_latency(planned),
                 offered_per_second=rate,

@@ -441,6 +441,15 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             for what, stem in (("scored", "fresh_scored"), ("planned", "fresh_planned"))
             for p, key in (("p50", f"{stem}_p50"), ("p99", f"{stem}_p99"))
         ),
+        *(
+            summarise(
+                f"freshness p50, submissions published in the row's {nth} quarter",
+                "ms",
+                results[f"fresh_p50_q{quarter}"],
+                "reference",
+            )
+            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        ),
         summarise(
             f"freshness p50 at {LOW_RATE:g} subs/s", "ms", results["fresh_low_p50"], "reference"
         ),
@@ -660,6 +669,8 @@ async def new_row_round(
     record("hop_p99", raw.p99_ms)
     record("fresh_p50", fresh.latency.p50_ms)
     record("fresh_p99", fresh.latency.p99_ms)
+    for quarter, p50 in enumerate(fresh.quarters, 1):
+        record(f"fresh_p50_q{quarter}", p50)
     # The same at a trickle: the latency of the path itself, without queues or the observer's
     # own requests loading the reporting process.
     low = await freshness(bootstrap, url, LOW_RATE, sizes.freshness_seconds)
