@@ -357,9 +357,9 @@ def _take_records_as_they_arrive(subscriber: Any) -> None:
     FastStream's batch subscriber (0.7) asks ``getmany`` for records, which returns as soon as
     the consumer's background fetch brings any, or after ``batch_timeout_ms`` with none; after
     an empty answer it then sleeps another ``batch_timeout_ms``, and records that arrive in
-    that sleep wait it out. Under a steady feed a hop's loop often finds nothing in one wait and
-    sleeps through the next batch: it added about 9 ms to the median at a trickle, two hops of
-    a submission's path (docs/performance.md). Here an empty answer is followed by the next
+    that sleep wait it out. A loop fed now and then often finds nothing in one wait and sleeps
+    through the next record: it added about 10 ms to the median at a trickle, over the two hops
+    of a submission's path (docs/performance.md). Here an empty answer is followed by the next
     ``getmany`` at once: an idle loop still wakes once every ``batch_timeout_ms`` (at least 1
     ms, ``ServiceSettings``), and a record is taken when it arrives."""
     timeout_ms: int = subscriber.batch_timeout_ms
