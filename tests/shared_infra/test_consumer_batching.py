@@ -5,11 +5,15 @@ consumer's loop waits for records in ``getmany`` alone, never in a sleep a recor
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
+import anyio
 import pytest
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
 from faststream.kafka.subscriber import usecase
 
 from shared.broker import make_broker
@@ -26,6 +30,26 @@ RECORDS = 30
 APART = 0.02  # seconds between two records of the trickle
 
 
+def subscribed(
+    broker: KafkaBroker,
+    topic: str,
+    settings: ServiceSettings,
+    handle: Callable[[Sequence[Record]], Awaitable[None]],
+) -> None:
+    """Register ``handle`` on ``topic`` as a service does (``subscribe``); nothing is poison."""
+
+    async def poison(record: Record, reasons: list[Reason]) -> None:
+        raise AssertionError(f"nothing here is poison: {record.coordinates} {reasons}")
+
+    subscribe(
+        broker,
+        [topic],
+        settings=settings,
+        runner=BatchRunner("test", handle, poison),
+        service="test",
+    )
+
+
 async def batches_of_a_trickle(
     kafka: KafkaSettings, settings: ServiceSettings, topic: str
 ) -> list[int]:
@@ -35,17 +59,8 @@ async def batches_of_a_trickle(
     async def handle(records: Sequence[Record]) -> None:
         sizes.append(len(records))
 
-    async def poison(record: Record, reasons: list[Reason]) -> None:
-        raise AssertionError(f"nothing here is poison: {record.coordinates} {reasons}")
-
     broker = make_broker(kafka, client_id="batching-test")
-    subscribe(
-        broker,
-        [topic],
-        settings=settings,
-        runner=BatchRunner("test", handle, poison),
-        service="test",
-    )
+    subscribed(broker, topic, settings, handle)
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=0)
     await broker.start()
     await producer.start()
@@ -89,40 +104,40 @@ async def test_fetch_min_bytes_turns_a_trickle_into_batches_of_the_fetch_wait(
     assert len(patient) <= 3, patient
 
 
-IDLE = 0.5  # seconds a loop waits with nothing to consume
+WAIT_MS = 50  # the loops' batch wait here
+EMPTY = 4  # empty answers to watch for
+
+
+class _SleepsRecorded:
+    """FastStream's subscriber module's ``anyio``, with its ``sleep`` calls recorded."""
+
+    def __init__(self) -> None:
+        self.slept: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await anyio.sleep(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(anyio, name)
 
 
 async def idle_loop(
     kafka: KafkaSettings, topic: str, monkeypatch: pytest.MonkeyPatch, *, ours: bool
-) -> tuple[int, int]:
-    """(empty answers, sleeps after one) of a batch subscriber's loop with nothing to consume
-    for ``IDLE`` seconds: registered through ``subscribe`` when ``ours``, as FastStream makes it
-    otherwise."""
-    slept: list[float] = []
-    real_sleep = usecase.anyio.sleep
-
-    async def recorded_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        await real_sleep(seconds)
-
-    monkeypatch.setattr(usecase.anyio, "sleep", recorded_sleep)
-    settings = ServiceSettings(group_id=f"idle-{ours}", batch_timeout_ms=50)
+) -> tuple[int, int, float]:
+    """(empty answers, sleeps after one, seconds watched) of a batch subscriber's loop with
+    nothing to consume, watched until it has answered empty ``EMPTY`` times: registered through
+    ``subscribe`` when ``ours``, as FastStream makes it otherwise."""
+    recorded = _SleepsRecorded()
+    monkeypatch.setattr(usecase, "anyio", recorded)
+    settings = ServiceSettings(group_id=f"idle-{ours}", batch_timeout_ms=WAIT_MS)
     broker = make_broker(kafka, client_id="idle-test")
     if ours:
 
         async def nothing(records: Sequence[Record]) -> None:
             raise AssertionError("nothing was published")
 
-        async def no_poison(record: Record, reasons: list[Reason]) -> None:
-            raise AssertionError("nothing was published")
-
-        subscribe(
-            broker,
-            [topic],
-            settings=settings,
-            runner=BatchRunner("test", nothing, no_poison),
-            service="test",
-        )
+        subscribed(broker, topic, settings, nothing)
         subscriber = broker.subscribers[-1]
     else:
         subscriber = broker.subscriber(
@@ -144,11 +159,12 @@ async def idle_loop(
 
     subscriber.get_msg = counted  # type: ignore[method-assign]
     await broker.start()
+    started = time.monotonic()
     try:
-        await asyncio.sleep(IDLE)
+        await eventually(lambda: asyncio.sleep(0, result=empty >= EMPTY), what="empty answers")
+        return empty, len(recorded.slept), time.monotonic() - started
     finally:
         await broker.stop()
-    return empty, len(slept)
 
 
 @pytest.mark.timeout(120)
@@ -158,11 +174,10 @@ async def test_an_idle_loop_waits_in_getmany_and_never_sleeps_past_a_record(
     topic = TopicNames(kafka.topic_prefix)(Topic.SUBMISSIONS)
     # FastStream's own loop sleeps a batch wait after each empty answer: a record arriving
     # then waits it out.
-    empty, slept = await idle_loop(kafka, topic, monkeypatch, ours=False)
-    assert empty >= 2, empty
+    empty, slept, _ = await idle_loop(kafka, topic, monkeypatch, ours=False)
     assert slept >= empty - 1, (empty, slept)
     # A service's loop asks again at once; it still waits, in getmany, for a record to come.
-    empty, slept = await idle_loop(kafka, topic, monkeypatch, ours=True)
-    assert empty >= 2, empty
+    empty, slept, watched = await idle_loop(kafka, topic, monkeypatch, ours=True)
     assert slept == 0, (empty, slept)
-    assert empty <= IDLE / 0.050 + 1, empty  # not spinning: one empty answer per batch wait
+    # Not spinning: one empty answer per batch wait at most.
+    assert empty <= watched / (WAIT_MS / 1000) + 1, (empty, watched)
