@@ -20,6 +20,7 @@ period on average) and a request round trip, reported with the row."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -65,6 +66,8 @@ class Freshness:
     # The p50 of the submissions published in each quarter of the row, in order: what builds
     # up as the row writes (the broker's stored batches, the portfolios' sizes).
     quarters: tuple[float, ...]
+    # Where the sample's time went, stage by stage (``STAGES``): the p50 of each, in ms.
+    stages: dict[str, float]
     # The derived work after it, for the same sample: publish to the project's first version in
     # reporting's read model with a score, and with a plan status (its written time).
     scored: Latency
@@ -149,6 +152,8 @@ class _Observer:
     pending: dict[str, float] = field(default_factory=dict)  # path -> published at
     # project key -> published at, by the wall clock, which Postgres's timestamps share.
     wall: dict[str, float] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # path -> project key
+    seen: dict[str, float] = field(default_factory=dict)  # project key -> its latency
     taken: list[float] = field(default_factory=list)
     sent: list[float] = field(default_factory=list)  # each taken latency's publish time
     polls: int = 0
@@ -156,8 +161,10 @@ class _Observer:
     check_time: float = 0.0
 
     def published(self, portfolio: str, external_id: str, at: float) -> None:
-        self.pending[f"/api/v1/portfolios/{portfolio}/projects/bench/{external_id}"] = at
-        self.wall[f"{portfolio}/bench/{external_id}"] = time.time()
+        path = f"/api/v1/portfolios/{portfolio}/projects/bench/{external_id}"
+        self.pending[path] = at
+        self.keys[path] = key = f"{portfolio}/bench/{external_id}"
+        self.wall[key] = time.time()
 
     async def run(self) -> None:
         due = time.perf_counter()
@@ -185,6 +192,7 @@ class _Observer:
             sent = self.pending.pop(path)
             self.taken.append(now - sent)
             self.sent.append(sent)
+            self.seen[self.keys[path]] = now - sent
 
     def quarters(self, started: float, seconds: float) -> tuple[float, ...]:
         """The p50 (ms) of the latencies taken of the submissions published in each quarter of
@@ -252,11 +260,15 @@ async def freshness(
                 # After the derived work of the sample, so that what runs behind it is counted.
                 use = meter.stop()
                 published = await published_per_submission(conn, count)
+                stages = await stage_times(
+                    conn, bootstrap, stack.topics(Topic.PROJECTS), observer.wall, observer.seen
+                )
             finally:
                 await conn.close()
             return Freshness(
                 latency=_latency(observer.taken),
                 quarters=observer.quarters(started, seconds),
+                stages=stages,
                 scored=_latency(scored),
                 planned=_latency(planned),
                 offered_per_second=rate,
@@ -309,6 +321,86 @@ async def derived(
         [r["scored"] - published[r["project_key"]] for r in rows],
         [r["planned"] - published[r["project_key"]] for r in rows],
     )
+
+
+# A sampled submission's path, stage by stage, each from the time the stage before it ended:
+# what the services' own clocks wrote (Postgres's and Python's wall clock, one clock here).
+STAGES = (
+    # the load generator's send to the start of intake's transaction (its inbox claim)
+    "publish -> intake's transaction",
+    # intake's decisions, writes and commit, its relay's read: to the record's time, set as
+    # the relay appends it to the producer's batch
+    "intake's transaction -> its record",
+    # the broker, reporting's fetch and its loop: to the start of reporting's transaction
+    "intake's record -> reporting's transaction",
+    # reporting's statements to the project's first version (written at the statement)
+    "reporting's transaction -> the version",
+    # reporting's commit, the observer's next poll and the API's answer
+    "the version -> seen in the API",
+)
+
+
+async def stage_times(
+    conn: asyncpg.Connection,
+    bootstrap: str,
+    topic: str,
+    published: dict[str, float],
+    seen: dict[str, float],
+) -> dict[str, float]:
+    """The p50 (ms) of each of ``STAGES`` over the sampled projects (``published``: key ->
+    wall-clock publish time; ``seen``: key -> latency to the API), once the row has run.
+
+    intake's transaction starts with its first statement, whose ``now()`` it stores as a new
+    project's ``updated_at``; its record is found on ``topic`` by the project's key (the
+    record's timestamp) and its event id in reporting's inbox (``received_at``, the start of
+    the transaction that applied it); the version is the project's first in reporting's
+    history (written at ``clock_timestamp()``)."""
+    keys = list(published)
+    records: dict[str, tuple[float, str]] = {}  # project key -> (record time, event id)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        while len(records) < len(keys):
+            batches = await consumer.getmany(timeout_ms=2000, max_records=5000)
+            if not batches:
+                break
+            for batch in batches.values():
+                for record in batch:
+                    assert record.value is not None
+                    event_id = dict(record.headers)["ce_id"].decode()
+                    for change in json.loads(record.value)["changes"]:
+                        if change["project_key"] in published and change["revision"] == 1:
+                            records.setdefault(
+                                change["project_key"], (record.timestamp / 1000, event_id)
+                            )
+    finally:
+        await consumer.stop()
+    rows = await conn.fetch(
+        "SELECT p.project_key, extract(epoch FROM p.updated_at)::float8 AS intake,"
+        " extract(epoch FROM i.received_at)::float8 AS reporting,"
+        " (SELECT extract(epoch FROM min(h.valid_from))::float8"
+        "  FROM reporting.projects_history h WHERE h.project_key = p.project_key) AS version"
+        " FROM intake.projects p"
+        " JOIN unnest($1::text[], $2::text[]) AS r (project_key, event_id) USING (project_key)"
+        " JOIN reporting.inbox i ON i.event_id = r.event_id",
+        list(records),
+        [records[k][1] for k in records],
+    )
+    spans: list[list[float]] = [[] for _ in STAGES]
+    for r in rows:
+        key = r["project_key"]
+        if key not in seen:
+            continue
+        times = (published[key], r["intake"], records[key][0], r["reporting"], r["version"])
+        for span, (start, end) in zip(spans[:-1], itertools.pairwise(times), strict=True):
+            span.append(end - start)
+        spans[-1].append(published[key] + seen[key] - r["version"])
+    return {
+        stage: percentile(span, 50) * 1000 if span else math.nan
+        for stage, span in zip(STAGES, spans, strict=True)
+    }
 
 
 async def idle_cost(bootstrap: str, server_url: str, seconds: float = 10.0) -> dict[str, float]:

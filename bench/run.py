@@ -44,7 +44,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.api import reporting_api
 from bench.floor import durable_minimum, floor_per_submission
-from bench.freshness import freshness, hop, idle_cost
+from bench.freshness import STAGES, freshness, hop, idle_cost
 from bench.harness import collector_as_served
 from bench.optimiser import instance_model, prove_small
 from bench.path_floor import path_floor
@@ -450,6 +450,15 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             )
             for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
         ),
+        *(
+            summarise(
+                f"freshness p50 of a stage: {stage}",
+                "ms",
+                results[f"fresh_stage{index}_p50"],
+                "reference",
+            )
+            for index, stage in enumerate(STAGES, 1)
+        ),
         summarise(
             f"freshness p50 at {LOW_RATE:g} subs/s", "ms", results["fresh_low_p50"], "reference"
         ),
@@ -671,6 +680,8 @@ async def new_row_round(
     record("fresh_p99", fresh.latency.p99_ms)
     for quarter, p50 in enumerate(fresh.quarters, 1):
         record(f"fresh_p50_q{quarter}", p50)
+    for stage, p50 in enumerate(fresh.stages.values(), 1):
+        record(f"fresh_stage{stage}_p50", p50)
     # The same at a trickle: the latency of the path itself, without queues or the observer's
     # own requests loading the reporting process.
     low = await freshness(bootstrap, url, LOW_RATE, sizes.freshness_seconds)
