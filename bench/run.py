@@ -8,9 +8,10 @@ amortisation, events per transaction, peak memory and CPU per submission in each
 the ceiling that CPU puts on the rate; bench/pipeline.py, bench/cpu.py), the durable minimum
 (what the pipeline's guarantees alone cost per submission, with no domain work, and the ceiling
 that puts on any implementation of them; bench/floor.py), freshness (publish ->
-visible in the reporting API at half the pipeline's rate, and its ratio to one raw produce ->
-consume hop; bench/freshness.py), framework overhead (a FastStream relay / the same relay in
-aiokafka; bench/relay.py), the ranking endpoint under 50 clients (bench/api.py), a full rescore
+visible in the reporting API at half the pipeline's rate, by quarter of the row and by stage of
+a submission's path, and its ratio to one raw produce -> consume hop; bench/freshness.py),
+framework overhead (a FastStream relay / the same relay in aiokafka; bench/relay.py), the
+ranking endpoint under 50 clients (bench/api.py), a full rescore
 of 100,000 projects after a model change through the service's code, committed and published
 (bench/scoring.py), the scoring domain alone, the greedy replan of 1,000 projects x 200 teams x
 24 months, the optimiser against the LP bound, and the time to prove a 100-project plan optimal
