@@ -149,28 +149,29 @@ class _Observer:
 
     api: HttpClient
     expected: int
-    pending: dict[str, float] = field(default_factory=dict)  # path -> published at
+    pending: dict[str, float] = field(default_factory=dict)  # project key -> published at
     # project key -> published at, by the wall clock, which Postgres's timestamps share.
     wall: dict[str, float] = field(default_factory=dict)
-    keys: dict[str, str] = field(default_factory=dict)  # path -> project key
-    seen: dict[str, float] = field(default_factory=dict)  # project key -> its latency
-    taken: list[float] = field(default_factory=list)
-    sent: list[float] = field(default_factory=list)  # each taken latency's publish time
+    # project key -> (published at, its latency), as each was seen in the API
+    seen: dict[str, tuple[float, float]] = field(default_factory=dict)
     polls: int = 0
     checks: int = 0
     check_time: float = 0.0
 
+    @property
+    def taken(self) -> list[float]:
+        return [latency for _, latency in self.seen.values()]
+
     def published(self, portfolio: str, external_id: str, at: float) -> None:
-        path = f"/api/v1/portfolios/{portfolio}/projects/bench/{external_id}"
-        self.pending[path] = at
-        self.keys[path] = key = f"{portfolio}/bench/{external_id}"
+        key = f"{portfolio}/bench/{external_id}"
+        self.pending[key] = at
         self.wall[key] = time.time()
 
     async def run(self) -> None:
         due = time.perf_counter()
-        while len(self.taken) < self.expected:
+        while len(self.seen) < self.expected:
             self.polls += 1
-            await asyncio.gather(*(self._check(path) for path in list(self.pending)))
+            await asyncio.gather(*(self._check(key) for key in list(self.pending)))
             due += POLL_SECONDS
             delay = due - time.perf_counter()
             if delay > 0:
@@ -178,7 +179,9 @@ class _Observer:
             else:
                 due = time.perf_counter()  # behind: poll again at once, without a burst
 
-    async def _check(self, path: str) -> None:
+    async def _check(self, key: str) -> None:
+        portfolio, project = key.split("/", 1)
+        path = f"/api/v1/portfolios/{portfolio}/projects/{project}"
         asked = time.perf_counter()
         status, body = await self.api.get(path)
         now = time.perf_counter()
@@ -188,17 +191,15 @@ class _Observer:
             return
         if status != 200:
             raise RuntimeError(f"GET {path}: status {status}")
-        if json.loads(body)["revision"] == 1 and path in self.pending:
-            sent = self.pending.pop(path)
-            self.taken.append(now - sent)
-            self.sent.append(sent)
-            self.seen[self.keys[path]] = now - sent
+        if json.loads(body)["revision"] == 1 and key in self.pending:
+            sent = self.pending.pop(key)
+            self.seen[key] = (sent, now - sent)
 
     def quarters(self, started: float, seconds: float) -> tuple[float, ...]:
         """The p50 (ms) of the latencies taken of the submissions published in each quarter of
         the ``seconds`` from ``started``."""
         bins: list[list[float]] = [[], [], [], []]
-        for sent, latency in zip(self.sent, self.taken, strict=True):
+        for sent, latency in self.seen.values():
             bins[min(3, max(0, int((sent - started) / seconds * 4)))].append(latency)
         return tuple(percentile(b, 50) * 1000 if b else math.nan for b in bins)
 
@@ -345,24 +346,24 @@ async def stage_times(
     bootstrap: str,
     topic: str,
     published: dict[str, float],
-    seen: dict[str, float],
+    seen: dict[str, tuple[float, float]],
 ) -> dict[str, float]:
     """The p50 (ms) of each of ``STAGES`` over the sampled projects (``published``: key ->
-    wall-clock publish time; ``seen``: key -> latency to the API), once the row has run.
+    wall-clock publish time; ``seen``: key -> (publish time, latency to the API) as the
+    observer took them), once the row has run.
 
     intake's transaction starts with its first statement, whose ``now()`` it stores as a new
     project's ``updated_at``; its record is found on ``topic`` by the project's key (the
     record's timestamp) and its event id in reporting's inbox (``received_at``, the start of
     the transaction that applied it); the version is the project's first in reporting's
     history (written at ``clock_timestamp()``)."""
-    keys = list(published)
     records: dict[str, tuple[float, str]] = {}  # project key -> (record time, event id)
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     try:
-        while len(records) < len(keys):
+        while len(records) < len(published):
             batches = await consumer.getmany(timeout_ms=2000, max_records=5000)
             if not batches:
                 break
@@ -396,7 +397,7 @@ async def stage_times(
         times = (published[key], r["intake"], records[key][0], r["reporting"], r["version"])
         for span, (start, end) in zip(spans[:-1], itertools.pairwise(times), strict=True):
             span.append(end - start)
-        spans[-1].append(published[key] + seen[key] - r["version"])
+        spans[-1].append(published[key] + seen[key][1] - r["version"])
     return {
         stage: percentile(span, 50) * 1000 if span else math.nan
         for stage, span in zip(STAGES, spans, strict=True)
