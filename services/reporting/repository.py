@@ -394,11 +394,18 @@ class ReadModelQueries:
         self._pool = pool
 
     def _project_source(
-        self, portfolio: str, as_of: datetime | None, f: ProjectFilter
+        self, portfolio: str, as_of: datetime | None, f: ProjectFilter, *, key: str | None = None
     ) -> tuple[str, list[Any]]:
-        args: list[Any] = [portfolio]
+        """The rows of ``portfolio``, or of the one project ``key`` (whose key begins with its
+        portfolio's name, so the key alone selects it).
+
+        A single project is found by its key alone: the pool's sessions keep a generic plan
+        of a statement after its first five runs, and one planned while the table held a few
+        rows, given the portfolio as well, read the portfolio's index and filtered its rows
+        by key, a scan of the whole portfolio for every lookup (docs/performance.md)."""
+        args: list[Any] = [portfolio] if key is None else [key]
         table = "projects"
-        where = ["portfolio = $1", "revision IS NOT NULL"]
+        where = ["portfolio = $1" if key is None else "project_key = $1", "revision IS NOT NULL"]
         if as_of is not None:
             # The rows as they were then, ranks moved since their version included.
             args.append(as_of)
@@ -454,11 +461,10 @@ class ReadModelQueries:
 
     async def project(self, key: str, as_of: datetime | None = None) -> dict[str, Any] | None:
         portfolio = key.split("/", 1)[0]
-        source, args = self._project_source(portfolio, as_of, ProjectFilter(include_withdrawn=True))
-        args.append(key)
-        row = await self._pool.fetchrow(
-            f"SELECT {PROJECT_COLUMNS} {source} AND project_key = ${len(args)}", *args
+        source, args = self._project_source(
+            portfolio, as_of, ProjectFilter(include_withdrawn=True), key=key
         )
+        row = await self._pool.fetchrow(f"SELECT {PROJECT_COLUMNS} {source}", *args)
         return _decoded(row) if row else None
 
     async def portfolios(self) -> list[dict[str, Any]]:
