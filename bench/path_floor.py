@@ -7,7 +7,8 @@ two hand-written processes do exactly that and nothing else (plain aiokafka and 
 bench/floor.py): a *hop* consumes the submissions, commits its inbox, state and outbox rows in
 one transaction, produces the batch, waits for the acknowledgement and clears its outbox rows;
 a *sink* consumes the hop's records and commits its inbox and state rows. Both use the
-services' consumer settings (batch wait, fetch wait, batch size) and commit offsets at the
+services' consumer settings (batch wait, fetch wait, batch size) and loop (a batch fetched when
+the loop asks for it, ``shared.consumer.next_batch``) and commit offsets at the
 services' commit interval; their tables and statements are bench/floor.py's. The load
 generator is the freshness row's (the same encoded submissions, producer and pace, the same
 sample), and an observer polls the sink's state in Postgres every 10 ms for the sampled
@@ -40,6 +41,7 @@ from bench.freshness import LINGER_MS, POLL_SECONDS, Latency, _latency, sample_s
 from bench.harness import encoded_submissions, paced
 from bench.pipeline import per_submission_ms
 from bench.relay import hand_clients, topics
+from shared.consumer import next_batch
 from shared.settings import ServiceSettings
 
 COMMIT_INTERVAL_S = ServiceSettings.model_fields["commit_interval_ms"].default / 1000
@@ -60,7 +62,7 @@ async def loop(bootstrap: str, url: str, schema: str, source: str, target: str |
     committed_at = time.monotonic()
     try:
         while not stopping.is_set():
-            batches = await consumer.getmany(timeout_ms=BATCH_TIMEOUT_MS, max_records=BATCH)
+            batches = await next_batch(consumer, timeout_ms=BATCH_TIMEOUT_MS, max_records=BATCH)
             records = [r for rs in batches.values() for r in rs]
             if records:
                 latest = {r.key.decode(): r.value for r in records}

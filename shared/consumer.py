@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.group import LeaveGroupRequest
@@ -324,7 +324,7 @@ def subscribe(
         listener=commits,
     )
     _COMMITS[subscriber] = commits
-    _take_records_as_they_arrive(subscriber)
+    _take_records_as_they_arrive(subscriber, fetch_ahead=settings.fetch_ahead)
 
     @subscriber
     async def consume(message: Any) -> None:
@@ -351,8 +351,9 @@ def subscribe(
             metrics.RECORDS.labels(service, record.topic).inc()
 
 
-def _take_records_as_they_arrive(subscriber: Any) -> None:
-    """Make ``subscriber``'s loop wait for its next batch in ``getmany`` alone.
+def _take_records_as_they_arrive(subscriber: Any, *, fetch_ahead: bool = False) -> None:
+    """Make ``subscriber``'s loop wait for its next batch in ``getmany`` alone, and, unless
+    ``fetch_ahead``, fetch its next batch only when it asks for it.
 
     FastStream's batch subscriber (0.7) asks ``getmany`` for records, which returns as soon as
     the consumer's background fetch brings any, or after ``batch_timeout_ms`` with none; after
@@ -361,15 +362,49 @@ def _take_records_as_they_arrive(subscriber: Any) -> None:
     through the next record: it added about 10 ms to the median at a trickle, over the two hops
     of a submission's path (docs/performance.md). Here an empty answer is followed by the next
     ``getmany`` at once: an idle loop still wakes once every ``batch_timeout_ms`` (at least 1
-    ms, ``ServiceSettings``), and a record is taken when it arrives."""
+    ms, ``ServiceSettings``), and a record is taken when it arrives.
+
+    aiokafka's consumer fetches ahead: as a batch is taken it asks the broker for more, keeps
+    the records of the first answer that has any, and asks that broker for nothing more until
+    the loop takes them. Under a steady feed that answer comes early in the batch's processing,
+    with the few records published by then, and those published later in it wait in the broker
+    for the batch after next: a whole batch's time more on every hop. So a batch's partitions
+    are paused once it is taken and resumed when the loop asks again; the fetch then made
+    brings everything published while the batch was processed, a round trip later
+    (docs/performance.md). A full batch (``max_records``) leaves them fetching: records are
+    waiting anyway, and a pause would drop those fetched beyond the batch, to be fetched
+    again."""
     timeout_ms: int = subscriber.batch_timeout_ms
     max_records: int | None = subscriber.max_records
 
     async def get_msg(consumer: Any) -> tuple[Any, ...]:
-        batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        batches = await next_batch(
+            consumer, timeout_ms=timeout_ms, max_records=max_records, fetch_ahead=fetch_ahead
+        )
         return tuple(chain.from_iterable(batches.values()))
 
     subscriber.get_msg = get_msg
+
+
+async def next_batch(
+    consumer: AIOKafkaConsumer,
+    *,
+    timeout_ms: int,
+    max_records: int | None,
+    fetch_ahead: bool = False,
+) -> dict[TopicPartition, list[ConsumerRecord[Any, Any]]]:
+    """``consumer.getmany``, with the partitions paused between batches unless ``fetch_ahead``
+    (``_take_records_as_they_arrive``): resumed as the next batch is asked for, paused once a
+    batch that is not full has been taken. Only this pauses a loop's consumer."""
+    if paused := consumer.paused():
+        consumer.resume(*paused)
+    batches: dict[TopicPartition, list[ConsumerRecord[Any, Any]]] = await consumer.getmany(
+        timeout_ms=timeout_ms, max_records=max_records
+    )
+    # Before the consumer's background fetch runs again: nothing awaits in between.
+    if batches and not fetch_ahead and sum(map(len, batches.values())) != max_records:
+        consumer.pause(*consumer.assignment())
+    return batches
 
 
 # ----------------------------------------------------------------------------------------------

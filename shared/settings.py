@@ -73,6 +73,13 @@ class ServiceSettings(BaseSettings):
     # high, so that a steady feed reaches it in batches of fetch_max_wait_ms rather than of a
     # few records each (docs/operations.md).
     fetch_min_bytes: int = Field(default=1, ge=1)
+    # Whether the consumer fetches the next records while a batch is processed, as aiokafka's
+    # does by default. Off, a batch's partitions are paused while it is processed and fetched
+    # when the loop asks for the next batch, which then holds all that arrived meanwhile; on,
+    # the fetch made as a batch is taken keeps what arrives first, and records published later
+    # in the batch's processing wait for the batch after next (shared.consumer,
+    # docs/operations.md).
+    fetch_ahead: bool = False
     # Offsets are committed after the batches' transactions, at most this often: a commit is a
     # request to the broker and a round trip in the consumer's loop, and the inbox makes a
     # record delivered again a no-op, so committing less often costs only what is delivered

@@ -181,3 +181,53 @@ async def test_an_idle_loop_waits_in_getmany_and_never_sleeps_past_a_record(
     assert slept == 0, (empty, slept)
     # Not spinning: one empty answer per batch wait at most.
     assert empty <= watched / (WAIT_MS / 1000) + 1, (empty, watched)
+
+
+GAP = 0.5  # seconds between the records a batch's processing publishes
+
+
+async def batches_after_a_slow_one(
+    kafka: KafkaSettings, topic: str, *, ahead: bool
+) -> list[list[bytes]]:
+    """The batches a consumer (``fetch_ahead`` = ``ahead``) sees when its first batch takes
+    a second to process, and publishes "a" as it starts and "b" half way through it (each
+    acknowledged by the broker before the processing goes on)."""
+    seen: list[list[bytes]] = []
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=0)
+
+    async def handle(records: Sequence[Record]) -> None:
+        seen.append([r.value or b"" for r in records])
+        if len(seen) == 1:
+            await producer.send_and_wait(topic, b"a", key=b"k")
+            await asyncio.sleep(GAP)
+            await producer.send_and_wait(topic, b"b", key=b"k")
+            await asyncio.sleep(GAP)
+
+    broker = make_broker(kafka, client_id="fetch-ahead-test")
+    settings = ServiceSettings(group_id=f"ahead-{ahead}", fetch_ahead=ahead)
+    subscribed(broker, topic, settings, handle)
+    await producer.start()
+    await broker.start()
+    try:
+        await producer.send_and_wait(topic, b"first", key=b"k")
+        await eventually(
+            lambda: asyncio.sleep(0, result=sum(map(len, seen)) == 3), what="three records"
+        )
+        return seen
+    finally:
+        await broker.stop()
+        await producer.stop()
+
+
+@pytest.mark.timeout(120)
+async def test_a_batch_holds_what_was_published_while_the_last_was_processed(
+    kafka: KafkaSettings,
+) -> None:
+    names = TopicNames(kafka.topic_prefix)
+    # aiokafka's consumer fetches ahead: it keeps "a", fetched early in the slow batch, and
+    # fetches no more until the loop takes it; "b" waits for the batch after.
+    ahead = await batches_after_a_slow_one(kafka, names(Topic.SUBMISSIONS), ahead=True)
+    assert ahead == [[b"first"], [b"a"], [b"b"]], ahead
+    # A service's consumer (the default) fetches when its loop asks: both in the next batch.
+    asked = await batches_after_a_slow_one(kafka, names(Topic.RESOURCES), ahead=False)
+    assert asked == [[b"first"], [b"a", b"b"]], asked
