@@ -402,7 +402,8 @@ class ReadModelQueries:
         A single project is found by its key alone: the pool's sessions keep a generic plan
         of a statement after its first five runs, and one planned while the table held a few
         rows, given the portfolio as well, read the portfolio's index and filtered its rows
-        by key, a scan of the whole portfolio for every lookup (docs/performance.md)."""
+        by key, a scan of the whole portfolio for every lookup, and as of an instant of the
+        portfolio's whole history up to it (docs/performance.md)."""
         args: list[Any] = [portfolio] if key is None else [key]
         table = "projects"
         where = ["portfolio = $1" if key is None else "project_key = $1", "revision IS NOT NULL"]
