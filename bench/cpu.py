@@ -27,6 +27,23 @@ def process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def waited_seconds(pid: int) -> float:
+    """Seconds the threads of ``pid`` have spent runnable but waiting for a core so far (the
+    second field of each thread's ``schedstat``; 0 when the process has gone). A thread that
+    ended took its share with it."""
+    waited = 0
+    try:
+        tasks = list((_PROC / str(pid) / "task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    for task in tasks:
+        try:
+            waited += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+    return waited / 1e9
+
+
 def _cmdline(pid: str) -> str:
     try:
         return (_PROC / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -80,6 +97,9 @@ def machine_seconds() -> tuple[float, float]:
 @dataclass(frozen=True, slots=True)
 class CpuUse:
     seconds: dict[str, float]  # CPU seconds per group over the interval
+    # Seconds the group's threads spent runnable but waiting for a core over the interval: on
+    # a full machine, the time its work was queued behind other processes'.
+    waited: dict[str, float]
     machine_busy: float  # busy share of all cores over the interval, 0..1
     cores: int
     elapsed_cores_seconds: float  # wall time x cores
@@ -87,6 +107,11 @@ class CpuUse:
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
+
+    def wait_per_cpu_second(self, group: str) -> float:
+        """Seconds ``group`` waited for a core for each second it ran."""
+        ran = self.seconds.get(group, 0.0)
+        return self.waited.get(group, 0.0) / ran if ran else 0.0
 
 
 class CpuMeter:
@@ -96,22 +121,31 @@ class CpuMeter:
     def __init__(self, groups: Mapping[str, Callable[[], list[int]]]) -> None:
         self._groups = groups
         self._before: dict[int, float] = {}
+        self._waited_before: dict[int, float] = {}
         self._machine: tuple[float, float] = (0.0, 0.0)
 
     def start(self) -> None:
-        self._before = {pid: process_seconds(pid) for pid in self._all()}
+        pids = self._all()
+        self._before = {pid: process_seconds(pid) for pid in pids}
+        self._waited_before = {pid: waited_seconds(pid) for pid in pids}
         self._machine = machine_seconds()
 
     def stop(self) -> CpuUse:
         busy, total = machine_seconds()
+        found = {name: find() for name, find in self._groups.items()}
         seconds = {
-            name: sum(process_seconds(p) - self._before.get(p, 0.0) for p in find())
-            for name, find in self._groups.items()
+            name: sum(process_seconds(p) - self._before.get(p, 0.0) for p in pids)
+            for name, pids in found.items()
+        }
+        waited = {
+            name: sum(waited_seconds(p) - self._waited_before.get(p, 0.0) for p in pids)
+            for name, pids in found.items()
         }
         machine_busy, machine_total = busy - self._machine[0], total - self._machine[1]
         cores = os.cpu_count() or 1
         return CpuUse(
             seconds=seconds,
+            waited=waited,
             machine_busy=machine_busy / machine_total if machine_total else 0.0,
             cores=cores,
             elapsed_cores_seconds=machine_total,

@@ -80,6 +80,8 @@ class Freshness:
     api_requests_per_second: float  # what the observer itself asks of the API
     published: dict[str, float]  # records each service published per submission
     cpu_ms: dict[str, float]  # CPU per submission by process group (bench/pipeline.py)
+    # Seconds each process group waited for a core for each second it ran (bench/cpu.py)
+    waits: dict[str, float]
     machine_busy: float  # busy share of all cores while the row ran, 0..1
 
 
@@ -280,6 +282,7 @@ async def freshness(
                 api_requests_per_second=observer.checks / elapsed,
                 published=published,
                 cpu_ms=per_submission_ms(use, count),
+                waits={group: use.wait_per_cpu_second(group) for group in use.seconds},
                 machine_busy=use.machine_busy,
             )
         finally:

@@ -112,6 +112,7 @@ class PathFloor:
     latency: Latency
     achieved_per_second: float
     cpu_ms: dict[str, float]  # per submission, by process group
+    waits: dict[str, float]  # seconds waited for a core a second run, by process group
     machine_busy: float
 
 
@@ -196,6 +197,7 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
         latency=_latency(taken),
         achieved_per_second=achieved,
         cpu_ms=per_submission_ms(use, count),
+        waits={group: use.wait_per_cpu_second(group) for group in use.seconds},
         machine_busy=use.machine_busy,
     )
 

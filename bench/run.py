@@ -9,7 +9,8 @@ the ceiling that CPU puts on the rate; bench/pipeline.py, bench/cpu.py), the dur
 (what the pipeline's guarantees alone cost per submission, with no domain work, and the ceiling
 that puts on any implementation of them; bench/floor.py), freshness (publish ->
 visible in the reporting API at half the pipeline's rate, by quarter of the row and by stage of
-a submission's path, and its ratio to one raw produce -> consume hop; bench/freshness.py),
+a submission's path, how long the path's processes and the servers wait for a core for each
+second they run, and its ratio to one raw produce -> consume hop; bench/freshness.py),
 framework overhead (a FastStream relay / the same relay in aiokafka; bench/relay.py), the
 ranking endpoint under 50 clients (bench/api.py), a full rescore
 of 100,000 projects after a model change through the service's code, committed and published
@@ -63,6 +64,9 @@ from shared.local import embedded_postgres, free_port, tansu
 
 ROUNDS = 3
 LOW_RATE = 5.0  # submissions per second for the freshness row's trickle variant
+# The freshness row's process groups whose wait for a core is reported: a submission's path
+# (intake, reporting's project and API processes) and the shared servers.
+WAITED = ("intake", "reporting-projects", "reporting-api", "postgres", "broker")
 PIPELINE_SUBMISSIONS = 5000
 PAYLOAD = 1024  # bytes, about a submission's size
 CORES = os.cpu_count() or 1
@@ -482,6 +486,15 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             "path floor: CPU per submission", "ms", results["path_floor_cpu_ms"], "reference"
         ),
         summarise("path floor: machine busy", "share", results["path_floor_busy"], "reference"),
+        *(
+            summarise(
+                f"path floor: seconds waiting for a core per second run, {group}",
+                "ratio",
+                results[f"path_floor_wait_{group}"],
+                "reference",
+            )
+            for group in ("hop", "sink")
+        ),
         summarise(
             "freshness p50 / path floor p50", "ratio", results["fresh_floor_p50"], "reference"
         ),
@@ -524,6 +537,15 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             "reference",
         ),
         summarise("freshness: machine busy", "share", results["fresh_busy"], "reference"),
+        *(
+            summarise(
+                f"freshness: seconds waiting for a core per second run, {group}",
+                "ratio",
+                results[f"fresh_wait_{group}"],
+                "reference",
+            )
+            for group in WAITED
+        ),
         summarise(
             "idle stack: broker CPU (consumers' empty fetches)",
             "ms/s",
@@ -704,12 +726,16 @@ async def new_row_round(
     record("fresh_observer_rps", fresh.api_requests_per_second)
     record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))
     record("fresh_busy", fresh.machine_busy)
+    for group in WAITED:
+        record(f"fresh_wait_{group}", fresh.waits[group])
     # The same path with no domain work (bench/path_floor.py), at the same rate.
     least = await path_floor(bootstrap, url, rate, sizes.freshness_seconds)
     record("path_floor_p50", least.latency.p50_ms)
     record("path_floor_p99", least.latency.p99_ms)
     record("path_floor_cpu_ms", sum(v for k, v in least.cpu_ms.items() if k != "other"))
     record("path_floor_busy", least.machine_busy)
+    for group in ("hop", "sink"):
+        record(f"path_floor_wait_{group}", least.waits[group])
     record("fresh_floor_p50", fresh.latency.p50_ms / least.latency.p50_ms)
     idle = await idle_cost(bootstrap, url, sizes.idle_seconds)
     services = sum(v for group, v in idle.items() if group not in NOT_SERVICES)
