@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -394,19 +394,24 @@ class ReadModelQueries:
         self._pool = pool
 
     def _project_source(
-        self, portfolio: str, as_of: datetime | None, f: ProjectFilter, *, key: str | None = None
+        self,
+        scope: str,
+        as_of: datetime | None,
+        f: ProjectFilter,
+        *,
+        by: Literal["portfolio", "project_key"] = "portfolio",
     ) -> tuple[str, list[Any]]:
-        """The rows of ``portfolio``, or of the one project ``key`` (whose key begins with its
-        portfolio's name, so the key alone selects it).
+        """The rows of the portfolio ``scope``, or, ``by`` project key, of the one project whose
+        key is ``scope`` (a key begins with its portfolio's name, so the key alone selects it).
 
         A single project is found by its key alone: the pool's sessions keep a generic plan
         of a statement after its first five runs, and one planned while the table held a few
         rows, given the portfolio as well, read the portfolio's index and filtered its rows
         by key, a scan of the whole portfolio for every lookup, and as of an instant of the
         portfolio's whole history up to it (docs/performance.md)."""
-        args: list[Any] = [portfolio] if key is None else [key]
+        args: list[Any] = [scope]
         table = "projects"
-        where = ["portfolio = $1" if key is None else "project_key = $1", "revision IS NOT NULL"]
+        where = [f"{by} = $1", "revision IS NOT NULL"]
         if as_of is not None:
             # The rows as they were then, ranks moved since their version included.
             args.append(as_of)
@@ -461,9 +466,8 @@ class ReadModelQueries:
         return version
 
     async def project(self, key: str, as_of: datetime | None = None) -> dict[str, Any] | None:
-        portfolio = key.split("/", 1)[0]
         source, args = self._project_source(
-            portfolio, as_of, ProjectFilter(include_withdrawn=True), key=key
+            key, as_of, ProjectFilter(include_withdrawn=True), by="project_key"
         )
         row = await self._pool.fetchrow(f"SELECT {PROJECT_COLUMNS} {source}", *args)
         return _decoded(row) if row else None

@@ -41,8 +41,9 @@ async def flush_statistics(pool: asyncpg.Pool[Any]) -> None:
         await conn.execute("SELECT 1")
 
 
+@pytest.mark.usefixtures("reporting_pool")  # the database, migrated for reporting
 async def test_one_project_is_read_through_its_key_from_an_empty_table(
-    database: DatabaseSettings, reporting_pool: asyncpg.Pool[Any]
+    database: DatabaseSettings,
 ) -> None:
     """A session plans a prepared statement for its first five runs, then keeps a generic plan
     for as long as it lives. Asked by portfolio and key, the lookup planned while the table
@@ -51,20 +52,27 @@ async def test_one_project_is_read_through_its_key_from_an_empty_table(
     load); as of an instant, the portfolio's whole history up to it. One session looks a
     project up, now and as of an instant, on an empty table, then, with thousands of projects
     written, finds fifty each way, and never reads a portfolio's index."""
-    reader = await create_pool(
-        service_url(database, "reporting"), schema="reporting", application_name="t", max_size=1
-    )
+    # One session each, so that each flush reports the session that did the work.
+    reader, writer = [
+        await create_pool(
+            service_url(database, "reporting"),
+            schema="reporting",
+            application_name=name,
+            max_size=1,
+        )
+        for name in ("reader", "writer")
+    ]
     try:
         queries = ReadModelQueries(reader)
         for _ in range(8):
             assert await queries.project(f"{PORTFOLIO}/jira/P1") is None
             assert await queries.project(f"{PORTFOLIO}/jira/P1", datetime.now(UTC)) is None
-        async with reporting_pool.acquire() as conn, conn.transaction():
+        async with writer.acquire() as conn, conn.transaction():
             await ReadModelWriter(conn).apply_projects(
                 [project_changed(PORTFOLIO, f"P{i}") for i in range(PROJECTS)]
                 + [project_changed("other", f"P{i}") for i in range(10)]
             )
-        await flush_statistics(reporting_pool)
+        await flush_statistics(writer)
         await flush_statistics(reader)
         before = await index_scans(database)
         at = datetime.now(UTC)
@@ -77,6 +85,7 @@ async def test_one_project_is_read_through_its_key_from_an_empty_table(
         await flush_statistics(reader)
     finally:
         await reader.close()
+        await writer.close()
     after = await index_scans(database)
     assert after["projects_pkey"] - before["projects_pkey"] >= 50
     assert after["projects_history_key"] - before["projects_history_key"] >= 50
