@@ -485,6 +485,7 @@ def assemble(
     topics: Sequence[Topic],
     handler: Callable[[ServiceRuntime], BatchHandler],
     separate: Sequence[Topic] = (),
+    consumer_settings: Callable[[Sequence[Topic]], ServiceSettings] | None = None,
 ) -> ServiceRuntime:
     """A service's runtime with its batch handler subscribed to ``topics``.
 
@@ -492,7 +493,9 @@ def assemble(
     its own in the same group: its records are never fetched into a batch of the others, so
     they never wait behind one (a rescore's or a ranking's thousands of rows, say). The
     consumers run their batches concurrently, each its own transaction, as replicas of the
-    service would; the group and its committed offsets are the same whatever the split."""
+    service would; the group and its committed offsets are the same whatever the split.
+    ``consumer_settings`` gives the settings of the consumer of the topics it is given (how
+    long it waits for records, say); ``settings`` by default."""
     unknown = set(separate) - set(topics)
     if unknown:
         raise ValueError(f"{sorted(unknown)} are not among the topics {name} consumes")
@@ -515,7 +518,7 @@ def assemble(
             subscribe(
                 runtime.broker,
                 [runtime.topics(t) for t in consumed],
-                settings=settings,
+                settings=consumer_settings(consumed) if consumer_settings else settings,
                 runner=runner,
                 service=name,
                 traces=runtime.tracing,

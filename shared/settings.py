@@ -6,7 +6,7 @@ each service adds its own class with its own prefix (``PMO_SCORING_*`` …).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
@@ -59,7 +59,8 @@ class ServiceSettings(BaseSettings):
     http_port: int = 0
     # Batch consumption: up to max_records per transaction. A consumer's loop waits up to
     # batch_timeout_ms for records and takes them when they arrive; an idle loop wakes once in
-    # that time (shared.consumer).
+    # that time (shared.consumer). The defaults here are a submission's path's; derived work
+    # waits longer (DERIVED_WAIT_MS).
     max_records: int = Field(default=500, ge=1)
     batch_timeout_ms: int = Field(default=20, ge=1)
     # How long the broker may hold a fetch that has no data yet (Kafka's fetch.max.wait.ms,
@@ -103,6 +104,18 @@ class ServiceSettings(BaseSettings):
     # larger batches (docs/operations.md, "CPU weights"). In containers the weight is the
     # container's: compose's cpu_shares, Kubernetes' CPU requests.
     nice: int | None = Field(default=None, ge=0, le=19)
+
+    def waiting(self, ms: int) -> Self:
+        """These settings with a consumer's waits (its fetch wait and batch timeout) at ``ms``."""
+        return self.model_copy(update={"fetch_max_wait_ms": ms, "batch_timeout_ms": ms})
+
+
+# How long the consumers of derived work (scoring's, capacity's, and reporting's of everything
+# but project changes) wait for records: their fetch wait and batch timeout. Their results
+# follow a change by a second or more anyway (rank settles, replan spacing); idle, each such
+# consumer asks the broker five times less often than at the path's 20 ms, which halves what an
+# idle stack costs the broker (docs/operations.md, "Consumer tuning").
+DERIVED_WAIT_MS = 100
 
 
 def role_url(admin_url: str, role: str, password: str | None = None) -> str:

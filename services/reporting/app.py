@@ -78,6 +78,9 @@ def build(
         topics=consumed(settings.role),
         handler=handler,
         separate=(Topic.PROJECTS,) if settings.projects_lane and settings.role in WHOLE else (),
+        consumer_settings=lambda topics: (
+            settings if Topic.PROJECTS in topics else settings.waiting(settings.derived_wait_ms)
+        ),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import DERIVED_WAIT_MS, ServiceSettings
 
 
 class ReportingSettings(ServiceSettings):
@@ -36,6 +36,11 @@ class ReportingSettings(ServiceSettings):
     # Project changes get a consumer of their own, so that a new or revised project is shown
     # without waiting behind a batch of scores, rank moves and plans (docs/reporting.md).
     projects_lane: bool = True
+    # The fetch wait and batch timeout of a consumer that takes no project changes (scores,
+    # plans and the other derived topics: the others role's, or the consumer beside the
+    # projects lane), which is derived work. A consumer of project changes, on a submission's
+    # path, keeps FETCH_MAX_WAIT_MS and BATCH_TIMEOUT_MS (shared.settings.DERIVED_WAIT_MS).
+    derived_wait_ms: int = Field(default=DERIVED_WAIT_MS, ge=1)
     # What this process does (docs/reporting.md, "Roles"): ``all`` consumes every topic and
     # serves the API; ``worker`` consumes every topic (and serves health and metrics); a worker
     # may also be split in two, ``projects`` (project changes alone) and ``others`` (every

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ServiceSettings
+from shared.settings import DERIVED_WAIT_MS, ServiceSettings
 
 
 class ScoringSettings(ServiceSettings):
@@ -13,6 +13,10 @@ class ScoringSettings(ServiceSettings):
 
     group_id: str = "pmo-scoring"
     http_port: int = 8082
+    # Derived work: its consumer waits longer for records than a submission's path does
+    # (shared.settings.DERIVED_WAIT_MS).
+    batch_timeout_ms: int = Field(default=DERIVED_WAIT_MS, ge=1)
+    fetch_max_wait_ms: int = Field(default=DERIVED_WAIT_MS, ge=0)
     # How long the rank moves of projects that were only pushed along the ranking by another's
     # change may wait to be published, so that a steady feed publishes each portfolio's moves
     # about once per this time instead of once per batch (docs/scoring.md, "Settling ranks").
