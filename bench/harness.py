@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 
 from shared.admin import ensure_topics
-from shared.local import DERIVED, DERIVED_NICE, free_port
+from shared.local import DERIVED, DERIVED_NICE, free_ports
 from shared.migrations import SERVICES, migrate, service_component
 from shared.runtime import collect_as_served
 from shared.settings import KafkaSettings
@@ -150,6 +150,12 @@ class Stack:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['reporting-api']}"
 
+    def check_running(self) -> None:
+        """Raise if a service process has exited: a row waiting for its work would wait on."""
+        exited = {n: p.returncode for n, p in self.processes.items() if p.returncode is not None}
+        if exited:
+            raise RuntimeError(f"service processes exited: {exited}")
+
     def api(self, **options: Any) -> httpx.AsyncClient:
         """A client of the reporting API with the administrator's token."""
         return httpx.AsyncClient(
@@ -217,7 +223,7 @@ async def service_stack(
         launched = [
             (name, service, extra) for service in services for name, extra in _processes(service)
         ]
-        ports = {name: free_port() for name, _, _ in launched}
+        ports = dict(zip((name for name, _, _ in launched), free_ports(len(launched)), strict=True))
         env = {
             **os.environ,
             "PMO_DATABASE_URL": url,
@@ -256,6 +262,14 @@ async def service_stack(
                         service, process, ports[service], Path(logs) / f"{service}.log"
                     )
                 await asyncio.sleep(settle)
+                # A process that exited after another answered on its port (taken meanwhile)
+                # would leave the row waiting for work nobody does.
+                for name, process in processes.items():
+                    if process.returncode is not None:
+                        text = (Path(logs) / f"{name}.log").read_text(errors="replace")
+                        raise RuntimeError(
+                            f"{name} exited with {process.returncode}:\n{text[-2000:]}"
+                        )
                 yield Stack(url, kafka, TopicNames(kafka.topic_prefix), processes, ports)
             finally:
                 await _stop(processes.values())

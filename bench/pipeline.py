@@ -164,6 +164,7 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
                     " AND rank IS NOT NULL AND plan_status IS NOT NULL"
                 )
                 if done < submissions:
+                    stack.check_running()
                     await asyncio.sleep(0.2)
                     continue
                 polls += 1  # each statement is a transaction of its own
