@@ -20,20 +20,28 @@ DERIVED = ("scoring", "capacity")
 DERIVED_NICE = 10
 
 
+# Ports this process has handed out, never handed out again by it: a port asked for is
+# released before its user binds it, and the system may offer it again meanwhile.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` different ports free on 127.0.0.1 now. Each is held until all are found:
-    ports asked for one at a time, each released before the next is asked, may repeat."""
+    """``count`` ports free on 127.0.0.1 now, none of them one this process has handed out
+    before. Each is held until all are found, so that the system offers none of them twice."""
     with contextlib.ExitStack() as held:
         ports: list[int] = []
-        for _ in range(count):
+        while len(ports) < count:
             s = held.enter_context(socket.socket())
             s.bind(("127.0.0.1", 0))
-            ports.append(s.getsockname()[1])
-        return ports
+            port: int = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+    _HANDED_OUT.update(ports)
+    return ports
 
 
 def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
