@@ -165,12 +165,16 @@ class Stack:
         )
 
 
+async def _raise_if_exited(name: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    if process.returncode is not None:
+        text = await asyncio.to_thread(log.read_text, errors="replace")
+        raise RuntimeError(f"{name} exited with {process.returncode}:\n{text[-2000:]}")
+
+
 async def _wait_ready(name: str, process: asyncio.subprocess.Process, port: int, log: Path) -> None:
     async with asyncio.timeout(READY_SECONDS), httpx.AsyncClient(timeout=2.0) as client:
         while True:
-            if process.returncode is not None:
-                text = await asyncio.to_thread(log.read_text, errors="replace")
-                raise RuntimeError(f"{name} exited with {process.returncode}:\n{text[-2000:]}")
+            await _raise_if_exited(name, process, log)
             with contextlib.suppress(httpx.TransportError):
                 response = await client.get(f"http://127.0.0.1:{port}/health/ready")
                 if response.status_code == 200:
@@ -265,11 +269,7 @@ async def service_stack(
                 # A process that exited after another answered on its port (taken meanwhile)
                 # would leave the row waiting for work nobody does.
                 for name, process in processes.items():
-                    if process.returncode is not None:
-                        text = (Path(logs) / f"{name}.log").read_text(errors="replace")
-                        raise RuntimeError(
-                            f"{name} exited with {process.returncode}:\n{text[-2000:]}"
-                        )
+                    await _raise_if_exited(name, process, Path(logs) / f"{name}.log")
                 yield Stack(url, kafka, TopicNames(kafka.topic_prefix), processes, ports)
             finally:
                 await _stop(processes.values())

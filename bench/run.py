@@ -67,6 +67,7 @@ LOW_RATE = 5.0  # submissions per second for the freshness row's trickle variant
 # The freshness row's process groups whose wait for a core is reported: a submission's path
 # (intake, reporting's project and API processes) and the shared servers.
 WAITED = ("intake", "reporting-projects", "reporting-api", "postgres", "broker")
+FLOOR_WAITED = ("hop", "sink")  # the path floor's two processes
 PIPELINE_SUBMISSIONS = 5000
 PAYLOAD = 1024  # bytes, about a submission's size
 CORES = os.cpu_count() or 1
@@ -493,7 +494,7 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
                 results[f"path_floor_wait_{group}"],
                 "reference",
             )
-            for group in ("hop", "sink")
+            for group in FLOOR_WAITED
         ),
         summarise(
             "freshness p50 / path floor p50", "ratio", results["fresh_floor_p50"], "reference"
@@ -734,7 +735,7 @@ async def new_row_round(
     record("path_floor_p99", least.latency.p99_ms)
     record("path_floor_cpu_ms", sum(v for k, v in least.cpu_ms.items() if k != "other"))
     record("path_floor_busy", least.machine_busy)
-    for group in ("hop", "sink"):
+    for group in FLOOR_WAITED:
         record(f"path_floor_wait_{group}", least.waits[group])
     record("fresh_floor_p50", fresh.latency.p50_ms / least.latency.p50_ms)
     idle = await idle_cost(bootstrap, url, sizes.idle_seconds)

@@ -118,6 +118,14 @@ class ServiceSettings(BaseSettings):
 DERIVED_WAIT_MS = 100
 
 
+class DerivedServiceSettings(ServiceSettings):
+    """The settings of a service whose every consumer is derived work (scoring, capacity): it
+    waits ``DERIVED_WAIT_MS`` for records unless told otherwise."""
+
+    batch_timeout_ms: int = Field(default=DERIVED_WAIT_MS, ge=1)
+    fetch_max_wait_ms: int = Field(default=DERIVED_WAIT_MS, ge=0)
+
+
 def role_url(admin_url: str, role: str, password: str | None = None) -> str:
     """``admin_url`` with its user replaced by ``role`` (and the password, if given)."""
     parts = urlsplit(admin_url)

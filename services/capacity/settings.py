@@ -6,18 +6,14 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.contracts.common import Month
-from shared.settings import DERIVED_WAIT_MS, ServiceSettings
+from shared.settings import DerivedServiceSettings
 
 
-class CapacitySettings(ServiceSettings):
+class CapacitySettings(DerivedServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PMO_CAPACITY_", extra="ignore")
 
     group_id: str = "pmo-capacity"
     http_port: int = 8083
-    # Derived work: its consumer waits longer for records than a submission's path does
-    # (shared.settings.DERIVED_WAIT_MS).
-    batch_timeout_ms: int = Field(default=DERIVED_WAIT_MS, ge=1)
-    fetch_max_wait_ms: int = Field(default=DERIVED_WAIT_MS, ge=0)
     horizon_months: int = Field(default=24, ge=1, le=120)
     # The plan starts at the current month unless pinned (useful for demos and tests).
     plan_start: Month | None = None

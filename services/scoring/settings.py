@@ -5,18 +5,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DERIVED_WAIT_MS, ServiceSettings
+from shared.settings import DerivedServiceSettings
 
 
-class ScoringSettings(ServiceSettings):
+class ScoringSettings(DerivedServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PMO_SCORING_", extra="ignore")
 
     group_id: str = "pmo-scoring"
     http_port: int = 8082
-    # Derived work: its consumer waits longer for records than a submission's path does
-    # (shared.settings.DERIVED_WAIT_MS).
-    batch_timeout_ms: int = Field(default=DERIVED_WAIT_MS, ge=1)
-    fetch_max_wait_ms: int = Field(default=DERIVED_WAIT_MS, ge=0)
     # How long the rank moves of projects that were only pushed along the ranking by another's
     # change may wait to be published, so that a steady feed publishes each portfolio's moves
     # about once per this time instead of once per batch (docs/scoring.md, "Settling ranks").
