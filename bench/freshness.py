@@ -5,17 +5,15 @@ aiokafka produce -> consume hop on the same broker.
 Visible means the project's own endpoint (``GET /api/v1/portfolios/{p}/projects/{source}/{id}``)
 answers with the submitted revision. Every submission is published at the row's rate, and a
 uniform sample of them (about ``TRACKED_PER_SECOND`` a second, every submission at a trickle) is
-watched: each watched project not yet visible is asked for every ``POLL_SECONDS``. The sample
-keeps the observer's own load on the API and Postgres small and independent of the rate; an
-observer that asked for every pending project made its own queue at high rates (its requests
-waited seconds for a connection) and measured itself. The load still grows with the latency it
-measures, since each watched project is asked for until it is visible: at 350 submissions/s,
-watching 25 a second made 218-230 requests a second and measured 128-167 ms at the median and
-582-625 ms at the 99th percentile; watching 5 a second, 44 requests and 90-96 / 286-351 ms
-(docs/performance.md). About 10 a second, 200 samples in the row's 20 s, is the compromise. A
-latency is taken when the confirming
-response arrives, so it is an upper bound: it includes the wait for the next poll (half the poll
-period on average) and a request round trip, reported with the row."""
+watched: as it is published, the observer asks for it with ``min_revision=1`` and ``wait``, the
+API's long poll (services/reporting/waits.py), which answers once the read model has the
+revision; a wait that runs out (a 404) is asked again. The sample keeps the observer's own load
+on the API and Postgres small and independent of the rate; an observer that asked for every
+pending project made its own queue at high rates (its requests waited seconds for a connection)
+and measured itself. Earlier the observer asked for each watched project every 10 ms until it
+was there, an answer half a poll period late on average and a dozen requests or more for each
+(docs/performance.md). A latency is taken when the answer arrives, so it includes the API's
+notice, its read and the response's way back."""
 
 from __future__ import annotations
 
@@ -48,7 +46,7 @@ LINGER_MS = 5  # what the services' producers use
 # What the services' consumers wait for a batch, and let the broker hold an empty fetch.
 BATCH_TIMEOUT_MS = ServiceSettings.model_fields["batch_timeout_ms"].default
 FETCH_MAX_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
-POLL_SECONDS = 0.010
+WAIT = 10  # seconds each of the observer's requests waits for its project (the API allows 20)
 DERIVED_WAIT_SECONDS = 120.0
 TRACKED_PER_SECOND = 10.0
 
@@ -75,8 +73,6 @@ class Freshness:
     offered_per_second: float
     achieved_per_second: float
     watched: int  # submissions in the sample
-    poll_period_ms: float  # between two polls, measured
-    check_rtt_ms: float  # mean round trip of one project's check
     api_requests_per_second: float  # what the observer itself asks of the API
     published: dict[str, float]  # records each service published per submission
     cpu_ms: dict[str, float]  # CPU per submission by process group (bench/pipeline.py)
@@ -156,9 +152,9 @@ class _Observer:
     wall: dict[str, float] = field(default_factory=dict)
     # project key -> (published at, its latency), as each was seen in the API
     seen: dict[str, tuple[float, float]] = field(default_factory=dict)
-    polls: int = 0
     checks: int = 0
-    check_time: float = 0.0
+    watches: set[asyncio.Task[None]] = field(default_factory=set)
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def taken(self) -> list[float]:
@@ -168,34 +164,38 @@ class _Observer:
         key = f"{portfolio}/bench/{external_id}"
         self.pending[key] = at
         self.wall[key] = time.time()
+        self.watches.add(asyncio.create_task(self._watch(key)))
 
     async def run(self) -> None:
-        due = time.perf_counter()
+        """Until every watched project has been seen; a watch's failure is raised here."""
         while len(self.seen) < self.expected:
-            self.polls += 1
-            await asyncio.gather(*(self._check(key) for key in list(self.pending)))
-            due += POLL_SECONDS
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                due = time.perf_counter()  # behind: poll again at once, without a burst
+            await self.progress.wait()
+            self.progress.clear()
+            for done in [w for w in self.watches if w.done()]:
+                self.watches.discard(done)
+                done.result()
 
-    async def _check(self, key: str) -> None:
+    def cancel(self) -> None:
+        for watch in self.watches:
+            watch.cancel()
+
+    async def _watch(self, key: str) -> None:
         portfolio, project = key.split("/", 1)
-        path = f"/api/v1/portfolios/{portfolio}/projects/{project}"
-        asked = time.perf_counter()
-        status, body = await self.api.get(path)
-        now = time.perf_counter()
-        self.checks += 1
-        self.check_time += now - asked
-        if status == 404:
-            return
-        if status != 200:
-            raise RuntimeError(f"GET {path}: status {status}")
-        if json.loads(body)["revision"] == 1 and key in self.pending:
-            sent = self.pending.pop(key)
-            self.seen[key] = (sent, now - sent)
+        path = f"/api/v1/portfolios/{portfolio}/projects/{project}?min_revision=1&wait={WAIT}"
+        try:
+            while key in self.pending:
+                status, body = await self.api.get(path)
+                now = time.perf_counter()
+                self.checks += 1
+                if status == 404:
+                    continue  # not there when the wait ran out: asked again
+                if status != 200:
+                    raise RuntimeError(f"GET {path}: status {status}")
+                if json.loads(body)["revision"] >= 1:
+                    sent = self.pending.pop(key)
+                    self.seen[key] = (sent, now - sent)
+        finally:
+            self.progress.set()
 
     def quarters(self, started: float, seconds: float) -> tuple[float, ...]:
         """The p50 (ms) of the latencies taken of the submissions published in each quarter of
@@ -228,9 +228,9 @@ async def freshness(
             "127.0.0.1", stack.ports["reporting-api"], {"Authorization": f"Bearer {API_TOKEN}"}
         )
         watching: asyncio.Task[None] | None = None
+        stride = sample_stride(rate)
+        observer = _Observer(api, len(range(0, count, stride)))
         try:
-            stride = sample_stride(rate)
-            observer = _Observer(api, len(range(0, count, stride)))
             topic = stack.topics(Topic.SUBMISSIONS)
             await producer.client.force_metadata_update()
             watching = asyncio.create_task(observer.run())
@@ -249,7 +249,6 @@ async def freshness(
                 meter = stack_meter(stack, bootstrap, database)
                 meter.start()
                 started = time.perf_counter()
-                polls_before = observer.polls
                 achieved = await paced(rate, count, send)
                 try:
                     await asyncio.wait_for(watching, 120)
@@ -277,8 +276,6 @@ async def freshness(
                 offered_per_second=rate,
                 achieved_per_second=achieved,
                 watched=observer.expected,
-                poll_period_ms=elapsed / max(1, observer.polls - polls_before) * 1000,
-                check_rtt_ms=observer.check_time / max(1, observer.checks) * 1000,
                 api_requests_per_second=observer.checks / elapsed,
                 published=published,
                 cpu_ms=per_submission_ms(use, count),
@@ -288,6 +285,7 @@ async def freshness(
         finally:
             if watching is not None:
                 watching.cancel()
+            observer.cancel()
             api.close()
             await producer.stop()
 
@@ -339,7 +337,7 @@ STAGES = (
     "intake's record -> reporting's transaction",
     # reporting's statements to the project's first version (written at the statement)
     "reporting's transaction -> the version",
-    # reporting's commit, the observer's next poll and the API's answer
+    # reporting's commit, the API's notice and read, and its answer
     "the version -> seen in the API",
 )
 

@@ -524,13 +524,6 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             results["fresh_published_reporting"],
             "reference",
         ),
-        summarise("freshness: observer poll period", "ms", results["fresh_poll_ms"], "reference"),
-        summarise(
-            "freshness: observer request round trip",
-            "ms",
-            results["fresh_rtt_ms"],
-            "reference",
-        ),
         summarise(
             "freshness: CPU per submission, services + broker + Postgres + load generator",
             "ms",
@@ -721,8 +714,6 @@ async def new_row_round(
     record("fresh_published", sum(fresh.published.values()))
     record("fresh_published_scoring", fresh.published["scoring"])
     record("fresh_published_reporting", fresh.published["reporting"])
-    record("fresh_poll_ms", fresh.poll_period_ms)
-    record("fresh_rtt_ms", fresh.check_rtt_ms)
     record("fresh_watched", fresh.watched)
     record("fresh_observer_rps", fresh.api_requests_per_second)
     record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field, model_validator
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
+from services.reporting.waits import MAX_WAIT_SECONDS, ProjectWaits
 from shared.contracts.capacity import Scenario
 
 _bearer = HTTPBearer(auto_error=False)
@@ -413,10 +414,13 @@ def api_router(
     settings: ReportingSettings,
     queries: Callable[[], ReadModelQueries],
     submit: SubmitScenario | None = None,
+    waits: ProjectWaits | None = None,
 ) -> APIRouter:
     """``queries`` gives the read model once the pool exists; ``submit`` publishes a capacity
-    request (portfolio, request body, author) through reporting's outbox."""
+    request (portfolio, request body, author) through reporting's outbox; ``waits`` holds the
+    requests waiting for a project's revision (one for the process's pool by default)."""
     tokens = TokenBook(settings.api_token.get_secret_value(), settings.api_tokens)
+    waits = waits or ProjectWaits(lambda: queries().pool)
 
     def authenticate(credentials: HTTPAuthorizationCredentials | None) -> Principal:
         found = tokens.find(credentials.credentials) if credentials else None
@@ -601,9 +605,53 @@ def api_router(
         "/portfolios/{portfolio}/projects/{source}/{external_id}", response_model=ProjectView
     )
     async def one_project(
-        portfolio: str, source: str, external_id: str, _: Reader, as_of: AsOf = None
+        portfolio: str,
+        source: str,
+        external_id: str,
+        _: Reader,
+        as_of: AsOf = None,
+        min_revision: Annotated[
+            int | None,
+            Query(
+                ge=1,
+                le=2**31 - 1,
+                description="With wait: answer once the project has this revision or a later one.",
+            ),
+        ] = None,
+        wait: Annotated[
+            float,
+            Query(
+                ge=0,
+                le=MAX_WAIT_SECONDS,
+                description=(
+                    "Seconds to wait for min_revision. The answer is the project as it is when"
+                    " the revision arrives or the time runs out (404 if it does not exist by"
+                    " then); its revision says which."
+                ),
+            ),
+        ] = 0.0,
     ) -> ProjectView:
-        row = await queries().project(f"{portfolio}/{source}/{external_id}", as_of)
+        """One project, with its score, explanation, rank and plan. With ``min_revision`` and
+        ``wait``, a long poll: the answer comes when the read model has that revision (as an
+        upstream system that has just submitted it wants), or when ``wait`` runs out."""
+        if as_of is not None and min_revision is not None:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ["query", "min_revision"],
+                        "msg": "min_revision waits for the project as it is now: not with as_of",
+                    }
+                ]
+            )
+        key = f"{portfolio}/{source}/{external_id}"
+        row = await queries().project(key, as_of)
+        if min_revision is not None and wait > 0 and _older(row, min_revision):
+            try:
+                async with asyncio.timeout(wait):
+                    row = await waits.until(key, min_revision)
+            except TimeoutError:
+                row = await queries().project(key)
         if row is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such project")
         return ProjectView.model_validate(row)
@@ -765,10 +813,16 @@ def api_router(
     return router
 
 
+def _older(row: dict[str, Any] | None, revision: int) -> bool:
+    """Whether ``row`` (a project, or None for none) is older than ``revision``."""
+    return row is None or row["revision"] < revision
+
+
 def create_api(
     settings: ReportingSettings,
     queries: Callable[[], ReadModelQueries],
     submit: SubmitScenario | None = None,
+    waits: ProjectWaits | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="pmo reporting API",
@@ -780,5 +834,5 @@ def create_api(
             "limited to some portfolios."
         ),
     )
-    app.include_router(api_router(settings, queries, submit))
+    app.include_router(api_router(settings, queries, submit, waits))
     return app

@@ -393,6 +393,10 @@ class ReadModelQueries:
     def __init__(self, pool: asyncpg.Pool[Any]) -> None:
         self._pool = pool
 
+    @property
+    def pool(self) -> asyncpg.Pool[Any]:
+        return self._pool
+
     def _project_source(
         self,
         scope: str,
@@ -471,6 +475,19 @@ class ReadModelQueries:
         )
         row = await self._pool.fetchrow(f"SELECT {PROJECT_COLUMNS} {source}", *args)
         return _decoded(row) if row else None
+
+    @staticmethod
+    async def projects_now(
+        conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any], keys: Sequence[str]
+    ) -> dict[str, dict[str, Any]]:
+        """These projects as ``project`` reads each now (those there are), by key, in one
+        statement on ``conn``."""
+        rows = await conn.fetch(
+            f"SELECT {PROJECT_COLUMNS} FROM projects"
+            " WHERE project_key = ANY($1::text[]) AND revision IS NOT NULL",
+            list(keys),
+        )
+        return {r["project_key"]: _decoded(r) for r in rows}
 
     async def portfolios(self) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(

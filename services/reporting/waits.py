@@ -1,0 +1,140 @@
+"""Requests that wait for a project's revision: the project endpoint's ``min_revision`` with
+``wait`` (docs/reporting.md, "Waiting for a revision"), a long poll.
+
+An upstream system that has just submitted revision 7 of a project, or a person who has just
+pressed save, asks for the project with ``min_revision=7&wait=10`` and gets it as soon as the
+read model has that revision, in one request, rather than asking again and again. The API
+process keeps one connection listening on the channel reporting's writes notify (migration
+0013) while any request waits, and for each notice reads every project a request waits for,
+in one statement; a request whose revision has come answers with the row read. The watcher
+also reads them every ``RECHECK_SECONDS`` without a notice, so a notice lost with a broken
+connection delays an answer, never loses it; and it gives the connection back to the pool when
+no request has waited for ``LINGER_SECONDS``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.reporting.repository import ReadModelQueries
+from shared.db import usable
+from shared.errors import is_transient
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "reporting_projects"
+RECHECK_SECONDS = 1.0
+LINGER_SECONDS = 1.0
+# The longest wait a request may ask for: below the graceful stop's 25 s (shared.runtime.serve),
+# so a stopping process answers its waiting requests before it goes.
+MAX_WAIT_SECONDS = 20.0
+
+_Waiter = tuple[int, "asyncio.Future[dict[str, Any]]"]
+
+
+class ProjectWaits:
+    """The requests of one API process waiting for projects' revisions; ``pool`` gives the
+    process's pool (its runtime opens it when the process starts)."""
+
+    def __init__(self, pool: Callable[[], asyncpg.Pool[Any]]) -> None:
+        self._pool = pool
+        self._waiting: dict[str, list[_Waiter]] = {}
+        self._notice = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
+        self.checks = 0  # reads the watcher has made, each of every project waited for
+
+    @property
+    def waiting(self) -> int:
+        return sum(map(len, self._waiting.values()))
+
+    async def until(self, key: str, revision: int) -> dict[str, Any]:
+        """Project ``key`` (as ``ReadModelQueries.project`` reads it) once it has ``revision``
+        or a later one; the caller bounds the wait (``asyncio.timeout``). A failure of the
+        watcher other than the database's being out of reach is raised here, to every waiting
+        request."""
+        reached: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiter: _Waiter = (revision, reached)
+        self._waiting.setdefault(key, []).append(waiter)
+        # Checked at once: the revision may have been written since the caller read the project.
+        self._notice.set()
+        try:
+            while not reached.done():
+                self._watch()
+                await asyncio.wait([reached], timeout=RECHECK_SECONDS)
+            return reached.result()
+        finally:
+            waiters = self._waiting[key]
+            waiters.remove(waiter)
+            if not waiters:
+                del self._waiting[key]
+
+    async def close(self) -> None:
+        """Stop the watcher now, giving its connection back (a waiting request then waits on
+        for its own time, unanswered by notices)."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and not watcher.done():
+            watcher.cancel()
+            await asyncio.wait([watcher])
+
+    def _watch(self) -> None:
+        """Start the watcher unless it runs. One that stopped on the database's being out of
+        reach is started again by the next request's next check, a second later at most."""
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._run(), name="project waits")
+
+    async def _run(self) -> None:
+        me = asyncio.current_task()
+        try:
+            async with self._pool().acquire() as conn:
+                await conn.add_listener(CHANNEL, self._on_notice)
+                try:
+                    await self._serve(conn, me)
+                finally:
+                    if usable(conn):
+                        await conn.remove_listener(CHANNEL, self._on_notice)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("project waits: the database is out of reach", exc_info=exc)
+                return
+            # Not retried: each waiting request fails with it (an error answer), and the next
+            # request starts a watcher again.
+            log.exception("project waits failed")
+            for waiters in self._waiting.values():
+                for _, reached in waiters:
+                    if not reached.done():
+                        reached.set_exception(exc)
+
+    async def _serve(self, conn: PoolConnectionProxy[Any], me: asyncio.Task[Any] | None) -> None:
+        loop = asyncio.get_running_loop()
+        last_waited = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._notice.wait(), RECHECK_SECONDS)
+            self._notice.clear()
+            if self._waiting:
+                last_waited = loop.time()
+                await self._check(conn)
+            elif loop.time() - last_waited >= LINGER_SECONDS:
+                # Given up here, before the listener is removed: a request from now on starts
+                # a watcher of its own rather than wait for this one's next check.
+                if self._watcher is me:
+                    self._watcher = None
+                return
+
+    async def _check(self, conn: PoolConnectionProxy[Any]) -> None:
+        keys = list(self._waiting)
+        rows = await ReadModelQueries.projects_now(conn, keys)
+        self.checks += 1
+        for key, row in rows.items():
+            for revision, reached in self._waiting.get(key, ()):
+                if row["revision"] >= revision and not reached.done():
+                    reached.set_result(row)
+
+    def _on_notice(self, *_: object) -> None:
+        self._notice.set()
