@@ -73,6 +73,8 @@ class ProjectWaits:
             waiters.remove(waiter)
             if not waiters:
                 del self._waiting[key]
+            if reached.done() and not reached.cancelled():
+                reached.exception()  # logged by the watcher; asyncio need not report it again
 
     async def close(self) -> None:
         """Stop the watcher now, giving its connection back (a waiting request then waits on
