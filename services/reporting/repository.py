@@ -397,16 +397,17 @@ class ReadModelQueries:
     def pool(self) -> asyncpg.Pool[Any]:
         return self._pool
 
+    @staticmethod
     def _project_source(
-        self,
-        scope: str,
+        scope: str | list[str],
         as_of: datetime | None,
         f: ProjectFilter,
         *,
-        by: Literal["portfolio", "project_key"] = "portfolio",
+        by: Literal["portfolio", "project_key", "project_keys"] = "portfolio",
     ) -> tuple[str, list[Any]]:
         """The rows of the portfolio ``scope``, or, ``by`` project key, of the one project whose
-        key is ``scope`` (a key begins with its portfolio's name, so the key alone selects it).
+        key is ``scope`` (a key begins with its portfolio's name, so the key alone selects it),
+        or of the projects whose keys are the list ``scope``.
 
         A single project is found by its key alone: the pool's sessions keep a generic plan
         of a statement after its first five runs, and one planned while the table held a few
@@ -415,7 +416,8 @@ class ReadModelQueries:
         portfolio's whole history up to it (docs/performance.md)."""
         args: list[Any] = [scope]
         table = "projects"
-        where = [f"{by} = $1", "revision IS NOT NULL"]
+        match = "project_key = ANY($1::text[])" if by == "project_keys" else f"{by} = $1"
+        where = [match, "revision IS NOT NULL"]
         if as_of is not None:
             # The rows as they were then, ranks moved since their version included.
             args.append(as_of)
@@ -482,11 +484,10 @@ class ReadModelQueries:
     ) -> dict[str, dict[str, Any]]:
         """These projects as ``project`` reads each now (those there are), by key, in one
         statement on ``conn``."""
-        rows = await conn.fetch(
-            f"SELECT {PROJECT_COLUMNS} FROM projects"
-            " WHERE project_key = ANY($1::text[]) AND revision IS NOT NULL",
-            list(keys),
+        source, args = ReadModelQueries._project_source(
+            list(keys), None, ProjectFilter(include_withdrawn=True), by="project_keys"
         )
+        rows = await conn.fetch(f"SELECT {PROJECT_COLUMNS} {source}", *args)
         return {r["project_key"]: _decoded(r) for r in rows}
 
     async def portfolios(self) -> list[dict[str, Any]]:

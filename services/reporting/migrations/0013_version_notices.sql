@@ -5,7 +5,7 @@
 -- or update of projects but the rank moves, as for the history in migration 0010) notifies the
 -- channel reporting_projects, without a payload. Postgres delivers a transaction's notices when
 -- it commits, once however many statements sent the same one, and only to sessions listening:
--- an API process listens while requests wait, and asks then for the revisions they wait for.
+-- an API process listens while requests wait, and reads then the projects they wait for.
 CREATE FUNCTION notify_project_versions() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('reporting_projects', '');
