@@ -145,6 +145,9 @@ def _changed(old: ProjectState | None, new: ProjectState) -> list[str]:
 DUPLICATE_THRESHOLD = 0.85
 _CUTOFF = DUPLICATE_THRESHOLD * 100  # as rapidfuzz scores: 0 to 100
 DUPLICATES_SHOWN = 3  # the best matches a new project's event names
+# Empty slots a portfolio view's list of names may hold beyond as many as it has names, before
+# it is packed again (``PortfolioView._vacate``).
+_SLOTS_SLACK = 64
 _WORDS = re.compile(r"[^\w]+")
 
 
@@ -170,16 +173,39 @@ class PortfolioView:
     prepared: dict[str, tuple[str, list[tuple[str, float]]]] = field(default_factory=dict)
     since: set[str] = field(default_factory=set)
     changed: dict[str, str] = field(default_factory=dict)
+    # ``normalised`` as the list ``prepare`` compares with, kept as it changes rather than copied
+    # for every batch: a name's slot (None once it leaves, so that the others keep theirs),
+    # each slot's key, and each key's slot. A name entered again takes a new slot at the end,
+    # as it is entered again at the end of ``normalised``: the slots keep its order.
+    _choices: list[str | None] = field(default_factory=list)
+    _keys: list[str | None] = field(default_factory=list)
+    _slots: dict[str, int] = field(default_factory=dict)
 
     def add_name(self, key: str, external_id: str, name: str) -> None:
+        self._vacate(key)
         self.names[key] = (external_id, name)
-        self.normalised[key] = _normalise(name)
+        self.normalised[key] = normalised = _normalise(name)
+        self._slots[key] = len(self._choices)
+        self._choices.append(normalised)
+        self._keys.append(key)
+
+    def _vacate(self, key: str) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is None:
+            return
+        self._choices[slot] = self._keys[slot] = None
+        if len(self._choices) > 2 * len(self._slots) + _SLOTS_SLACK:  # mostly empty: packed again
+            self._keys[:] = list(self.normalised)
+            self._choices[:] = list(self.normalised.values())
+            self._slots.clear()
+            self._slots.update((k, i) for i, k in enumerate(self._keys) if k is not None)
 
     def apply(self, event: ProjectChanged) -> None:
         """Keep the view current within a batch."""
         project = event.project
         self.names.pop(event.project_key, None)
         self.normalised.pop(event.project_key, None)
+        self._vacate(event.project_key)
         self.dependencies.pop(project.external_id, None)
         self.since.add(event.project_key)
         self.changed.pop(event.project_key, None)  # re-entered at the end, as in ``normalised``
@@ -202,11 +228,15 @@ class PortfolioView:
         self.changed.clear()
         if not names:
             return
-        keys, choices = list(self.normalised), list(self.normalised.values())
         queries = {key: _normalise(name) for key, name in names.items()}
-        best = _best_matches(list(queries.values()), choices, DUPLICATES_SHOWN + 1 + changes)
+        best = _best_matches(list(queries.values()), self._choices, DUPLICATES_SHOWN + 1 + changes)
         for (key, query), found in zip(queries.items(), best, strict=True):
-            self.prepared[key] = (query, [(keys[j], score) for j, score in found])
+            self.prepared[key] = (query, [(self._key_at(j), score) for j, score in found])
+
+    def _key_at(self, slot: int) -> str:
+        key = self._keys[slot]
+        assert key is not None, "an empty slot matches nothing"
+        return key
 
     def duplicates(self, key: str, name: str) -> list[PossibleDuplicate]:
         """``possible_duplicates`` of ``key`` named ``name`` against the view as it is now:
@@ -236,37 +266,43 @@ _MATRIX_CELLS = 1_000_000
 
 
 def _best_matches(
-    queries: Sequence[str], choices: Sequence[str], keep: int
+    queries: Sequence[str], choices: Sequence[str | None], keep: int
 ) -> list[list[tuple[int, float]]]:
     """For each query, the (index, similarity) of the ``choices`` at or above the threshold,
-    best first and among equals in their order, at most ``keep``.
+    best first and among equals in their order, at most ``keep``. A choice of None is no name
+    (it matches nothing).
 
     The matrix's scores are single precision, which orders them as their double-precision
     values do: a score is 100 (1 - d / n) for whole numbers d <= n (rapidfuzz's Indel ratio,
     n the two names' lengths summed), so two different ones are at least 100 / (n1 n2) apart,
     2.5e-5 for names of up to 1,000 characters, where single precision resolves 7.6e-6 at 100.
     Only the kept pairs are scored again, in double precision, as ``process.extract`` scores
-    them."""
+    them. The choices go to rapidfuzz as they are, not copied into an array: a copy touches
+    every name once more, and a portfolio's names are most of what a comparison reads."""
     if not choices:
         return [[] for _ in queries]
-    pool = np.asarray(choices, dtype=object)
     rows = max(1, _MATRIX_CELLS // len(choices))
     out: list[list[tuple[int, float]]] = []
     for start in range(0, len(queries), rows):
-        part = np.asarray(queries[start : start + rows], dtype=object)
+        part = queries[start : start + rows]
         scores = process.cdist(
-            part, pool, scorer=fuzz.ratio, score_cutoff=_CUTOFF, dtype=np.float32
+            part, choices, scorer=fuzz.ratio, score_cutoff=_CUTOFF, dtype=np.float32
         )
         row, column = np.nonzero(scores)
         order = np.lexsort((column, -scores[row, column], row))  # by query; best; as listed
         row, column = row[order], column[order]
         first = np.searchsorted(row, np.arange(len(part)))  # where each query's matches begin
         kept = np.arange(len(row)) - first[row] < keep  # a match's place among its query's
-        row, column = row[kept], column[kept]
-        exact = process.cpdist(part[row], pool[column], scorer=fuzz.ratio, dtype=np.float64)
-        bounds = np.searchsorted(row, np.arange(len(part) + 1))
+        rows_kept, columns_kept = row[kept].tolist(), column[kept].tolist()
+        exact = process.cpdist(
+            [part[r] for r in rows_kept],
+            [choices[c] for c in columns_kept],
+            scorer=fuzz.ratio,
+            dtype=np.float64,
+        ).tolist()
+        bounds = np.searchsorted(row[kept], np.arange(len(part) + 1)).tolist()
         for a, b in itertools.pairwise(bounds):
-            out.append(list(zip(column[a:b].tolist(), exact[a:b].tolist(), strict=True)))
+            out.append(list(zip(columns_kept[a:b], exact[a:b], strict=True)))
     return out
 
 

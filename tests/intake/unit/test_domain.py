@@ -339,6 +339,56 @@ def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> Non
     assert compared > 150  # many matches compared, ties among them
 
 
+def test_the_names_compared_follow_the_view_through_renames_and_withdrawals(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A view keeps the list of names it compares with as its names change (each in a slot,
+    emptied when the name leaves, the list packed again when mostly empty): the names in it
+    are the view's, in the view's order, and a search prepared on it finds what a search of
+    the view's names finds."""
+    monkeypatch.setattr(domain, "_SLOTS_SLACK", 4)  # packed often
+    rnd = random.Random(3)
+    words = ["checkout", "rewrite", "store", "sync", "crm", "ledger", "emea"]
+    view = PortfolioView()
+    for i in range(30):
+        view.add_name(key_in_retail(f"E{i}"), f"E{i}", " ".join(rnd.sample(words, 2)))
+    stored: dict[str, StoredProject] = {}
+    packed = 0
+    for step in range(400):
+        external_id = f"E{rnd.randrange(40)}"
+        key = key_in_retail(external_id)
+        known = stored.get(key)
+        withdraw = known is not None and not known.withdrawn and rnd.random() < 0.3
+        named = {} if withdraw else {"name": " ".join(rnd.sample(words, rnd.randint(1, 3)))}
+        sub = parsed(
+            submission(
+                external_id,
+                revision=step + 2,
+                action="withdraw" if withdraw else "upsert",
+                **named,
+            )
+        )
+        decision = decide(sub, known, view)
+        assert isinstance(decision, Accepted)
+        event = decision.event
+        stored[key] = StoredProject(
+            event.revision, event.withdrawn, event.project, "retail", external_id
+        )
+        before = len(view._choices)
+        view.apply(event)
+        packed += len(view._choices) < before
+        assert [c for c in view._choices if c is not None] == list(view.normalised.values())
+        assert [k for k in view._keys if k is not None] == list(view.normalised)
+        assert all(view._keys[slot] == key for key, slot in view._slots.items())
+    assert packed > 5
+    query = " ".join(words[:2])
+    view.prepare({"new": query}, changes=0)
+    assert view.duplicates("new", query) == possible_duplicates(
+        "new", query, view.names, normalised=view.normalised
+    )
+    assert view.duplicates("new", query)  # some names match
+
+
 def test_a_large_batch_is_compared_in_parts(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison matrix is cut into rows of a bounded size; the parts find what the whole
     does."""
