@@ -182,8 +182,9 @@ async def _wait_ready(name: str, process: asyncio.subprocess.Process, port: int,
             await asyncio.sleep(0.1)
 
 
-# The nice value of derived work's processes (scoring, capacity, reporting's others role) as
-# the stacks run them; PMO_BENCH_DERIVED_NICE=0 runs every process at the same priority.
+# The nice value of derived work's processes (scoring, capacity, intake's duplicate search,
+# reporting's others role) as the stacks run them; PMO_BENCH_DERIVED_NICE=0 runs every process
+# at the same priority.
 BENCH_DERIVED_NICE = int(os.environ.get("PMO_BENCH_DERIVED_NICE", str(DERIVED_NICE)))
 
 
@@ -192,6 +193,11 @@ def _processes(service: str) -> list[tuple[str, dict[str, str]]]:
     runs at ``BENCH_DERIVED_NICE``, as docs/operations.md ("CPU weights") says to run it
     beside a submission's path on one host."""
     nice = {f"PMO_{service.upper()}_NICE": str(BENCH_DERIVED_NICE)}
+    if service == "intake":
+        return [
+            ("intake", {"PMO_INTAKE_ROLE": "submissions"}),
+            ("intake-duplicates", {"PMO_INTAKE_ROLE": "duplicates", **nice}),
+        ]
     if service == "reporting":
         return [
             ("reporting", {"PMO_REPORTING_ROLE": "others", **nice}),
@@ -215,9 +221,10 @@ async def service_stack(
     ``settle`` seconds more have passed (consumer groups join and get their partitions), and
     stops them with SIGTERM afterwards.
 
-    Reporting runs as the production overlay deploys it: a process for project changes, one
-    for every other topic and one for the API, "reporting-projects", "reporting" and
-    "reporting-api" in the stack's processes and ports."""
+    Intake and reporting run as the production manifests deploy them: intake's submissions and
+    its duplicate search in processes of their own, "intake" and "intake-duplicates";
+    reporting's project changes, every other topic and the API, "reporting-projects",
+    "reporting" and "reporting-api" in the stack's processes and ports."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:6]}.")
     await ensure_topics(kafka)
     async with fresh_database(server_url) as url:

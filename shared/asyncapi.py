@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from shared import deadletter
 from shared.contracts.capacity import CapacityRequestMessage, PortfolioPlanned, ScenarioResult
 from shared.contracts.events import (
+    DuplicatesFound,
     PlansChanged,
     PortfolioProject,
     ProjectChanged,
@@ -82,12 +83,27 @@ CHANNELS = (
         ProjectsChanged,
         "{portfolio}",
         ("intake",),
-        ("scoring", "capacity", "reporting"),
+        ("scoring", "capacity", "reporting", "intake"),
         "The submissions of a portfolio that intake accepted in one batch: each project's full "
         "state (event-carried state transfer), with its revision and the fields that changed; "
         f"up to {ProjectsChanged.MAX_PROJECTS:,} projects and about "
-        f"{ProjectsChanged.MAX_BYTES // 1024} KiB per event.",
+        f"{ProjectsChanged.MAX_BYTES // 1024} KiB per event. Intake reads them back to search "
+        "the projects they open for possible duplicates (pmo.intake.duplicates.v1).",
         ProjectsChanged.TYPE,
+    ),
+    Channel(
+        Topic.DUPLICATES,
+        "DuplicatesFound",
+        DuplicatesFound,
+        "{portfolio}",
+        ("intake",),
+        ("reporting",),
+        "The possible duplicates of the projects one ProjectsChanged opened: for each, the "
+        "portfolio's projects whose names closely match its name, best first (none is an "
+        "answer too), found after the change was published so that a submission never waits "
+        f"for the search; up to {DuplicatesFound.MAX_PROJECTS:,} projects and about "
+        f"{DuplicatesFound.MAX_BYTES // 1024} KiB per event.",
+        DuplicatesFound.TYPE,
     ),
     Channel(
         Topic.PROJECTS,
@@ -95,7 +111,7 @@ CHANNELS = (
         ProjectChanged,
         "{portfolio}/{source}/{external_id}",
         ("intake",),
-        ("scoring", "capacity", "reporting"),
+        ("scoring", "capacity", "reporting", "intake"),
         "One project's full state, as versions before ProjectsChanged published it; no longer "
         "published, still applied by consumers, so records already on the topic are read "
         "after an upgrade.",

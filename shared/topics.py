@@ -21,6 +21,7 @@ class Topic(StrEnum):
     CAPACITY_COMMANDS = "pmo.capacity.commands.v1"
     # Internal events, one writer each.
     PROJECTS = "pmo.intake.projects.v1"
+    DUPLICATES = "pmo.intake.duplicates.v1"
     SCORES = "pmo.scoring.scores.v1"
     SCORING_AUDIT = "pmo.scoring.audit.v1"
     PLANS = "pmo.capacity.plans.v1"
@@ -49,6 +50,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(Topic.RESOURCES, 3, {"retention.ms": _WEEK_MS}),
     TopicSpec(Topic.SCORING_COMMANDS, 3, {"retention.ms": _MONTH_MS}),
     TopicSpec(Topic.PROJECTS, 6, {"retention.ms": _MONTH_MS}),
+    TopicSpec(Topic.DUPLICATES, 6, {"retention.ms": _MONTH_MS}),
     TopicSpec(Topic.SCORES, 6, {"retention.ms": _MONTH_MS}),
     # The audit trail is kept for good.
     TopicSpec(Topic.SCORING_AUDIT, 3, {"retention.ms": "-1"}),

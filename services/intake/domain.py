@@ -14,7 +14,12 @@ from pydantic import ValidationError
 from rapidfuzz import fuzz, process
 
 from shared.contracts.common import project_key
-from shared.contracts.events import PossibleDuplicate, ProjectChanged, ProjectState
+from shared.contracts.events import (
+    PossibleDuplicate,
+    ProjectChanged,
+    ProjectDuplicates,
+    ProjectState,
+)
 from shared.contracts.inbound import ProjectSubmission, Stage
 from shared.errors import Reason, validation_reasons
 
@@ -146,7 +151,7 @@ DUPLICATE_THRESHOLD = 0.85
 _CUTOFF = DUPLICATE_THRESHOLD * 100  # as rapidfuzz scores: 0 to 100
 DUPLICATES_SHOWN = 3  # the best matches a new project's event names
 # Empty slots a portfolio view's list of names may hold beyond as many as it has names, before
-# it is packed again (``PortfolioView._vacate``).
+# it is packed again (``PortfolioNames._vacate``).
 _SLOTS_SLACK = 64
 _WORDS = re.compile(r"[^\w]+")
 
@@ -161,12 +166,29 @@ def _normalise(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class PortfolioView:
     """What intake knows of a project's portfolio when it decides: each open project's
-    dependencies (by external id) and names (by key)."""
+    dependencies (by external id)."""
 
     dependencies: dict[str, list[str]] = field(default_factory=dict)
+
+    def apply(self, event: ProjectChanged) -> None:
+        """Keep the view current within a batch."""
+        project = event.project
+        self.dependencies.pop(project.external_id, None)
+        if not event.withdrawn and project.depends_on:
+            self.dependencies[project.external_id] = list(project.depends_on)
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioNames:
+    """The names of a portfolio's open projects, as the duplicate search knows them
+    (``find_duplicates``): by key, with the revision each was known at."""
+
     names: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (ext id, name)
-    # key -> the name as compared for duplicates, normalised once rather than per submission
+    # key -> the name as compared for duplicates, normalised once rather than per search
     normalised: dict[str, str] = field(default_factory=dict)
+    # key -> the revision of the project the view knows, open or withdrawn: an older change
+    # (redelivered, or read again after the view was loaded from intake's table) leaves it be.
+    revisions: dict[str, int] = field(default_factory=dict)
     # What ``prepare`` found for a batch's new projects: key -> (its normalised name, its best
     # matches among the names as they were then, best first); the keys whose names changed
     # since, and of those the names there are now (normalised), each in the order they changed.
@@ -181,13 +203,18 @@ class PortfolioView:
     _keys: list[str | None] = field(default_factory=list)
     _slots: dict[str, int] = field(default_factory=dict)
 
-    def add_name(self, key: str, external_id: str, name: str) -> None:
+    def add_name(self, key: str, external_id: str, name: str, revision: int = 0) -> None:
         self._vacate(key)
         self.names[key] = (external_id, name)
         self.normalised[key] = normalised = _normalise(name)
+        self.revisions[key] = revision
         self._slots[key] = len(self._choices)
         self._choices.append(normalised)
         self._keys.append(key)
+
+    def knows(self, event: ProjectChanged) -> bool:
+        """Whether the view has this revision of the project, or a later one."""
+        return self.revisions.get(event.project_key, 0) >= event.revision
 
     def _vacate(self, key: str) -> None:
         slot = self._slots.pop(key, None)
@@ -201,19 +228,18 @@ class PortfolioView:
             self._slots.update((k, i) for i, k in enumerate(self._keys) if k is not None)
 
     def apply(self, event: ProjectChanged) -> None:
-        """Keep the view current within a batch."""
-        project = event.project
-        self.names.pop(event.project_key, None)
-        self.normalised.pop(event.project_key, None)
-        self._vacate(event.project_key)
-        self.dependencies.pop(project.external_id, None)
-        self.since.add(event.project_key)
-        self.changed.pop(event.project_key, None)  # re-entered at the end, as in ``normalised``
+        """Follow a change of the portfolio (one the view does not know yet)."""
+        key = event.project_key
+        self.names.pop(key, None)
+        self.normalised.pop(key, None)
+        self._vacate(key)
+        self.revisions[key] = event.revision
+        self.since.add(key)
+        self.changed.pop(key, None)  # re-entered at the end, as in ``normalised``
         if not event.withdrawn:
-            self.add_name(event.project_key, project.external_id, project.name)
-            self.changed[event.project_key] = self.normalised[event.project_key]
-            if project.depends_on:
-                self.dependencies[project.external_id] = list(project.depends_on)
+            project = event.project
+            self.add_name(key, project.external_id, project.name, event.revision)
+            self.changed[key] = self.normalised[key]
 
     def prepare(self, names: Mapping[str, str], changes: int) -> None:
         """Compare the names of a batch's new projects (key -> name) with the portfolio's all at
@@ -348,7 +374,7 @@ def possible_duplicates(
     """Projects of the portfolio whose names match ``name`` closely (word order ignored: the
     token-sort ratio of the normalised names).
 
-    ``normalised`` (key -> normalised name, as ``PortfolioView`` keeps it) spares normalising
+    ``normalised`` (key -> normalised name, as ``PortfolioNames`` keeps it) spares normalising
     every name of the portfolio for every submission."""
     if normalised is None:
         normalised = {k: _normalise(n) for k, (_, n) in names.items()}
@@ -360,6 +386,36 @@ def possible_duplicates(
         limit=limit + 1,  # the project itself may be among them
     )
     return _duplicates([(other, score) for _, score, other in found if other != key][:limit], names)
+
+
+def opens(event: ProjectChanged) -> bool:
+    """Whether the change opens the project: its first revision, or one after it was
+    withdrawn. An opened project is searched for possible duplicates."""
+    return event.previous_stage is None and not event.withdrawn
+
+
+def find_duplicates(
+    view: PortfolioNames, changes: Sequence[ProjectChanged]
+) -> list[ProjectDuplicates]:
+    """The possible duplicates of each project that one of a portfolio's ``changes`` (in the
+    order intake applied them) opens, among the names in ``view`` as they stand at that change
+    (the project's own name aside). ``view`` follows each change it does not know yet, and is
+    left with them; one it knows (it was loaded from intake's table, which is ahead of the
+    changes read back) leaves it as it is."""
+    view.prepare({c.project_key: c.project.name for c in changes if opens(c)}, len(changes))
+    found = []
+    for change in changes:
+        if opens(change):
+            found.append(
+                ProjectDuplicates(
+                    project_key=change.project_key,
+                    revision=change.revision,
+                    possible_duplicates=view.duplicates(change.project_key, change.project.name),
+                )
+            )
+        if not view.knows(change):
+            view.apply(change)
+    return found
 
 
 def decide(
@@ -426,11 +482,9 @@ def decide(
                 )
             ]
         )
-    duplicates = portfolio.duplicates(key, state.name) if previous is None else []
     return Accepted(
         ProjectChanged(
             project_key=key,
-            possible_duplicates=duplicates,
             portfolio=submission.portfolio,
             revision=submission.revision,
             submission_id=str(submission.submission_id),

@@ -79,7 +79,6 @@ class IntakeHandler:
             views = self._cached_views(versions)
             if missing := versions.keys() - views.keys():  # none: a statement saved
                 views |= await uow.projects.portfolio_views(missing)
-            _prepare_duplicates(views, batch.items, stored)
             changed: dict[str, StoredProject] = {}
             accepted: dict[str, list[ProjectChanged]] = {}
             for record, sub in batch.items:
@@ -91,13 +90,7 @@ class IntakeHandler:
                     stored[key] = changed[key] = _stored(decision.event)
                     view.apply(decision.event)
                     accepted.setdefault(sub.portfolio, []).append(decision.event)
-                    notes = [
-                        Reason(
-                            "possible_duplicate", f"{d.name} ({d.similarity:.0%})", d.project_key
-                        )
-                        for d in decision.event.possible_duplicates
-                    ]
-                    log.append(_entry(record, "accepted", notes, sid, key, sub.revision))
+                    log.append(_entry(record, "accepted", [], sid, key, sub.revision))
                 elif isinstance(decision, Ignored):
                     if decision.tombstone is not None:
                         stored[key] = changed[key] = decision.tombstone
@@ -139,26 +132,6 @@ class IntakeHandler:
             if kept is not None and kept[0] == version - 1:
                 views[portfolio] = kept[1]
         return views
-
-
-def _prepare_duplicates(
-    views: dict[str, PortfolioView],
-    items: Sequence[tuple[Record, ProjectSubmission]],
-    stored: dict[str, StoredProject],
-) -> None:
-    """Have each portfolio of the batch compare its new projects' names with its own at once
-    (``PortfolioView.prepare``): those a project is checked against when it opens."""
-    new: dict[str, dict[str, str]] = {}
-    changes: dict[str, int] = {}
-    for _, sub in items:
-        names = new.setdefault(sub.portfolio, {})
-        changes[sub.portfolio] = changes.get(sub.portfolio, 0) + 1
-        key = project_key(sub.portfolio, sub.source, sub.external_id)
-        known = stored.get(key)
-        if sub.project is not None and (known is None or known.withdrawn or known.state is None):
-            names.setdefault(key, sub.project.name)  # opened by its first revision here
-    for portfolio, names in new.items():
-        views.setdefault(portfolio, PortfolioView()).prepare(names, changes[portfolio])
 
 
 def projects_changed(

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from asyncpg.pool import PoolConnectionProxy
 
-from services.intake.domain import PortfolioView, StoredProject
+from services.intake.domain import PortfolioNames, PortfolioView, StoredProject
 from shared import inbox
 from shared.contracts.events import ProjectState
 from shared.db import Statement, insert_statement, unnest_arguments
@@ -65,18 +65,34 @@ class ProjectRepository:
             self._defer(Statement(_SAVE.format(arrays=arrays), tuple(values)))
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]:
-        """Dependencies and names of the open projects of ``portfolios``."""
+        """Dependencies of the open projects of ``portfolios``."""
         rows = await self._conn.fetch(
-            "SELECT portfolio, project_key, external_id, name, depends_on FROM projects"
-            " WHERE portfolio = ANY($1::text[]) AND NOT withdrawn",
+            "SELECT portfolio, external_id, depends_on FROM projects"
+            " WHERE portfolio = ANY($1::text[]) AND NOT withdrawn AND depends_on <> '{}'",
             list(portfolios),
         )
         views: dict[str, PortfolioView] = {}
         for r in rows:
-            view = views.setdefault(r["portfolio"], PortfolioView())
-            view.add_name(r["project_key"], r["external_id"], r["name"])
-            if r["depends_on"]:
-                view.dependencies[r["external_id"]] = list(r["depends_on"])
+            views.setdefault(r["portfolio"], PortfolioView()).dependencies[r["external_id"]] = list(
+                r["depends_on"]
+            )
+        return views
+
+    async def portfolio_names(self, portfolios: Iterable[str]) -> dict[str, PortfolioNames]:
+        """The names of the open projects of ``portfolios``, and the revision of each project
+        (withdrawn ones too), as the duplicate search starts from them."""
+        rows = await self._conn.fetch(
+            "SELECT portfolio, project_key, external_id, name, revision, withdrawn FROM projects"
+            " WHERE portfolio = ANY($1::text[]) ORDER BY updated_at, project_key",
+            list(portfolios),
+        )
+        views: dict[str, PortfolioNames] = {}
+        for r in rows:
+            view = views.setdefault(r["portfolio"], PortfolioNames())
+            if r["withdrawn"]:
+                view.revisions[r["project_key"]] = r["revision"]
+            else:
+                view.add_name(r["project_key"], r["external_id"], r["name"], r["revision"])
         return views
 
     async def log(self, entries: Sequence[LogEntry]) -> None:
@@ -121,6 +137,8 @@ class ProjectStore(Protocol):
     async def save(self, projects: Iterable[tuple[str, StoredProject]]) -> None: ...
 
     async def portfolio_views(self, portfolios: Iterable[str]) -> dict[str, PortfolioView]: ...
+
+    async def portfolio_names(self, portfolios: Iterable[str]) -> dict[str, PortfolioNames]: ...
 
     async def log(self, entries: Sequence[LogEntry]) -> None: ...
 

@@ -25,6 +25,7 @@ from shared.topics import Topic
 
 TOPICS = (
     Topic.PROJECTS,
+    Topic.DUPLICATES,
     Topic.SCORES,
     Topic.PLANS,
     Topic.PLAN_SUMMARIES,

@@ -18,9 +18,11 @@ from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
 from shared.contracts.events import (
+    DuplicatesFound,
     PlansChanged,
     PortfolioProject,
     ProjectChanged,
+    ProjectDuplicates,
     ProjectPlanned,
     ProjectsChanged,
     ProjectScored,
@@ -55,6 +57,8 @@ class _Decoder:
             return decode_event(record, PortfolioPlanned)
         if topic == Topic.SCENARIOS:
             return decode_event(record, ScenarioResult)
+        if topic == Topic.DUPLICATES:
+            return decode_event(record, DuplicatesFound)
         return decode_typed(record, ProjectChanged, ProjectsChanged)
 
 
@@ -100,6 +104,8 @@ class ReportingHandler:
             moves = rank_moves([e for e in events if isinstance(e, RankingChanged)])
             await model.move_ranks(moves)
             await model.apply_plans(plans)
+            duplicates = _duplicates(events, projects)
+            await model.apply_duplicates(duplicates)
             await model.add_dead_letters([e for e in events if isinstance(e, DeadLetterRow)])
             await model.add_audit([e for e in events if isinstance(e, ScoringAudit)])
             await model.add_summaries([e for e in events if isinstance(e, PortfolioPlanned)])
@@ -107,6 +113,7 @@ class ReportingHandler:
             changed = {e.project_key for e in projects}
             changed.update(e.project_key for e in scores)
             changed.update(e.project_key for e in plans)
+            changed.update(e.project_key for _, e in duplicates)
             # A project only moved in the ranking may wait; one whose own data changed only until
             # what usually follows the change (its score, its plan) has arrived. A mark keeps
             # the earlier of its due times, so a later change never delays a record.
@@ -115,6 +122,33 @@ class ReportingHandler:
             due.update({k: min(due.get(k, soon), soon) for k in changed})
             await model.mark_for_warehouse(due)
             await uow.emit(batch.dead_letters)
+
+
+def _duplicates(
+    events: Sequence[object], projects: Sequence[ProjectChanged]
+) -> list[tuple[str, ProjectDuplicates]]:
+    """The possible duplicates among a batch's events, each with its portfolio: those intake
+    found (``DuplicatesFound``), and those earlier versions of intake named in a project's
+    change (none now: contracts.events.ProjectChange)."""
+    found = [
+        (e.portfolio, entry)
+        for e in events
+        if isinstance(e, DuplicatesFound)
+        for entry in e.projects
+    ]
+    found += [
+        (
+            e.portfolio,
+            ProjectDuplicates(
+                project_key=e.project_key,
+                revision=e.revision,
+                possible_duplicates=e.possible_duplicates,
+            ),
+        )
+        for e in projects
+        if e.possible_duplicates
+    ]
+    return found
 
 
 class WarehouseFeed:

@@ -17,6 +17,7 @@ from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
 from shared.contracts.events import (
     PortfolioProject,
     ProjectChanged,
+    ProjectDuplicates,
     ProjectPlanned,
     ProjectScored,
     RankChange,
@@ -43,7 +44,12 @@ _PROJECT_FIELDS = (
     ("withdrawn", "bool"),
     ("revision", "bigint"),
     ("submission_id", "text"),
+)
+_DUPLICATE_FIELDS = (
+    ("project_key", "text"),
+    ("portfolio", "text"),
     ("possible_duplicates", "jsonb"),
+    ("duplicates_revision", "bigint"),
 )
 _SCORE_FIELDS = (
     ("project_key", "text"),
@@ -100,10 +106,33 @@ class ReadModelWriter:
                     e.withdrawn,
                     e.revision,
                     e.submission_id,
-                    json.dumps([d.model_dump() for d in e.possible_duplicates]),
                 )
                 for e in latest
             ],
+            # The possible duplicates shown are those found for the project's revision (only a
+            # revision that opens it is searched): found for this one already, they stay.
+            also="possible_duplicates = CASE WHEN projects.duplicates_revision = excluded.revision"
+            " THEN projects.possible_duplicates ELSE '[]'::jsonb END",
+        )
+
+    async def apply_duplicates(self, entries: Sequence[tuple[str, ProjectDuplicates]]) -> None:
+        """Possible duplicates, each ``(portfolio, entry)``, over those of an older revision
+        of the project only, and only while the project is at that revision (or not here yet:
+        they may come before its change, on another consumer)."""
+        latest = newest(entries, lambda e: e[1].project_key, lambda e: e[1].revision, {})
+        await self._upsert(
+            _DUPLICATE_FIELDS,
+            "duplicates_revision",
+            [
+                (
+                    e.project_key,
+                    portfolio,
+                    json.dumps([d.model_dump() for d in e.possible_duplicates]),
+                    e.revision,
+                )
+                for portfolio, e in latest
+            ],
+            only="projects.revision IS NULL OR projects.revision <= excluded.duplicates_revision",
         )
 
     async def apply_scores(self, events: Sequence[ProjectScored]) -> None:
@@ -129,7 +158,13 @@ class ReadModelWriter:
         )
 
     async def _upsert(
-        self, fields: Sequence[tuple[str, str]], version: str, rows: Sequence[tuple[Any, ...]]
+        self,
+        fields: Sequence[tuple[str, str]],
+        version: str,
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        also: str = "",
+        only: str = "",
     ) -> None:
         """Insert or update ``rows`` (one per project, values in the order of ``fields``:
         (column, type), the key and portfolio first) in one statement: a row replaces the
@@ -143,11 +178,12 @@ class ReadModelWriter:
         rows = sorted(rows, key=lambda row: row[0])
         columns = [name for name, _ in fields]
         arrays, values = unnest_arguments(fields, rows)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[2:])
+        updates = ", ".join([*(f"{c} = excluded.{c}" for c in columns[2:]), *filter(None, [also])])
+        guard = f"(projects.{version} IS NULL OR projects.{version} < excluded.{version})"
         await self._conn.execute(
             f"INSERT INTO projects ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
             f" ON CONFLICT (project_key) DO UPDATE SET {updates}, updated_at = now()"
-            f" WHERE projects.{version} IS NULL OR projects.{version} < excluded.{version}",
+            f" WHERE {guard}{f' AND ({only})' if only else ''}",
             *values,
         )
 

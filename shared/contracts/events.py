@@ -50,6 +50,9 @@ class ProjectChange(Event):
     withdrawn: bool = False
     previous_stage: Stage | None = None
     changed: list[str] = Field(default_factory=list)
+    # Empty as intake publishes changes now: a new project's possible duplicates follow in
+    # ``DuplicatesFound`` (pmo.intake.duplicates.v1), found off the submission's path. Earlier
+    # versions named them here, and consumers still apply them from here.
     possible_duplicates: list[PossibleDuplicate] = Field(default_factory=list)
     project: ProjectState
 
@@ -98,6 +101,41 @@ class ProjectsChanged(Event):
     def projects(self) -> list[ProjectChanged]:
         """Each entry as the ``ProjectChanged`` it stands for (entries are already validated)."""
         return _each_as(ProjectChanged, ProjectChange, self.changes, self)
+
+
+class ProjectDuplicates(Event):
+    """One entry of ``DuplicatesFound``: the projects of the portfolio whose names closely
+    match the name ``project_key`` was opened with at ``revision``, best first (none is an
+    answer too: a project opened again drops the matches of its earlier opening)."""
+
+    project_key: str
+    revision: int
+    possible_duplicates: list[PossibleDuplicate]
+
+
+class DuplicatesFound(Event):
+    """The possible duplicates of the projects that one ``ProjectsChanged`` opened
+    (``pmo.intake.duplicates.v1``, keyed by portfolio), found by intake after it published the
+    change, so that a submission is never held up by the search: at most ``MAX_PROJECTS``
+    entries and, unless one entry alone is larger, ``MAX_BYTES`` of JSON an event. A consumer
+    applies an entry only over the matches of an older revision of the project."""
+
+    TYPE: ClassVar[str] = "pmo.intake.duplicates.found.v1"
+    MAX_PROJECTS: ClassVar[int] = 500
+    MAX_BYTES: ClassVar[int] = 256 * 1024
+
+    portfolio: str
+    projects: list[ProjectDuplicates]
+
+    @model_validator(mode="after")
+    def _of_its_portfolio(self) -> DuplicatesFound:
+        prefix = f"{self.portfolio}/"
+        for entry in self.projects:
+            if not entry.project_key.startswith(prefix):
+                raise ValueError(
+                    f"project {entry.project_key} is not of the portfolio {self.portfolio}"
+                )
+        return self
 
 
 class Contribution(Event):

@@ -17,6 +17,7 @@ import yaml
 from compose_spec import ComposeSpecification
 
 from services.capacity.settings import CapacitySettings
+from services.intake.app import consumed as intake_consumed
 from services.intake.settings import IntakeSettings
 from services.reporting.app import TOPICS, consumed
 from services.reporting.settings import ReportingSettings
@@ -34,6 +35,8 @@ GROUPS = {
     "reporting": ReportingSettings(api_token="unused-token-for-defaults").group_id,
 }
 GRACE = IntakeSettings().shutdown_grace_seconds
+# Intake's Deployments and their PMO_INTAKE_ROLE.
+INTAKE_ROLES = {"pmo-intake": "submissions", "pmo-intake-duplicates": "duplicates"}
 # Reporting's Deployments and their PMO_REPORTING_ROLE.
 REPORTING_ROLES = {
     "pmo-reporting": "others",
@@ -85,11 +88,12 @@ def test_a_misspelt_field_is_caught() -> None:
 def test_deployments_keep_the_services_promises(rendered: list[dict[str, Any]]) -> None:
     deployments = of_kind(rendered, "Deployment")
     names = {d["metadata"]["name"] for d in deployments}
-    assert names == {f"pmo-{s}" for s in GROUPS} | set(REPORTING_ROLES)
+    assert names == {f"pmo-{s}" for s in GROUPS} | set(REPORTING_ROLES) | set(INTAKE_ROLES)
     for d in deployments:
         pod = d["spec"]["template"]["spec"]
         (container,) = pod["containers"]
-        service = d["metadata"]["name"].removesuffix("-api").removesuffix("-projects")
+        name = d["metadata"]["name"]
+        service = name.removesuffix("-api").removesuffix("-projects").removesuffix("-duplicates")
         assert container["image"].split(":")[0].endswith(service)  # its service's image
         assert pod["terminationGracePeriodSeconds"] > GRACE + 5
         assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -121,7 +125,7 @@ def test_autoscaling_follows_each_consumer_groups_lag(rendered: list[dict[str, A
     share a group, each on the lag of topics it consumes."""
     partitions = max(spec.partitions for spec in TOPIC_SPECS)
     scaled = {s["spec"]["scaleTargetRef"]["name"]: s for s in of_kind(rendered, "ScaledObject")}
-    workers = {"pmo-reporting-projects": "reporting"}
+    workers = {"pmo-reporting-projects": "reporting", "pmo-intake-duplicates": "intake"}
     assert set(scaled) == {f"pmo-{s}" for s in GROUPS} | set(workers)
     for name, spec in ((n, s["spec"]) for n, s in scaled.items()):
         service = workers.get(name, name.removeprefix("pmo-"))
@@ -130,11 +134,30 @@ def test_autoscaling_follows_each_consumer_groups_lag(rendered: list[dict[str, A
             assert trigger["type"] == "kafka"
             assert trigger["metadata"]["consumerGroup"] == GROUPS[service]
             assert trigger["metadata"]["excludePersistentLag"] == "true"
+        topics = {t["metadata"].get("topic") for t in spec["triggers"]}
         if service == "reporting":
-            role = REPORTING_ROLES[name]
-            topics = {t["metadata"]["topic"] for t in spec["triggers"]}
-            assert topics <= {t.value for t in consumed(role)}, name
+            assert topics <= {t.value for t in consumed(REPORTING_ROLES[name])}, name
+        if service == "intake":
+            assert topics <= {t.value for t in intake_consumed(INTAKE_ROLES[name])}, name
         assert spec["maxReplicaCount"] <= partitions
+
+
+def env_of(rendered: list[dict[str, Any]], name: str) -> dict[str, str | None]:
+    (deployment,) = (d for d in of_kind(rendered, "Deployment") if d["metadata"]["name"] == name)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e.get("value") for e in container["env"]}
+
+
+def test_intake_searches_for_duplicates_apart_from_the_submissions_path(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """Intake's two Deployments share its group and together consume what intake reads; the
+    duplicate search, derived work, asks for less CPU than the submissions' path."""
+    for name, role in INTAKE_ROLES.items():
+        assert env_of(rendered, name)["PMO_INTAKE_ROLE"] == role
+    assert sorted(t for role in INTAKE_ROLES.values() for t in intake_consumed(role)) == sorted(
+        intake_consumed("all")
+    )
 
 
 def test_reporting_runs_its_workers_and_api_apart(rendered: list[dict[str, Any]]) -> None:
@@ -223,5 +246,8 @@ def test_a_submissions_path_outweighs_derived_work_in_production() -> None:
         for d in of_kind(render("prod"), "Deployment")
     }
     path = [requests[n] for n in ("pmo-intake", "pmo-reporting-projects", "pmo-reporting-api")]
-    derived = [requests[f"pmo-{s}"] for s in DERIVED] + [requests["pmo-reporting"]]
+    derived = [requests[f"pmo-{s}"] for s in DERIVED] + [
+        requests["pmo-reporting"],
+        requests["pmo-intake-duplicates"],
+    ]
     assert min(path) > max(derived), requests

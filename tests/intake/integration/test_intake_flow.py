@@ -7,7 +7,7 @@ import pytest
 
 from services.intake.app import build
 from services.intake.settings import IntakeSettings
-from shared.contracts.events import ProjectsChanged
+from shared.contracts.events import DuplicatesFound, ProjectDuplicates, ProjectsChanged
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic
@@ -103,38 +103,62 @@ async def test_shuffled_and_repeated_revisions_converge_on_the_in_order_state(
     }
 
 
-async def test_a_near_duplicate_name_is_flagged_with_the_match(
+async def test_a_near_duplicate_name_is_found_after_the_change_is_published(
     database: DatabaseSettings, kafka: KafkaSettings
 ) -> None:
+    """One process of the default role: the submissions' consumer accepts B without a search,
+    and the duplicate search reads B's change back from the broker and publishes its match."""
     await migrate(database.url, [service_component("intake")])
     async with build(IntakeSettings(), kafka, database) as runtime:
         topic = runtime.topics(Topic.SUBMISSIONS)
+        found = _found(runtime)
         await publish_json(
             kafka.bootstrap_servers, topic, [submission("A", name="Customer data platform")]
         )
-        await eventually(lambda: _at_least(_log_count(runtime), 1), what="A accepted")
+        await eventually(lambda: _has(found, "retail/jira/A"), what="A searched")
         await publish_json(
             kafka.bootstrap_servers,
             topic,
             [submission("B", source="sheet", name="Platform for customer data")],
         )
-        await eventually(lambda: _at_least(_log_count(runtime), 2), what="B accepted")
+        await eventually(lambda: _has(found, "retail/sheet/B"), what="B searched")
         row = await runtime.pool.fetchrow(
             "SELECT outcome, reasons FROM submission_log WHERE project_key = 'retail/sheet/B'"
         )
-        values = await runtime.pool.fetch("SELECT value FROM outbox WHERE key = 'retail'::bytea")
-    assert row["outcome"] == "accepted"
-    (note,) = json.loads(row["reasons"])
-    assert (note["code"], note["path"]) == ("possible_duplicate", "retail/jira/A")
-    (event,) = (
-        e
+        values = await runtime.pool.fetch(
+            "SELECT value FROM outbox WHERE topic = $1", runtime.topics(Topic.PROJECTS)
+        )
+        searched = await found()
+    assert (row["outcome"], json.loads(row["reasons"])) == ("accepted", [])
+    assert all(
+        e.possible_duplicates == []
         for v in values
         for e in ProjectsChanged.model_validate_json(v["value"]).changes
-        if e.project_key == "retail/sheet/B"
     )
-    (match,) = event.possible_duplicates
+    assert searched["retail/jira/A"].possible_duplicates == []
+    (match,) = searched["retail/sheet/B"].possible_duplicates
     assert match.external_id == "A"
     assert match.similarity >= 0.85
+
+
+def _found(runtime):  # type: ignore[no-untyped-def]
+    """What the duplicate search has published (its outbox rows): project key -> entry."""
+
+    async def found() -> dict[str, ProjectDuplicates]:
+        rows = await runtime.pool.fetch(
+            "SELECT value FROM outbox WHERE topic = $1", runtime.topics(Topic.DUPLICATES)
+        )
+        return {
+            e.project_key: e
+            for r in rows
+            for e in DuplicatesFound.model_validate_json(r["value"]).projects
+        }
+
+    return found
+
+
+async def _has(found, key: str) -> bool:  # type: ignore[no-untyped-def]
+    return key in await found()
 
 
 def _log_count(runtime):  # type: ignore[no-untyped-def]

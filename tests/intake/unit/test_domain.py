@@ -15,17 +15,19 @@ from services.intake.domain import (
     TRANSITIONS,
     Accepted,
     Ignored,
-    PortfolioView,
+    PortfolioNames,
     Refused,
     StoredProject,
     decide,
     dependency_cycle,
+    find_duplicates,
+    opens,
     parse_submission,
     possible_duplicates,
     transition_allowed,
 )
 from shared.contracts.common import project_key
-from shared.contracts.events import ProjectState
+from shared.contracts.events import ProjectChanged, ProjectDuplicates, ProjectState
 from shared.contracts.inbound import ProjectSubmission, Stage
 from shared.errors import Reason
 from tests.helpers import key_of, submission
@@ -243,7 +245,7 @@ def test_duplicate_similarity_is_the_token_sort_ratio_of_the_names() -> None:
     rnd = random.Random(7)
     words = ["Checkout", "rewrite", "store", "inventory", "sync", "CRM", "data-lake", "v2"]
     names = {f"k{i}": (f"E{i}", " ".join(rnd.sample(words, rnd.randint(1, 4)))) for i in range(200)}
-    view = PortfolioView()
+    view = PortfolioNames()
     for key, (external_id, name) in names.items():
         view.add_name(key, external_id, name)
     for _ in range(50):
@@ -267,40 +269,40 @@ def key_in_retail(external_id: str) -> str:
 
 
 def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> None:
-    """``PortfolioView.prepare`` compares a batch's new projects with the portfolio in one
-    matrix; deciding the batch then gives each new project the same matches, in the same order
-    (ties included), as searching the view as it stands at that project, with the projects the
-    batch opened, renamed and withdrew before it."""
+    """``find_duplicates`` compares a batch's new projects with the portfolio in one matrix
+    (``PortfolioNames.prepare``); each new project then gets the same matches, in the same
+    order (ties included), as searching the names as they stand at that project's change, with
+    the projects the batch opened, renamed and withdrew before it."""
     rnd = random.Random(11)
     words = ["checkout", "rewrite", "store", "sync", "crm", "ledger", "cloud", "v2", "emea"]
 
     def name() -> str:
         return " ".join(rnd.sample(vocabulary, rnd.randint(1, 3)))
 
-    def apply(
-        view: PortfolioView, stored: dict[str, StoredProject], sub: ProjectSubmission
-    ) -> Accepted | None:
+    def accept(stored: dict[str, StoredProject], sub: ProjectSubmission) -> ProjectChanged | None:
         key = key_in_retail(sub.external_id)
-        decision = decide(sub, stored.get(key), view)
+        decision = decide(sub, stored.get(key))
         if not isinstance(decision, Accepted):
             return None
-        view.apply(decision.event)
         event = decision.event
         stored[key] = StoredProject(
             event.revision, event.withdrawn, event.project, "retail", sub.external_id
         )
-        return decision
+        return event
 
-    compared = prepared = 0
+    compared = searched = 0
     for trial in range(60):
         # Some portfolios of few words: many equal names, more matches than are kept.
         vocabulary = words[: 3 if trial % 3 == 0 else len(words)]
-        view = PortfolioView()
+        view, step = PortfolioNames(), PortfolioNames()  # the batch's way, one at a time
         stored: dict[str, StoredProject] = {}
         for i in range(rnd.randint(0, 60)):
-            apply(view, stored, parsed(submission(f"E{i}", name=name())))
+            event = accept(stored, parsed(submission(f"E{i}", name=name())))
+            assert event is not None
+            find_duplicates(view, [event])
+            find_duplicates(step, [event])
         revisions = {key: p.revision for key, p in stored.items()}
-        batch = []
+        batch: list[ProjectChanged] = []
         for j in range(rnd.randint(1, 4 if trial % 3 == 0 else 30)):
             if rnd.random() < 0.6 or not stored:  # a new project, perhaps opened twice
                 external_id = f"N{rnd.randint(0, j)}"
@@ -311,31 +313,32 @@ def test_a_batch_compared_at_once_finds_what_a_search_per_project_finds() -> Non
             withdraw = key in revisions and rnd.random() < 0.15
             action = "withdraw" if withdraw else "upsert"
             named = {} if withdraw else {"name": name()}
-            batch.append(
-                parsed(submission(external_id, revision=revisions[key], action=action, **named))
-            )
-        # What the handler prepares: the batch's projects not open in the portfolio.
-        opening: dict[str, str] = {}
-        for sub in batch:
-            known = stored.get(key_in_retail(sub.external_id))
-            if sub.project is not None and (known is None or known.withdrawn):
-                opening.setdefault(key_in_retail(sub.external_id), sub.project.name)
-        view.prepare(opening, len(batch))
-        for sub in batch:
-            key = key_in_retail(sub.external_id)
-            known = stored.get(key)
-            opens = sub.project is not None and (known is None or known.withdrawn)
-            prepared += opens and key in view.prepared
-            expected = (
-                possible_duplicates(key, sub.project.name, view.names, normalised=view.normalised)
-                if opens and sub.project is not None
-                else []
-            )
-            decision = apply(view, stored, sub)
-            if decision is not None:
-                assert decision.event.possible_duplicates == expected
-                compared += len(expected)
-    assert prepared > 200  # the batches' new projects, found by the preparation
+            sub = parsed(submission(external_id, revision=revisions[key], action=action, **named))
+            event = accept(stored, sub)
+            if event is not None:
+                batch.append(event)
+        expected = []
+        for event in batch:
+            if opens(event):
+                expected.append(
+                    ProjectDuplicates(
+                        project_key=event.project_key,
+                        revision=event.revision,
+                        possible_duplicates=possible_duplicates(
+                            event.project_key,
+                            event.project.name,
+                            step.names,
+                            normalised=step.normalised,
+                        ),
+                    )
+                )
+            step.apply(event)
+        found = find_duplicates(view, batch)
+        assert found == expected
+        searched += len(found)
+        compared += sum(len(f.possible_duplicates) for f in found)
+        assert view.names == step.names
+    assert searched > 200  # the batches' new projects
     assert compared > 150  # many matches compared, ties among them
 
 
@@ -349,7 +352,7 @@ def test_the_names_compared_follow_the_view_through_renames_and_withdrawals(
     monkeypatch.setattr(domain, "_SLOTS_SLACK", 4)  # packed often
     rnd = random.Random(3)
     words = ["checkout", "rewrite", "store", "sync", "crm", "ledger", "emea"]
-    view = PortfolioView()
+    view = PortfolioNames()
     for i in range(30):
         view.add_name(key_in_retail(f"E{i}"), f"E{i}", " ".join(rnd.sample(words, 2)))
     stored: dict[str, StoredProject] = {}
@@ -368,7 +371,7 @@ def test_the_names_compared_follow_the_view_through_renames_and_withdrawals(
                 **named,
             )
         )
-        decision = decide(sub, known, view)
+        decision = decide(sub, known)
         assert isinstance(decision, Accepted)
         event = decision.event
         stored[key] = StoredProject(
@@ -394,7 +397,7 @@ def test_a_large_batch_is_compared_in_parts(monkeypatch: pytest.MonkeyPatch) -> 
     does."""
     rnd = random.Random(5)
     words = ["checkout", "rewrite", "store", "sync", "crm", "ledger"]
-    view = PortfolioView()
+    view = PortfolioNames()
     for i in range(40):
         view.add_name(f"k{i}", f"E{i}", " ".join(rnd.sample(words, rnd.randint(1, 3))))
     batch = {f"n{i}": " ".join(rnd.sample(words, rnd.randint(1, 3))) for i in range(25)}
@@ -410,14 +413,14 @@ def test_what_is_kept_of_a_prepared_search_is_the_best_and_enough() -> None:
     """``prepare`` keeps each project's best matches, as many as the batch's changes could take
     away and the three shown: here six near and four exact names, then a batch that renames
     the first three exact ones before a project of that name opens."""
-    view = PortfolioView()
+    view = PortfolioNames()
     for i in range(6):
         view.add_name(f"near{i}", f"N{i}", "Checkout rewrit")
     for i in range(4):
         view.add_name(f"same{i}", f"S{i}", "Checkout rewrite")
     view.prepare({"new": "checkout REWRITE"}, changes=4)
     for i in range(3):
-        renamed = decide(parsed(submission(f"S{i}", name=f"Store sync {i}")), None, view)
+        renamed = decide(parsed(submission(f"S{i}", name=f"Store sync {i}")), None)
         assert isinstance(renamed, Accepted)
         view.apply(renamed.event.model_copy(update={"project_key": f"same{i}"}))
     found = view.duplicates("new", "checkout REWRITE")
@@ -432,10 +435,10 @@ def test_what_is_kept_of_a_prepared_search_is_the_best_and_enough() -> None:
 
 
 def test_a_name_the_batch_gave_and_then_withdrew_is_no_match() -> None:
-    view = PortfolioView()
+    view = PortfolioNames()
     view.add_name(key_in_retail("W"), "W", "Ledger")
     view.prepare({key_in_retail("NEW"): "Checkout rewrite"}, changes=2)
-    renamed = decide(parsed(submission("W", revision=2, name="Checkout rewrite")), None, view)
+    renamed = decide(parsed(submission("W", revision=2, name="Checkout rewrite")), None)
     assert isinstance(renamed, Accepted)
     view.apply(renamed.event)
     assert [d.external_id for d in view.duplicates(key_in_retail("NEW"), "Checkout rewrite")] == [
@@ -444,7 +447,6 @@ def test_a_name_the_batch_gave_and_then_withdrew_is_no_match() -> None:
     withdrawn = decide(
         parsed(submission("W", revision=3, action="withdraw")),
         StoredProject(2, False, renamed.event.project, "retail", "W"),
-        view,
     )
     assert isinstance(withdrawn, Accepted)
     view.apply(withdrawn.event)
@@ -454,11 +456,11 @@ def test_a_name_the_batch_gave_and_then_withdrew_is_no_match() -> None:
 def test_equal_scores_are_equal_however_they_were_found() -> None:
     """A match found by the batch's matrix and one the batch renamed into the view tie when
     their exact scores do: the matrix's single-precision scores only choose what is kept."""
-    view = PortfolioView()
+    view = PortfolioNames()
     view.add_name("first", "A", "Checkout rewrit")
     view.add_name(key_in_retail("B"), "B", "zzz")
     view.prepare({"new": "Checkout rewrite"}, changes=2)
-    renamed = decide(parsed(submission("B", revision=2, name="Checkout rewrit")), None, view)
+    renamed = decide(parsed(submission("B", revision=2, name="Checkout rewrit")), None)
     assert isinstance(renamed, Accepted)
     view.apply(renamed.event)
     found = view.duplicates("new", "Checkout rewrite")

@@ -10,7 +10,7 @@ from typing import Any, Self
 
 import pytest
 
-from services.intake.domain import PortfolioView, StoredProject
+from services.intake.domain import PortfolioNames, PortfolioView, StoredProject
 from services.intake.handlers import IntakeHandler
 from services.intake.repository import LogEntry, OpenedBatch
 from shared import deadletter
@@ -29,6 +29,7 @@ class FakeProjects:
         self.log_rows: list[LogEntry] = []
         self.versions: dict[str, int] = {}
         self.views_read: list[str] = []  # portfolios whose views were read
+        self.names_read: list[str] = []  # portfolios whose names the duplicate search read
         self.view_reads = 0  # the reads themselves: each a statement
         self.fail_next_log = False
 
@@ -45,12 +46,22 @@ class FakeProjects:
         self.views_read += list(portfolios)
         self.view_reads += 1
         views: dict[str, PortfolioView] = {}
-        for key, p in self.rows.items():
-            if p.state.portfolio in portfolios and not p.withdrawn:
+        for p in self.rows.values():
+            if p.state.portfolio in portfolios and not p.withdrawn and p.state.depends_on:
                 view = views.setdefault(p.state.portfolio, PortfolioView())
-                view.add_name(key, p.state.external_id, p.state.name)
-                if p.state.depends_on:
-                    view.dependencies[p.state.external_id] = list(p.state.depends_on)
+                view.dependencies[p.state.external_id] = list(p.state.depends_on)
+        return views
+
+    async def portfolio_names(self, portfolios: Iterable[str]) -> dict[str, PortfolioNames]:
+        self.names_read += list(portfolios)
+        views: dict[str, PortfolioNames] = {}
+        for key, p in self.rows.items():
+            if p.portfolio in portfolios:
+                view = views.setdefault(p.portfolio, PortfolioNames())
+                if p.withdrawn or p.state is None:
+                    view.revisions[key] = p.revision
+                else:
+                    view.add_name(key, p.state.external_id, p.state.name, p.revision)
         return views
 
 
@@ -207,32 +218,22 @@ async def test_a_refused_submission_can_be_sent_again_once_fixed_and_is_not_refu
     assert "retail/jira/B" in uow.projects.rows
 
 
-async def test_a_new_project_with_a_near_identical_name_is_flagged_not_refused() -> None:
-    uow = FakeUnitOfWork()
-    await handler(uow).handle([record(submission("A", name="Checkout rewrite"), 0)])
-    await handler(uow).handle([record(submission("B", name="Rewrite the checkout!"), 1)])
-    await handler(uow).handle([record(submission("C", name="Warehouse robots"), 2)])
-    events = {e["project"]["external_id"]: e for e in changes(uow)}
-    assert events["C"]["possible_duplicates"] == []
-    (match,) = events["B"]["possible_duplicates"]
-    assert match["external_id"] == "A"
-    assert match["similarity"] >= 0.85
-    assert uow.projects.log_rows[1].reasons[0].code == "possible_duplicate"
+def _cycle_refused(uow: FakeUnitOfWork) -> bool:
+    """Whether the last record published is a dead letter for a dependency cycle."""
+    last = uow.published[-1]
+    if last.topic != NAMES(Topic.DEAD_LETTERS):
+        return False
+    return bool(json.loads(last.headers[deadletter.REASONS])[0]["code"] == "dependency_cycle")
 
 
-def _duplicates_of(uow: FakeUnitOfWork, external_id: str) -> list[str]:
-    (event,) = (e for e in changes(uow) if e["project"]["external_id"] == external_id)
-    return [d["external_id"] for d in event["possible_duplicates"]]
-
-
-async def test_portfolio_names_are_kept_between_batches_while_nobody_else_changes_them() -> None:
+async def test_portfolio_views_are_kept_between_batches_while_nobody_else_changes_them() -> None:
     uow = FakeUnitOfWork()
     intake = handler(uow)
-    await intake.handle([record(submission("A", name="Checkout rewrite"), 0)])
-    await intake.handle([record(submission("B", name="Rewrite the checkout"), 1)])
+    await intake.handle([record(submission("A", depends_on=["B"]), 0)])
+    await intake.handle([record(submission("B", depends_on=["A"]), 1)])
     assert uow.projects.views_read == ["retail"], "the second batch used the kept view"
     assert uow.projects.view_reads == 1, "and made no read of no portfolios"
-    assert _duplicates_of(uow, "B") == ["A"]
+    assert _cycle_refused(uow), "the kept view has A's dependency"
 
     # Another process adds a project: the count moves past the kept view's, which is reread.
     uow.projects.rows["retail/jira/C"] = StoredProject(
@@ -244,28 +245,29 @@ async def test_portfolio_names_are_kept_between_batches_while_nobody_else_change
                 "portfolio": "retail",
                 "source": "jira",
                 "external_id": "C",
-                "name": "Warehouse robots",
+                "depends_on": ["D"],
             }
         ),
         portfolio="retail",
         external_id="C",
     )
     uow.projects.versions["retail"] += 1
-    await intake.handle([record(submission("D", name="Robots, warehouse"), 2)])
+    await intake.handle([record(submission("D", depends_on=["C"]), 2)])
     assert uow.projects.views_read == ["retail", "retail"]
-    assert _duplicates_of(uow, "D") == ["C"]
+    assert _cycle_refused(uow), "the view read again has C's dependency"
 
 
-async def test_a_batch_that_rolls_back_leaves_no_trace_in_the_kept_names() -> None:
+async def test_a_batch_that_rolls_back_leaves_no_trace_in_the_kept_views() -> None:
     uow = FakeUnitOfWork()
     intake = handler(uow)
-    await intake.handle([record(submission("A", name="Checkout rewrite"), 0)])
+    await intake.handle([record(submission("A"), 0)])
     uow.projects.fail_next_log = True
     with pytest.raises(ConnectionResetError):
-        await intake.handle([record(submission("B", name="Warehouse robots"), 1)])
-    await intake.handle([record(submission("E", name="Robots warehouse"), 2)])
-    # B was never committed: E is not its duplicate, and the view was read again.
-    assert _duplicates_of(uow, "E") == []
+        await intake.handle([record(submission("B", depends_on=["E"]), 1)])
+    await intake.handle([record(submission("E", depends_on=["B"]), 2)])
+    # B was never committed: E closes no cycle with it, and the view was read again.
+    assert not _cycle_refused(uow)
+    assert "retail/jira/E" in uow.projects.rows
     assert uow.projects.views_read == ["retail", "retail"]
 
 

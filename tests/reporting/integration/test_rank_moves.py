@@ -17,8 +17,11 @@ from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
     Contribution,
+    DuplicatesFound,
     PlansChanged,
+    PossibleDuplicate,
     ProjectChanged,
+    ProjectDuplicates,
     ProjectPlan,
     ProjectPlanned,
     ProjectScore,
@@ -306,7 +309,8 @@ async def test_a_move_is_a_rank_history_row_and_as_of_reads_ranks_through_it(
 
 async def test_the_history_holds_every_column_of_projects(database: DatabaseSettings) -> None:
     """The history trigger copies every column of a written row and ``projects_as_of`` returns
-    history rows: a column added to ``projects`` and not to ``projects_history`` fails this."""
+    history rows: a column added to ``projects`` and not to ``projects_history`` fails this.
+    The columns added since ``valid_from`` and ``valid_to`` follow them (migration 0014)."""
     await migrate(database.url, [service_component("reporting")])
     conn = await asyncpg.connect(database.url)
     try:
@@ -319,10 +323,63 @@ async def test_the_history_holds_every_column_of_projects(database: DatabaseSett
             )
             return [r["column_name"] for r in rows]
 
+        projects = await columns_of("projects")
+        later = projects[projects.index("possible_duplicates") + 1 :]
+        assert later == ["duplicates_revision"]
         history = await columns_of("projects_history")
-        assert history == [*await columns_of("projects"), "valid_from", "valid_to"]
+        assert history == [*projects[: -len(later)], "valid_from", "valid_to", *later]
     finally:
         await conn.close()
+
+
+async def test_a_version_copies_every_column_of_the_row(pool: asyncpg.Pool[Any]) -> None:
+    """A project with every part written (its change, score, plan and possible duplicates):
+    its open version in the history, and the row ``projects_as_of`` gives for now, hold what
+    the row holds, column for column (the trigger names the columns it copies: one left out
+    would be empty in the version)."""
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: NOW)
+    found = DuplicatesFound(
+        portfolio=PORTFOLIO,
+        projects=[
+            ProjectDuplicates(
+                project_key=key("A"),
+                revision=1,
+                possible_duplicates=[
+                    PossibleDuplicate(
+                        project_key=key("B"), external_id="B", name="B", similarity=0.9
+                    )
+                ],
+            )
+        ],
+    )
+    planned = ProjectPlanned(
+        project_key=key("A"), portfolio=PORTFOLIO, plan_version=1, status="planned"
+    )
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("A"), "c:p:A", 0),
+            record(Topic.SCORES, scored("A", 1, 1, 90.0), "c:s:A", 1),
+            record(Topic.PLANS, planned, "c:l:A", 2),
+            record(Topic.DUPLICATES, found, "c:d:A", 3),
+        ]
+    )
+    row = await pool.fetchrow(
+        "SELECT to_jsonb(p) AS j FROM projects p WHERE project_key = $1", key("A")
+    )
+    version = await pool.fetchrow(
+        "SELECT to_jsonb(h) - 'valid_from' - 'valid_to' AS j FROM projects_history h"
+        " WHERE project_key = $1 AND valid_to IS NULL",
+        key("A"),
+    )
+    as_of = await pool.fetchrow(
+        "SELECT to_jsonb(h) - 'valid_from' - 'valid_to' AS j FROM projects_as_of(now()) h"
+        " WHERE project_key = $1",
+        key("A"),
+    )
+    assert json.loads(version["j"]) == json.loads(row["j"])
+    assert json.loads(as_of["j"]) == json.loads(row["j"])
+    assert json.loads(row["j"])["duplicates_revision"] == 1
+    assert json.loads(row["j"])["possible_duplicates"][0]["external_id"] == "B"
 
 
 async def test_writes_after_a_move_in_the_same_batch_still_make_versions(
