@@ -17,8 +17,9 @@ from pydantic import BaseModel
 
 from bench.cpu import CpuMeter, CpuUse, broker_pids, postgres_pids
 from bench.harness import Stack, encoded_submissions, service_stack
+from services.intake.duplicates import INBOX_PREFIX as DUPLICATE_SEARCH_PREFIX
 from shared.asyncapi import CHANNELS
-from shared.contracts.events import PlansChanged, ProjectsChanged, ScoresChanged
+from shared.contracts.events import DuplicatesFound, PlansChanged, ProjectsChanged, ScoresChanged
 from shared.migrations import SERVICES
 from shared.topics import Topic
 
@@ -66,11 +67,19 @@ async def _commits(conn: asyncpg.Connection, database: str) -> int:
 
 
 # Events that carry many projects each, with the service writing them, the field listing the
-# projects, and each service that reads them.
-BATCHED_READS: tuple[tuple[type[BaseModel], str, str, str], ...] = tuple(
-    (event, writer, field, reader)
+# projects, each service that reads them, and what that reader's inbox ids put before the
+# event's id (intake's duplicate search reads intake's own changes back under ids of its own).
+BATCHED_READS: tuple[tuple[type[BaseModel], str, str, str, str], ...] = tuple(
+    (
+        event,
+        writer,
+        field,
+        reader,
+        DUPLICATE_SEARCH_PREFIX if (writer, reader) == ("intake", "intake") else "",
+    )
     for event, writer, field in (
         (ProjectsChanged, "intake", "changes"),
+        (DuplicatesFound, "intake", "projects"),
         (ScoresChanged, "scoring", "scores"),
         (PlansChanged, "capacity", "plans"),
     )
@@ -80,17 +89,18 @@ BATCHED_READS: tuple[tuple[type[BaseModel], str, str, str], ...] = tuple(
 
 async def entries_beyond_records(conn: asyncpg.Connection) -> int:
     """Project events the services applied beyond the records they consumed: each
-    ``ProjectsChanged``, ``ScoresChanged`` or ``PlansChanged`` record carries many projects,
-    and each reader of its topic that applied the record (its id is in the reader's inbox)
-    applied every one. One statement per reader (``BATCHED_READS``)."""
+    ``ProjectsChanged``, ``DuplicatesFound``, ``ScoresChanged`` or ``PlansChanged`` record
+    carries many projects, and each reader of its topic that applied the record (its id is in
+    the reader's inbox) applied every one. One statement per reader (``BATCHED_READS``)."""
     beyond = 0
-    for event, writer, field, reader in BATCHED_READS:
+    for event, writer, field, reader, prefix in BATCHED_READS:
         extra = await conn.fetchval(
             f"SELECT coalesce(sum(json_array_length("
             f"convert_from(o.value, 'UTF8')::json -> '{field}') - 1), 0)"
             f" FROM {writer}.outbox o JOIN {reader}.inbox i"
-            f" ON i.event_id = o.headers ->> 'ce_id' WHERE o.headers ->> 'ce_type' = $1",
+            f" ON i.event_id = $2 || (o.headers ->> 'ce_id') WHERE o.headers ->> 'ce_type' = $1",
             event.TYPE,  # type: ignore[attr-defined]
+            prefix,
         )
         beyond += int(extra)
     return beyond
@@ -155,13 +165,15 @@ async def pipeline(bootstrap: str, server_url: str, submissions: int = 20_000) -
             polls = 0
             while True:
                 polls += 1
-                # Done when every submission is scored, ranked and planned, and the ranks have
-                # settled (docs/scoring.md): no two projects of a portfolio share one.
+                # Done when every submission is scored, ranked, planned and searched for
+                # possible duplicates, and the ranks have settled (docs/scoring.md): no two
+                # projects of a portfolio share one.
                 # The observer's own statements run on the Postgres the row meters: counting
                 # is a scan, and ties (a sort) are looked for only once every row is there.
                 done = await conn.fetchval(
                     "SELECT count(*) FROM reporting.projects WHERE revision IS NOT NULL"
                     " AND rank IS NOT NULL AND plan_status IS NOT NULL"
+                    " AND duplicates_revision IS NOT NULL"
                 )
                 if done < submissions:
                     stack.check_running()

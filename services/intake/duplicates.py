@@ -25,6 +25,8 @@ from shared.outbox import OutboxMessage
 from shared.topics import Topic, TopicNames
 
 SERVICE = "intake"
+# What the search's inbox ids put before a change's event id: apart from the submissions' ids.
+INBOX_PREFIX = "duplicates:"
 
 
 def _decode(record: Record) -> tuple[str, Any] | list[Reason]:
@@ -32,7 +34,7 @@ def _decode(record: Record) -> tuple[str, Any] | list[Reason]:
     if isinstance(decoded, list):
         return decoded
     event_id, event = decoded
-    return f"duplicates:{event_id}", event  # apart from the submissions' ids in the inbox
+    return f"{INBOX_PREFIX}{event_id}", event
 
 
 class DuplicateSearch:

@@ -48,7 +48,7 @@ class IntakeHandler:
         self._uow = uow
         self._topics = topics
         self._clock = clock
-        # Each portfolio's names and dependencies as of its change count, kept between batches
+        # Each portfolio's dependencies as of its change count, kept between batches
         # (the portfolio's count tells whether another process changed it since), for the
         # ``kept_views`` portfolios most recently submitted to: memory stays bounded however
         # many portfolios there are, and a portfolio not kept is read when it comes back.

@@ -113,7 +113,6 @@ class ReportingHandler:
             changed = {e.project_key for e in projects}
             changed.update(e.project_key for e in scores)
             changed.update(e.project_key for e in plans)
-            changed.update(e.project_key for _, e in duplicates)
             # A project only moved in the ranking may wait; one whose own data changed only until
             # what usually follows the change (its score, its plan) has arrived. A mark keeps
             # the earlier of its due times, so a later change never delays a record.

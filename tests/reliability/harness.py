@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from shared.cli.publishing import partitions_of
-from shared.contracts.events import ProjectsChanged
+from shared.contracts.events import DuplicatesFound, ProjectsChanged
 from shared.local import free_port, tansu_binary, wait_for_port
 from shared.settings import KafkaSettings
 from shared.topics import Topic, TopicNames
@@ -791,6 +791,16 @@ class Ledger:
                 " json_array_elements(convert_from(o.value, 'UTF8')::json -> 'changes') AS change"
                 " WHERE o.headers ->> 'ce_type' = $1",
                 ProjectsChanged.TYPE,
+            )
+        )
+        # The duplicate search: a project's opening searched twice would be two effects.
+        found["intake.outbox duplicates found"] = int(
+            await self.conn.fetchval(
+                "SELECT count(*) - count(DISTINCT (entry ->> 'project_key', entry ->> 'revision'))"
+                " FROM intake.outbox o,"
+                " json_array_elements(convert_from(o.value, 'UTF8')::json -> 'projects') AS entry"
+                " WHERE o.headers ->> 'ce_type' = $1",
+                DuplicatesFound.TYPE,
             )
         )
         for schema in _SCHEMAS:

@@ -31,7 +31,8 @@ pytestmark = pytest.mark.e2e
 
 # Who consumes each internal topic (each service's app.py subscribes to these).
 CONSUMERS = {
-    Topic.PROJECTS: ("scoring", "capacity", "reporting"),
+    Topic.PROJECTS: ("scoring", "capacity", "reporting", "intake"),  # intake: duplicate search
+    Topic.DUPLICATES: ("reporting",),
     Topic.SCORES: ("capacity", "reporting"),
     Topic.PLANS: ("reporting",),
     Topic.PLAN_SUMMARIES: ("reporting",),
@@ -39,6 +40,7 @@ CONSUMERS = {
 }
 PRODUCERS = {
     Topic.PROJECTS: "intake",
+    Topic.DUPLICATES: "intake",
     Topic.SCORES: "scoring",
     Topic.PLANS: "capacity",
     Topic.PLAN_SUMMARIES: "capacity",

@@ -26,11 +26,12 @@ pytestmark = pytest.mark.e2e
 # What each service consumes (its app.py); the dead-letter topic is read by reporting only,
 # which records what arrives there and never dead-letters a dead letter again.
 SUBSCRIPTIONS = {
-    "intake": (Topic.SUBMISSIONS,),
+    "intake": (Topic.SUBMISSIONS, Topic.PROJECTS),  # its own changes, for the duplicate search
     "scoring": (Topic.PROJECTS, Topic.SCORING_COMMANDS),
     "capacity": (Topic.PROJECTS, Topic.SCORES, Topic.RESOURCES, Topic.CAPACITY_COMMANDS),
     "reporting": (
         Topic.PROJECTS,
+        Topic.DUPLICATES,
         Topic.SCORES,
         Topic.PLANS,
         Topic.PLAN_SUMMARIES,

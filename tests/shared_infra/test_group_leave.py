@@ -37,7 +37,10 @@ async def test_a_replica_stopped_in_the_first_generation_leaves_its_group(
 ) -> None:
     await migrate(database.url, [service_component("intake")])
     group = f"{kafka.topic_prefix}pmo-intake"
-    runtime = build(IntakeSettings(group_id=group), kafka=kafka, database=database)
+    # One consumer (the submissions' role): the case is a member in its first generation.
+    runtime = build(
+        IntakeSettings(group_id=group, role="submissions"), kafka=kafka, database=database
+    )
     async with runtime:  # started: its consumer has joined and holds partitions
         joined = await members(kafka, group)
         assert len(joined) == 1, joined

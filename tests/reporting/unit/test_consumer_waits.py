@@ -1,6 +1,7 @@
-"""How long each consumer the services build waits for records: a submission's path (intake,
-reporting's project changes) at the path's 20 ms, derived work (scoring, capacity, reporting's
-other topics) at ``DERIVED_WAIT_MS``, in every role reporting runs in."""
+"""How long each consumer the services build waits for records: a submission's path (intake's
+submissions, reporting's project changes) at the path's 20 ms, derived work (intake's duplicate
+search, scoring, capacity, reporting's other topics) at ``DERIVED_WAIT_MS``, in every role
+intake and reporting run in."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from services.capacity.app import build as build_capacity
 from services.intake.app import build as build_intake
+from services.intake.settings import IntakeSettings
 from services.reporting.app import build as build_reporting
 from services.reporting.settings import ReportingSettings
 from services.scoring.app import build as build_scoring
@@ -32,10 +34,22 @@ def waits(runtime: ServiceRuntime) -> dict[frozenset[str], tuple[int, int]]:
 
 def test_the_path_and_derived_work_wait_as_documented() -> None:
     assert PATH_WAIT_MS == 20 < DERIVED_WAIT_MS
-    path, derived = (PATH_WAIT_MS, PATH_WAIT_MS), (DERIVED_WAIT_MS, DERIVED_WAIT_MS)
-    assert set(waits(build_intake()).values()) == {path}
+    derived = (DERIVED_WAIT_MS, DERIVED_WAIT_MS)
     assert set(waits(build_scoring()).values()) == {derived}
     assert set(waits(build_capacity()).values()) == {derived}
+
+
+@pytest.mark.parametrize("role", ["all", "submissions", "duplicates"])
+def test_intake_waits_for_submissions_as_the_path_does(role: Any) -> None:
+    consumers = waits(build_intake(IntakeSettings(role=role)))
+    submissions = frozenset({Topic.SUBMISSIONS.value})
+    projects = frozenset({Topic.PROJECTS.value})
+    expected = {}
+    if role != "duplicates":
+        expected[submissions] = (PATH_WAIT_MS, PATH_WAIT_MS)
+    if role != "submissions":
+        expected[projects] = (DERIVED_WAIT_MS, DERIVED_WAIT_MS)
+    assert consumers == expected
 
 
 @pytest.mark.parametrize("role", ["all", "worker", "projects", "others"])
