@@ -42,16 +42,21 @@ def build(
         def now() -> datetime:
             return datetime.now(UTC)
 
-        submissions = IntakeHandler(uow=uow, topics=runtime.topics, clock=now).handle
-        search = DuplicateSearch(uow, runtime.topics, now).handle
-        projects = runtime.topics(Topic.PROJECTS)
+        # The role's use cases, by the topic each consumes.
+        handlers: dict[str, BatchHandler] = {}
+        if Topic.SUBMISSIONS in topics:
+            handlers[runtime.topics(Topic.SUBMISSIONS)] = IntakeHandler(
+                uow=uow, topics=runtime.topics, clock=now
+            ).handle
+        if Topic.PROJECTS in topics:
+            handlers[runtime.topics(Topic.PROJECTS)] = DuplicateSearch(
+                uow, runtime.topics, now
+            ).handle
 
         async def handle(records: Sequence[Record]) -> None:
             # Each consumer takes one of the topics (the lanes below): a batch is all of one.
-            if records and records[0].topic == projects:
-                await search(records)
-            else:
-                await submissions(records)
+            if records:
+                await handlers[records[0].topic](records)
 
         return handle
 

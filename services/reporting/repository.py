@@ -178,12 +178,16 @@ class ReadModelWriter:
         rows = sorted(rows, key=lambda row: row[0])
         columns = [name for name, _ in fields]
         arrays, values = unnest_arguments(fields, rows)
-        updates = ", ".join([*(f"{c} = excluded.{c}" for c in columns[2:]), *filter(None, [also])])
+        updates = [f"{c} = excluded.{c}" for c in columns[2:]]
+        if also:
+            updates.append(also)
         guard = f"(projects.{version} IS NULL OR projects.{version} < excluded.{version})"
+        if only:
+            guard += f" AND ({only})"
         await self._conn.execute(
             f"INSERT INTO projects ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-            f" ON CONFLICT (project_key) DO UPDATE SET {updates}, updated_at = now()"
-            f" WHERE {guard}{f' AND ({only})' if only else ''}",
+            f" ON CONFLICT (project_key) DO UPDATE SET {', '.join(updates)}, updated_at = now()"
+            f" WHERE {guard}",
             *values,
         )
 
