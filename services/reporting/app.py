@@ -52,6 +52,7 @@ def build(
     interval = settings.warehouse_interval_ms / 1000
     rank_delay = timedelta(milliseconds=settings.warehouse_rank_delay_ms)
     change_delay = timedelta(milliseconds=settings.warehouse_change_delay_ms)
+    derived_wait = timedelta(milliseconds=settings.warehouse_derived_wait_ms)
 
     def handler(runtime: ServiceRuntime) -> BatchHandler:
         def uow() -> ReportingUnitOfWork:
@@ -69,6 +70,7 @@ def build(
             clock=now,
             rank_delay=rank_delay,
             change_delay=change_delay,
+            derived_wait=derived_wait,
         ).handle
 
     return assemble(

@@ -71,16 +71,20 @@ class ReportingHandler:
         *,
         rank_delay: timedelta = timedelta(0),
         change_delay: timedelta = timedelta(0),
+        derived_wait: timedelta = timedelta(0),
     ) -> None:
         """``rank_delay``: how long the warehouse record of a project that only moved in its
         portfolio's ranking may wait; ``change_delay``: how long that of a project whose own
-        data changed may (shorter: what follows a change soon, such as the new project's score
-        and plan, goes out in the same record)."""
+        data changed may (shorter: what follows a change soon goes out in the same record);
+        ``derived_wait``: how long that of a project still without a score or a plan (a new
+        one) may wait for them (longer: its score and plan come from the derived services,
+        seconds later under load, and it goes out once, with them)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock
         self._rank_delay = rank_delay
         self._change_delay = change_delay
+        self._derived_wait = max(derived_wait, change_delay)
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
@@ -113,12 +117,16 @@ class ReportingHandler:
             changed = {e.project_key for e in projects}
             changed.update(e.project_key for e in scores)
             changed.update(e.project_key for e in plans)
-            # A project only moved in the ranking may wait; one whose own data changed only until
-            # what usually follows the change (its score, its plan) has arrived. A mark keeps
-            # the earlier of its due times, so a later change never delays a record.
-            due = dict.fromkeys((m.project_key for _, m in moves), now + self._rank_delay)
-            soon = now + self._change_delay
-            due.update({k: min(due.get(k, soon), soon) for k in changed})
+            # A project only moved in the ranking may wait; one whose own data changed, for the
+            # change delay, or while it has no score or plan yet, until they arrive (within the
+            # derived wait). A mark keeps the earlier of its due times, so a later change never
+            # delays a record.
+            moved = now + self._rank_delay
+            due = dict.fromkeys((m.project_key for _, m in moves), (moved, moved))
+            soon, waiting = now + self._change_delay, now + self._derived_wait
+            for k in changed:
+                ready, unready = due.get(k, (soon, waiting))
+                due[k] = (min(ready, soon), min(unready, waiting))
             await model.mark_for_warehouse(due)
             await uow.emit(batch.dead_letters)
 

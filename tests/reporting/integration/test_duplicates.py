@@ -4,7 +4,9 @@ shown while the project is at the revision they were found for."""
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,3 +138,44 @@ async def test_a_change_naming_its_duplicates_is_still_applied(handle: Any) -> N
     them after it (contracts.events.ProjectChange); such changes are still on the topic."""
     assert await handle(changed("A", 1, duplicates=(match("X"),))) == {"A": (1, ["X"])}
     assert await handle(changed("A", 2, opens=False)) == {"A": (2, [])}
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        # the rebuild's replay found this one: the second revision's change read before the
+        # first's matches, which live came between them
+        lambda p: [changed(p, 1), found(p, 1, "X"), changed(p, 2, opens=False)],
+        # withdrawn and opened again, each opening searched
+        lambda p: [
+            changed(p, 1),
+            found(p, 1, "X"),
+            changed(p, 2, opens=False),
+            changed(p, 3),
+            found(p, 3, "Y"),
+        ],
+    ],
+    ids=["revised", "opened-again"],
+)
+async def test_every_order_of_changes_and_matches_ends_as_the_in_order_replay(
+    handle: Any, reporting_pool: asyncpg.Pool[Any], history: Callable[[str], list[Record]]
+) -> None:
+    """The project lane and the consumer of the matches read their topics at their own pace,
+    live or in a rebuild's replay: the whole row (revision, the matches and the revision they
+    were found for) ends the same in every order of a project's records."""
+    orders = list(itertools.permutations(range(len(history("P")))))
+    for n, order in enumerate(orders):
+        records = history(f"P{n}")
+        await handle(*(records[i] for i in order))
+    rows = await reporting_pool.fetch(
+        "SELECT project_key, revision, duplicates_revision, possible_duplicates FROM projects"
+        " WHERE portfolio = $1",
+        PORTFOLIO,
+    )
+    ends = {
+        r["project_key"]: (r["revision"], r["duplicates_revision"], r["possible_duplicates"])
+        for r in rows
+    }
+    in_order = ends[key("P0")]  # the first order is the records' own
+    assert len(ends) == len(orders)
+    assert {p: end for p, end in ends.items() if end != in_order} == {}

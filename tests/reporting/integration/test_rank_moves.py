@@ -55,6 +55,14 @@ def key(p: str) -> str:
     return f"{PORTFOLIO}/jira/{p}"
 
 
+def on_clock(
+    pool: asyncpg.Pool[Any], clock: list[datetime], **delays: timedelta
+) -> tuple[ReportingHandler, WarehouseFeed]:
+    """A handler with ``delays`` and a warehouse feed, both on the time in ``clock[0]``."""
+    handler = ReportingHandler(lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0], **delays)
+    return handler, WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0])
+
+
 def changed(p: str) -> ProjectChanged:
     state = ProjectState(name=p, portfolio=PORTFOLIO, source="jira", external_id=p)
     return ProjectChanged(
@@ -428,10 +436,7 @@ async def test_a_project_only_moved_reaches_the_warehouse_after_the_rank_delay(
     pool: asyncpg.Pool[Any],
 ) -> None:
     clock = [NOW]
-    handler = ReportingHandler(
-        lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0], rank_delay=timedelta(seconds=5)
-    )
-    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0])
+    handler, feed = on_clock(pool, clock, rank_delay=timedelta(seconds=5))
     await handler.handle(
         [
             record(Topic.PROJECTS, changed("A"), "d:p:A", 0),
@@ -475,14 +480,9 @@ async def test_a_change_and_what_follows_it_within_the_change_delay_are_one_reco
     warehouse gets one record carrying both, due at the first change's time plus the delay
     (a later change does not push it back)."""
     clock = [NOW]
-    handler = ReportingHandler(
-        lambda: ReportingUnitOfWork(pool),
-        NAMES,
-        lambda: clock[0],
-        rank_delay=timedelta(seconds=5),
-        change_delay=timedelta(seconds=1),
+    handler, feed = on_clock(
+        pool, clock, rank_delay=timedelta(seconds=5), change_delay=timedelta(seconds=1)
     )
-    feed = WarehouseFeed(lambda: ReportingUnitOfWork(pool), NAMES, lambda: clock[0])
     before = await pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
     await handler.handle([record(Topic.PROJECTS, changed("D"), "c:p:D", 0)])
     assert await feed.publish_due() == 0  # not due yet
@@ -528,6 +528,96 @@ async def test_a_change_and_what_follows_it_within_the_change_delay_are_one_reco
     clock[0] = NOW + timedelta(seconds=10)
     assert await feed.publish_due() == 1  # D's mark above
     assert await moved_and_changed(eager, 5, 55.0) == NOW + timedelta(seconds=10)
+
+
+async def test_a_new_projects_record_waits_for_its_score_and_plan(
+    pool: asyncpg.Pool[Any],
+) -> None:
+    """A project without a score or a plan yet is due after the derived wait, not the change
+    delay; the batch that brings the last of them makes it due within the change delay, so the
+    warehouse gets one record with all three. One whose plan never comes goes out at the
+    derived wait with what it has; one with both, revised, within the change delay; one whose
+    change arrives after its score and plan (another lane), within the change delay too."""
+    clock = [NOW]
+    handler, feed = on_clock(
+        pool,
+        clock,
+        rank_delay=timedelta(seconds=5),
+        change_delay=timedelta(seconds=1),
+        derived_wait=timedelta(seconds=30),
+    )
+
+    def at(seconds: float) -> datetime:
+        return NOW + timedelta(seconds=seconds)
+
+    async def due(p: str) -> datetime | None:
+        value: datetime | None = await pool.fetchval(
+            "SELECT due_at FROM warehouse_pending WHERE project_key = $1", key(p)
+        )
+        return value
+
+    def plan(p: str, version: int) -> ProjectPlanned:
+        return ProjectPlanned(
+            project_key=key(p), portfolio=PORTFOLIO, plan_version=version, status="planned"
+        )
+
+    before = await pool.fetchval("SELECT coalesce(max(id), 0) FROM outbox")
+    await handler.handle(
+        [
+            record(Topic.PROJECTS, changed("N"), "n:p:N", 0),
+            record(Topic.PROJECTS, changed("L"), "n:p:L", 1),
+        ]
+    )
+    assert (await due("N"), await due("L")) == (at(30), at(30))
+    clock[0] = at(4)  # scored: still no plan
+    await handler.handle(
+        [
+            record(Topic.SCORES, scored("N", 1, 1, 80.0), "n:s:N", 2),
+            record(Topic.SCORES, scored("L", 2, 2, 70.0), "n:s:L", 3),
+        ]
+    )
+    assert (await due("N"), await due("L")) == (at(30), at(30))
+    clock[0] = at(9)  # N planned: due within the change delay
+    await handler.handle([record(Topic.PLANS, plan("N", 1), "n:pl:N", 4)])
+    assert await due("N") == at(10)
+    assert await feed.publish_due() == 0
+    clock[0] = at(10)
+    assert await feed.publish_due() == 1
+    # N revised, with its score and plan in the row: within the change delay.
+    clock[0] = at(12)
+    revised = changed("N").model_copy(update={"revision": 2})
+    await handler.handle([record(Topic.PROJECTS, revised, "n:p:N:2", 5)])
+    assert await due("N") == at(13)
+    # O's score and plan before its change (they come on another consumer): the change finds
+    # them in the row.
+    await handler.handle(
+        [
+            record(Topic.SCORES, scored("O", 3, 3, 60.0), "n:s:O", 6),
+            record(Topic.PLANS, plan("O", 2), "n:pl:O", 7),
+        ]
+    )
+    await handler.handle([record(Topic.PROJECTS, changed("O"), "n:p:O", 8)])
+    assert await due("O") == at(13)
+    clock[0] = at(13)
+    assert await feed.publish_due() == 2
+    clock[0] = at(29)
+    assert await feed.publish_due() == 0
+    clock[0] = at(30)  # L's plan never came: out with what it has
+    assert await feed.publish_due() == 1
+    published = await pool.fetch(
+        "SELECT key, value FROM outbox WHERE id > $1 AND topic = $2 ORDER BY id",
+        before,
+        NAMES(Topic.PORTFOLIO_PROJECTS),
+    )
+    records = [
+        (bytes(r["key"]).decode()[len(key("")) :], json.loads(r["value"])) for r in published
+    ]
+    assert [(p, v["revision"], v["score"], v["plan_status"]) for p, v in records] == [
+        ("N", 1, 80.0, "planned"),
+        ("N", 2, 80.0, "planned"),
+        ("O", 1, 60.0, "planned"),
+        ("L", 1, 70.0, None),
+    ]
 
 
 async def test_a_project_marked_again_while_its_record_is_built_stays_marked(
