@@ -41,8 +41,12 @@ lint: env
 typecheck: env
 	$(BIN)/mypy
 
+## In parallel (pytest-xdist), a worker a core, at most four: most of a test's time is spent
+## waiting for a consumer group's join, a service's start or a broker's answer, not on a core.
+## PYTEST_WORKERS=0 runs the suite in one process.
+PYTEST_WORKERS ?= auto
 pytest: env
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest --numprocesses=$(PYTEST_WORKERS) --maxprocesses=4 $(PYTEST_ARGS)
 
 ## The fault suite at the sizes its guarantees are stated for (10,000 events, 30 s outages);
 ## make test runs the same scenarios small. See docs/guarantees.md.

@@ -25,6 +25,9 @@ from shared.local import embedded_postgres, free_port, tansu
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, KafkaSettings, role_url
 
+# The fault suite's table, printed by the process that gets every test's report.
+pytest_plugins = ["tests.reliability.report"]
+
 
 @pytest.fixture(scope="session")
 def pg_server_url() -> Iterator[str]:

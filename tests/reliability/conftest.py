@@ -1,19 +1,16 @@
-"""The fault suite's fixtures and its table, printed at the end of the run and written to
-``tests/artifacts/reliability.json``."""
+"""The fault suite's fixtures. Its table is printed by ``tests/reliability/report.py``."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from tests.reliability import harness
-
-ARTIFACT = Path(__file__).resolve().parents[1] / "artifacts" / "reliability.json"
+from tests.reliability.report import PROPERTY
 
 
 @pytest.fixture
@@ -54,45 +51,10 @@ async def broker_rig(
         yield the_rig, broker
 
 
-def table(rows: list[harness.Figures]) -> list[str]:
-    head = ("scenario", "events", "lost", "duplicated", "dead-lettered", "recovery s")
-    body = [
-        (
-            f.scenario,
-            f"{f.events:,}",
-            str(f.lost),
-            str(f.duplicated),
-            str(f.dead_lettered),
-            "—" if f.recovery_seconds is None else f"{f.recovery_seconds:.1f}",
-        )
-        for f in rows
-    ]
-    widths = [max(len(r[i]) for r in (head, *body)) for i in range(len(head))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)]
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not harness.RESULTS:
-        return
-    sizes = harness.SIZES
-    mode = "full (PMO_RELIABILITY_FULL=1)" if harness.FULL else "default (make test)"
-    terminalreporter.section(f"reliability: {mode}")
-    for text in table(harness.RESULTS):
-        terminalreporter.write_line(text)
-    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    ARTIFACT.write_text(
-        json.dumps(
-            {
-                "full": harness.FULL,
-                "sizes": asdict(sizes),
-                "rows": [f.row() for f in harness.RESULTS],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    terminalreporter.write_line(f"written to {ARTIFACT}")
+@pytest.fixture(autouse=True)
+def report_figures(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Send the rows a test recorded with its report (its teardown's)."""
+    before = len(harness.RESULTS)
+    yield
+    for figures in harness.RESULTS[before:]:
+        request.node.user_properties.append((PROPERTY, json.dumps(figures.row())))
