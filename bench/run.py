@@ -131,18 +131,26 @@ async def broker_baseline(bootstrap: str, messages: int = 50_000) -> float:
 
 
 async def single_row_commits(url: str, seconds: float = 3.0) -> float:
-    """Committed single-row transactions per second: what one commit per event would cap at."""
+    """Committed single-row transactions per second: what one commit per event would cap at.
+
+    Into a logged table of the run's own, dropped after: a transaction that writes only a
+    temporary table (unlogged) commits without waiting for its WAL to reach the disk, so it
+    measured round trips, not the disk (about a third faster on this machine)."""
+    table = f"bench_commit_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("CREATE TEMP TABLE bench_commit (id bigint)")
-        count = 0
-        deadline = time.perf_counter() + seconds
-        started = time.perf_counter()
-        while time.perf_counter() < deadline:
-            async with conn.transaction():
-                await conn.execute("INSERT INTO bench_commit VALUES ($1)", count)
-            count += 1
-        return count / (time.perf_counter() - started)
+        await conn.execute(f"CREATE TABLE {table} (id bigint)")
+        try:
+            count = 0
+            deadline = time.perf_counter() + seconds
+            started = time.perf_counter()
+            while time.perf_counter() < deadline:
+                async with conn.transaction():
+                    await conn.execute(f"INSERT INTO {table} VALUES ($1)", count)
+                count += 1
+            return count / (time.perf_counter() - started)
+        finally:
+            await conn.execute(f"DROP TABLE {table}")
     finally:
         await conn.close()
 
