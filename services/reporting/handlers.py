@@ -84,7 +84,7 @@ class ReportingHandler:
         self._clock = clock
         self._rank_delay = rank_delay
         self._change_delay = change_delay
-        self._derived_wait = max(derived_wait, change_delay)
+        self._derived_wait = derived_wait
 
     async def handle(self, records: Sequence[Record]) -> None:
         now = self._clock()
@@ -118,12 +118,13 @@ class ReportingHandler:
             changed.update(e.project_key for e in scores)
             changed.update(e.project_key for e in plans)
             # A project only moved in the ranking may wait; one whose own data changed, for the
-            # change delay, or while it has no score or plan yet, until they arrive (within the
-            # derived wait). A mark keeps the earlier of its due times, so a later change never
-            # delays a record.
-            moved = now + self._rank_delay
-            due = dict.fromkeys((m.project_key for _, m in moves), (moved, moved))
-            soon, waiting = now + self._change_delay, now + self._derived_wait
+            # change delay; one without its score or plan yet, until they arrive (within the
+            # derived wait, which a move does not cut short). A mark keeps the earlier of its
+            # due times, so a later change never delays a record.
+            moved = now + self._rank_delay, now + max(self._rank_delay, self._derived_wait)
+            due = dict.fromkeys((m.project_key for _, m in moves), moved)
+            soon = now + self._change_delay
+            waiting = now + max(self._change_delay, self._derived_wait)
             for k in changed:
                 ready, unready = due.get(k, (soon, waiting))
                 due[k] = (min(ready, soon), min(unready, waiting))

@@ -331,9 +331,9 @@ class ReadModelWriter:
     async def mark_for_warehouse(self, due: Mapping[str, tuple[datetime, datetime]]) -> None:
         """Projects whose warehouse record is to be published, each by its time (once, however
         often marked before the publisher comes by): the first of each pair for a project with
-        its score and plan (or withdrawn), the second for one still waiting for either, as
-        this transaction sees the row after its own writes. The batch that brings the last of
-        them marks the project with the first, earlier time.
+        its own data, score and plan (or withdrawn), the second for one still waiting for any
+        of them, as this transaction sees the row after its own writes. The batch that brings
+        the last of them marks the project with the first, earlier time.
 
         A mark the publisher has not claimed is rewritten only to be due earlier: the record
         will be read after the claim, with this batch's change in it. A claimed mark gets a new
@@ -344,12 +344,14 @@ class ReadModelWriter:
             keys = sorted(due)  # rows locked in key order: no deadlock between batches
             await self._conn.execute(
                 "INSERT INTO warehouse_pending (project_key, due_at)"
-                " SELECT m.k, CASE WHEN p.withdrawn"
-                " OR (p.score IS NOT NULL AND p.plan_status IS NOT NULL) THEN m.ready"
+                " SELECT m.k, CASE WHEN p.withdrawn OR (p.revision IS NOT NULL"
+                " AND p.score IS NOT NULL AND p.plan_status IS NOT NULL) THEN m.ready"
                 " ELSE m.waiting END"
                 " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
-                " AS m(k, ready, waiting)"
-                " LEFT JOIN projects p ON p.project_key = m.k ORDER BY m.k"
+                " WITH ORDINALITY AS m(k, ready, waiting, n)"
+                # in the keys' order as sorted here, which the clearing locks in too (not the
+                # database's collation)
+                " LEFT JOIN projects p ON p.project_key = m.k ORDER BY m.n"
                 " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark, claimed = false,"
                 " due_at = least(warehouse_pending.due_at, excluded.due_at)"
                 " WHERE warehouse_pending.claimed OR excluded.due_at < warehouse_pending.due_at",

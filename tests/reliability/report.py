@@ -52,8 +52,8 @@ def scenario_order(row: dict[str, Any]) -> tuple[int, str]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if not ROWS:
-        return
+    if not ROWS or hasattr(terminalreporter.config, "workerinput"):
+        return  # a worker's rows are its own only: the controller prints and writes them all
     rows = sorted(ROWS, key=scenario_order)
     mode = "full (PMO_RELIABILITY_FULL=1)" if harness.FULL else "default (make test)"
     terminalreporter.section(f"reliability: {mode}")

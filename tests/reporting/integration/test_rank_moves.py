@@ -534,10 +534,11 @@ async def test_a_new_projects_record_waits_for_its_score_and_plan(
     pool: asyncpg.Pool[Any],
 ) -> None:
     """A project without a score or a plan yet is due after the derived wait, not the change
-    delay; the batch that brings the last of them makes it due within the change delay, so the
-    warehouse gets one record with all three. One whose plan never comes goes out at the
-    derived wait with what it has; one with both, revised, within the change delay; one whose
-    change arrives after its score and plan (another lane), within the change delay too."""
+    delay (nor the rank delay, when it moves); the batch that brings the last of them makes it
+    due within the change delay, so the warehouse gets one record with all three. One whose
+    plan never comes goes out at the derived wait with what it has; one with both, revised,
+    within the change delay; one whose change arrives after its score and plan (another lane)
+    waits for its change, then within the change delay too."""
     clock = [NOW]
     handler, feed = on_clock(
         pool,
@@ -577,9 +578,14 @@ async def test_a_new_projects_record_waits_for_its_score_and_plan(
         ]
     )
     assert (await due("N"), await due("L")) == (at(30), at(30))
-    clock[0] = at(9)  # N planned: due within the change delay
-    await handler.handle([record(Topic.PLANS, plan("N", 1), "n:pl:N", 4)])
-    assert await due("N") == at(10)
+    clock[0] = at(9)  # N planned: due within the change delay; L moved, still without a plan
+    await handler.handle(
+        [
+            record(Topic.PLANS, plan("N", 1), "n:pl:N", 4),
+            record(Topic.SCORES, moved(3, L=1), "n:r:L", 100),
+        ]
+    )
+    assert (await due("N"), await due("L")) == (at(10), at(30))
     assert await feed.publish_due() == 0
     clock[0] = at(10)
     assert await feed.publish_due() == 1
@@ -596,6 +602,7 @@ async def test_a_new_projects_record_waits_for_its_score_and_plan(
             record(Topic.PLANS, plan("O", 2), "n:pl:O", 7),
         ]
     )
+    assert await due("O") == at(42)  # its own data not here yet
     await handler.handle([record(Topic.PROJECTS, changed("O"), "n:p:O", 8)])
     assert await due("O") == at(13)
     clock[0] = at(13)
