@@ -76,9 +76,9 @@ class ReportingHandler:
         """``rank_delay``: how long the warehouse record of a project that only moved in its
         portfolio's ranking may wait; ``change_delay``: how long that of a project whose own
         data changed may (shorter: what follows a change soon goes out in the same record);
-        ``derived_wait``: how long that of a project still without a score or a plan (a new
-        one) may wait for them (longer: its score and plan come from the derived services,
-        seconds later under load, and it goes out once, with them)."""
+        ``derived_wait``: how long that of a project still without its own data, score or
+        plan (a new one) may wait for them (longer: its score and plan come from the derived
+        services, seconds later under load, and it goes out once, with them)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock

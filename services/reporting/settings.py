@@ -33,8 +33,8 @@ class ReportingSettings(ServiceSettings):
     # How long the warehouse record of a project whose own data changed (project, score, plan)
     # may wait, so that a new project's intake, score and plan go out as one record.
     warehouse_change_delay_ms: int = Field(default=1000, ge=0, le=600_000)
-    # How long the warehouse record of a project still without a score or a plan (a new one)
-    # may wait for them: it goes out once they are both in, within the change delay.
+    # How long the warehouse record of a project still without its own data, score or plan (a
+    # new one) may wait for them: it goes out once all are in, within the change delay.
     warehouse_derived_wait_ms: int = Field(default=30_000, ge=0, le=600_000)
     # Project changes get a consumer of their own, so that a new or revised project is shown
     # without waiting behind a batch of scores, rank moves and plans (docs/reporting.md).
