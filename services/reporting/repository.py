@@ -12,6 +12,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.reporting.domain import DeadLetterRow
+from shared import inbox
 from shared.admission import newest
 from shared.contracts.capacity import PortfolioPlanned, ScenarioResult
 from shared.contracts.events import (
@@ -74,6 +75,70 @@ _PLAN_FIELDS = (
 )
 
 
+# A project change's possible duplicates, kept by its upsert: those found for the project's
+# revision (only a revision that opens it is searched), found for this one already, or for a
+# later one that this change has not reached (read ahead of it).
+_KEEP_DUPLICATES = {
+    "possible_duplicates": "CASE WHEN projects.duplicates_revision >= excluded.revision"
+    " THEN projects.possible_duplicates ELSE '[]'::jsonb END"
+}
+
+# The warehouse marks (``warehouse_pending``) of the rows of ``{source}``, in ``{order}``: each
+# project ``{key}`` due at ``{ready}`` when its read-model row ``{row}`` has its own data,
+# score and plan (or is withdrawn), else at ``{waiting}``. A mark the feed has not claimed is
+# rewritten only to be due earlier; a claimed one gets a new number and keeps its earlier due
+# time (``ReadModelWriter.mark_for_warehouse``).
+_MARKS = (
+    "INSERT INTO warehouse_pending (project_key, due_at)"
+    " SELECT {key}, CASE WHEN {row}.withdrawn OR ({row}.revision IS NOT NULL"
+    " AND {row}.score IS NOT NULL AND {row}.plan_status IS NOT NULL) THEN {ready}"
+    " ELSE {waiting} END FROM {source} ORDER BY {order}"
+    " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark, claimed = false,"
+    " due_at = least(warehouse_pending.due_at, excluded.due_at)"
+    " WHERE warehouse_pending.claimed OR excluded.due_at < warehouse_pending.due_at"
+)
+
+
+def _upserted(
+    fields: Sequence[tuple[str, str]],
+    version: str,
+    source: str,
+    computed: Mapping[str, str] | None = None,
+) -> str:
+    """The upsert of ``source``'s rows into ``projects`` (``ReadModelWriter._upsert``)."""
+    columns = [name for name, _ in fields]
+    expressions = {c: f"excluded.{c}" for c in columns[2:]} | dict(computed or {})
+    updates = [f"{c} = {e}" for c, e in expressions.items()]
+    guard = f"projects.{version} IS NULL OR projects.{version} < excluded.{version}"
+    return (
+        f"INSERT INTO projects ({', '.join(columns)}) {source}"
+        f" ON CONFLICT (project_key) DO UPDATE SET {', '.join(updates)}, updated_at = now()"
+        f" WHERE {guard}"
+    )
+
+
+def _project_row(e: ProjectChanged) -> tuple[Any, ...]:
+    """A project change's values, in the order of ``_PROJECT_FIELDS``."""
+    return (
+        e.project_key,
+        e.portfolio,
+        e.project.source,
+        e.project.external_id,
+        e.project.name,
+        e.project.stage.value,
+        e.project.program,
+        e.project.sponsor,
+        e.project.value,
+        e.project.cost,
+        e.project.currency,
+        e.project.mandatory,
+        e.project.risk,
+        e.withdrawn,
+        e.revision,
+        e.submission_id,
+    )
+
+
 # A portfolio's change count (migration 0004): the validator of its pages and its dashboard's
 # change marker.
 _CHANGES = "SELECT coalesce(sum(changes), 0) FROM project_changes WHERE portfolio = $1"
@@ -88,34 +153,8 @@ class ReadModelWriter:
         await self._upsert(
             _PROJECT_FIELDS,
             "revision",
-            [
-                (
-                    e.project_key,
-                    e.portfolio,
-                    e.project.source,
-                    e.project.external_id,
-                    e.project.name,
-                    e.project.stage.value,
-                    e.project.program,
-                    e.project.sponsor,
-                    e.project.value,
-                    e.project.cost,
-                    e.project.currency,
-                    e.project.mandatory,
-                    e.project.risk,
-                    e.withdrawn,
-                    e.revision,
-                    e.submission_id,
-                )
-                for e in latest
-            ],
-            # The possible duplicates shown are those found for the project's revision (only a
-            # revision that opens it is searched): found for this one already, or for a later
-            # one that this change has not reached (read ahead of it), they stay.
-            computed={
-                "possible_duplicates": "CASE WHEN projects.duplicates_revision >= excluded.revision"
-                " THEN projects.possible_duplicates ELSE '[]'::jsonb END"
-            },
+            [_project_row(e) for e in latest],
+            computed=_KEEP_DUPLICATES,
         )
 
     async def apply_duplicates(self, entries: Sequence[tuple[str, ProjectDuplicates]]) -> None:
@@ -185,17 +224,61 @@ class ReadModelWriter:
         # Rows locked in key order, as the rank moves and warehouse marks lock theirs: two
         # batches writing the same projects (two consumers, two replicas) wait, not deadlock.
         rows = sorted(rows, key=lambda row: row[0])
-        columns = [name for name, _ in fields]
         arrays, values = unnest_arguments(fields, rows)
-        expressions = {c: f"excluded.{c}" for c in columns[2:]} | dict(computed or {})
-        updates = [f"{c} = {e}" for c, e in expressions.items()]
-        guard = f"projects.{version} IS NULL OR projects.{version} < excluded.{version}"
         await self._conn.execute(
-            f"INSERT INTO projects ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-            f" ON CONFLICT (project_key) DO UPDATE SET {', '.join(updates)}, updated_at = now()"
-            f" WHERE {guard}",
-            *values,
+            _upserted(fields, version, f"SELECT * FROM unnest({arrays})", computed), *values
         )
+
+    async def apply_projects_alone(
+        self, events: Sequence[tuple[str, ProjectChanged]], due: tuple[datetime, datetime]
+    ) -> int:
+        """A batch of project changes alone, each ``(event id, change)``, in one statement that
+        is its own transaction: the inbox's claim of the ids, the changes of the claimed ids
+        (as ``apply_projects``) and the warehouse marks of the rows they wrote (as
+        ``mark_for_warehouse``, each project with ``due``), without a BEGIN and a COMMIT.
+        Returns how many of the ids were claimed (the rest had been applied before). At least
+        one change: a record with none is a batch for ``apply_projects``.
+
+        Run on a connection outside a transaction: the project lane's usual batch is one round
+        trip to Postgres instead of five (begin, claim, write, mark, commit), on the path from
+        a submission to the API. The marks are the written rows' only (a change older than the
+        stored one writes nothing, so it needs no record), locked in the keys' sorted order as
+        the other statements lock theirs: each is the mark of a row this statement holds."""
+        ids = list(dict.fromkeys(event_id for event_id, _ in events))
+        latest = newest(events, lambda e: e[1].project_key, lambda e: e[1].revision, {})
+        rows = sorted(
+            ((*_project_row(change), event_id) for event_id, change in latest),
+            key=lambda row: row[0],
+        )
+        fields = (*_PROJECT_FIELDS, ("event_id", "text"))
+        arrays, values = unnest_arguments(fields, rows)
+        n = len(fields)
+        claims, ready, waiting = (
+            f"${n + 1}::text[]",
+            f"${n + 2}::timestamptz",
+            f"${n + 3}::timestamptz",
+        )
+        columns = ", ".join(name for name, _ in _PROJECT_FIELDS)
+        written = _upserted(
+            _PROJECT_FIELDS,
+            "revision",
+            f"SELECT {columns} FROM unnest({arrays}) WITH ORDINALITY AS u({columns}, event_id, n)"
+            " WHERE u.event_id IN (SELECT event_id FROM claimed) ORDER BY u.n",
+            _KEEP_DUPLICATES,
+        )
+        # Python's order of the keys, as ``mark_for_warehouse`` and the clearing lock them.
+        marks = {"key": "written.project_key", "row": "written", "ready": ready}
+        marks |= {"waiting": waiting, "source": "written", "order": 'project_key COLLATE "C"'}
+        claimed: int = await self._conn.fetchval(
+            f"WITH claimed AS ({inbox.CLAIM.format(ids=claims)}),"
+            f" written AS ({written} RETURNING projects.*),"
+            f" marked AS ({_MARKS.format(**marks)})"
+            " SELECT count(*) FROM claimed",
+            *values,
+            ids,
+            *due,
+        )
+        return claimed
 
     async def move_ranks(self, moves: Sequence[tuple[int, RankChange]]) -> None:
         """Ranks that moved, each ``(ranking_version, move)``, applied over older versions
@@ -343,18 +426,18 @@ class ReadModelWriter:
         if due:
             keys = sorted(due)  # rows locked in key order: no deadlock between batches
             await self._conn.execute(
-                "INSERT INTO warehouse_pending (project_key, due_at)"
-                " SELECT m.k, CASE WHEN p.withdrawn OR (p.revision IS NOT NULL"
-                " AND p.score IS NOT NULL AND p.plan_status IS NOT NULL) THEN m.ready"
-                " ELSE m.waiting END"
-                " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
-                " WITH ORDINALITY AS m(k, ready, waiting, n)"
                 # in the keys' order as sorted here, which the clearing locks in too (not the
-                # database's collation)
-                " LEFT JOIN projects p ON p.project_key = m.k ORDER BY m.n"
-                " ON CONFLICT (project_key) DO UPDATE SET mark = excluded.mark, claimed = false,"
-                " due_at = least(warehouse_pending.due_at, excluded.due_at)"
-                " WHERE warehouse_pending.claimed OR excluded.due_at < warehouse_pending.due_at",
+                # database's collation); a project without a row yet waits
+                _MARKS.format(
+                    key="m.k",
+                    row="p",
+                    ready="m.ready",
+                    waiting="m.waiting",
+                    source="unnest($1::text[], $2::timestamptz[], $3::timestamptz[])"
+                    " WITH ORDINALITY AS m(k, ready, waiting, n)"
+                    " LEFT JOIN projects p ON p.project_key = m.k",
+                    order="m.n",
+                ),
                 keys,
                 [due[k][0] for k in keys],
                 [due[k][1] for k in keys],
@@ -413,6 +496,14 @@ class ReportingUnitOfWork(PostgresUnitOfWork):
 
     def _bind(self, conn: PoolConnectionProxy[Any]) -> None:
         self.read_model = ReadModelWriter(conn)
+
+    async def apply_projects_alone(
+        self, events: Sequence[tuple[str, ProjectChanged]], due: tuple[datetime, datetime]
+    ) -> int:
+        """``ReadModelWriter.apply_projects_alone`` outside ``async with``: on a pooled
+        connection of its own, the statement its own transaction."""
+        async with self._pool.acquire() as conn:
+            return await ReadModelWriter(conn).apply_projects_alone(events, due)
 
 
 PROJECT_COLUMNS = (
