@@ -6,6 +6,8 @@ it (docs/performance.md)."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -153,3 +155,14 @@ class CpuMeter:
 
     def _all(self) -> set[int]:
         return {pid for find in self._groups.values() for pid in find()}
+
+
+async def quarter_rates(pids: Callable[[], list[int]], seconds: float) -> tuple[float, ...]:
+    """The CPU of ``pids`` in each quarter of the next ``seconds``, in ms a second: whether a
+    process's cost grows as a row goes on (the local broker's does, with the batches it
+    stores: docs/performance.md)."""
+    marks = [sum(process_seconds(pid) for pid in pids())]
+    for _ in range(4):
+        await asyncio.sleep(seconds / 4)
+        marks.append(sum(process_seconds(pid) for pid in pids()))
+    return tuple((b - a) * 1000 / (seconds / 4) for a, b in itertools.pairwise(marks))

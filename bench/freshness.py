@@ -23,6 +23,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -30,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.client import HttpClient
+from bench.cpu import broker_pids, quarter_rates
 from bench.harness import (
     API_TOKEN,
     PORTFOLIOS,
@@ -64,6 +66,8 @@ class Freshness:
     # The p50 of the submissions published in each quarter of the row, in order: what builds
     # up as the row writes (the broker's stored batches, the portfolios' sizes).
     quarters: tuple[float, ...]
+    # The broker's CPU in each quarter of publishing, ms a second (bench/cpu.py).
+    broker_quarters: tuple[float, ...]
     # Where the sample's time went, stage by stage (``STAGES``): the p50 of each, in ms.
     stages: dict[str, float]
     # The derived work after it, for the same sample: publish to the project's first version in
@@ -198,12 +202,18 @@ class _Observer:
             self.progress.set()
 
     def quarters(self, started: float, seconds: float) -> tuple[float, ...]:
-        """The p50 (ms) of the latencies taken of the submissions published in each quarter of
-        the ``seconds`` from ``started``."""
-        bins: list[list[float]] = [[], [], [], []]
-        for sent, latency in self.seen.values():
-            bins[min(3, max(0, int((sent - started) / seconds * 4)))].append(latency)
-        return tuple(percentile(b, 50) * 1000 if b else math.nan for b in bins)
+        return quarter_medians(self.seen.values(), started, seconds)
+
+
+def quarter_medians(
+    seen: Iterable[tuple[float, float]], started: float, seconds: float
+) -> tuple[float, ...]:
+    """The p50 (ms) of the latencies of ``seen`` ((published at, latency) in seconds) published
+    in each quarter of the ``seconds`` from ``started``."""
+    bins: list[list[float]] = [[], [], [], []]
+    for sent, latency in seen:
+        bins[min(3, max(0, int((sent - started) / seconds * 4)))].append(latency)
+    return tuple(percentile(b, 50) * 1000 if b else math.nan for b in bins)
 
 
 def sample_stride(rate: float) -> int:
@@ -249,6 +259,9 @@ async def freshness(
                 meter = stack_meter(stack, bootstrap, database)
                 meter.start()
                 started = time.perf_counter()
+                broker = asyncio.create_task(
+                    quarter_rates(lambda: broker_pids(bootstrap), count / rate)
+                )
                 achieved = await paced(rate, count, send)
                 try:
                     await asyncio.wait_for(watching, 120)
@@ -265,11 +278,13 @@ async def freshness(
                 stages = await stage_times(
                     conn, bootstrap, stack.topics(Topic.PROJECTS), observer.wall, observer.seen
                 )
+                broker_quarters = await broker
             finally:
                 await conn.close()
             return Freshness(
                 latency=_latency(observer.taken),
                 quarters=observer.quarters(started, seconds),
+                broker_quarters=broker_quarters,
                 stages=stages,
                 scored=_latency(scored),
                 planned=_latency(planned),

@@ -35,9 +35,9 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from bench.cpu import CpuMeter, broker_pids, postgres_pids
+from bench.cpu import CpuMeter, broker_pids, postgres_pids, quarter_rates
 from bench.floor import BATCH, BATCH_TIMEOUT_MS, SCHEMA, statements
-from bench.freshness import LINGER_MS, Latency, _latency, sample_stride
+from bench.freshness import LINGER_MS, Latency, _latency, quarter_medians, sample_stride
 from bench.harness import encoded_submissions, paced
 from bench.pipeline import per_submission_ms
 from bench.relay import hand_clients, topics
@@ -113,6 +113,10 @@ async def _publish(producer: AIOKafkaProducer, topic: str, records: list) -> Non
 @dataclass(frozen=True, slots=True)
 class PathFloor:
     latency: Latency
+    # The p50 of the submissions published in each quarter of the row, as the freshness row's:
+    # what builds up as the row writes with no domain work (the broker's stored batches).
+    quarters: tuple[float, ...]
+    broker_quarters: tuple[float, ...]  # the broker's CPU in each quarter, ms a second
     achieved_per_second: float
     cpu_ms: dict[str, float]  # per submission, by process group
     waits: dict[str, float]  # seconds waited for a core a second run, by process group
@@ -152,7 +156,7 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
             encoded = encoded_submissions(count)
             stride = sample_stride(rate)
             published: dict[str, float] = {}
-            taken: list[float] = []
+            taken: list[tuple[float, float]] = []  # (published at, latency)
             expected = len(range(0, count, stride))
 
             async def observe() -> None:
@@ -161,7 +165,8 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
                         rows = await conn.fetch(visible, list(published))
                         now = time.perf_counter()
                         for row in rows:
-                            taken.append(now - published.pop(row["key"]))
+                            sent = published.pop(row["key"])
+                            taken.append((sent, now - sent))
                     await asyncio.sleep(POLL_SECONDS)
 
             async def send(i: int) -> None:
@@ -181,9 +186,14 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
             )
             watching = asyncio.create_task(observe())
             meter.start()
+            started = time.perf_counter()
+            broker = asyncio.create_task(
+                quarter_rates(lambda: broker_pids(bootstrap), count / rate)
+            )
             achieved = await paced(rate, count, send)
             async with asyncio.timeout(120):
                 await watching
+            broker_quarters = await broker
             use = meter.stop()
         finally:
             await producer.stop()
@@ -197,7 +207,9 @@ async def path_floor(bootstrap: str, url: str, rate: float, seconds: float = 20.
             await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
     return PathFloor(
-        latency=_latency(taken),
+        latency=_latency([latency for _, latency in taken]),
+        quarters=quarter_medians(taken, started, seconds),
+        broker_quarters=broker_quarters,
         achieved_per_second=achieved,
         cpu_ms=per_submission_ms(use, count),
         waits={group: use.wait_per_cpu_second(group) for group in use.seconds},

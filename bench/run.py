@@ -466,6 +466,15 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
         ),
         *(
             summarise(
+                f"freshness: broker CPU in the row's {nth} quarter",
+                "ms/s",
+                results[f"fresh_broker_q{quarter}"],
+                "reference",
+            )
+            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        ),
+        *(
+            summarise(
                 f"freshness p50 of a stage: {stage}",
                 "ms",
                 results[f"fresh_stage{index}_p50"],
@@ -490,6 +499,24 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             "ms",
             results["path_floor_p99"],
             "reference",
+        ),
+        *(
+            summarise(
+                f"path floor p50, submissions published in the row's {nth} quarter",
+                "ms",
+                results[f"path_floor_p50_q{quarter}"],
+                "reference",
+            )
+            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        ),
+        *(
+            summarise(
+                f"path floor: broker CPU in the row's {nth} quarter",
+                "ms/s",
+                results[f"path_floor_broker_q{quarter}"],
+                "reference",
+            )
+            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
         ),
         summarise(
             "path floor: CPU per submission", "ms", results["path_floor_cpu_ms"], "reference"
@@ -705,6 +732,8 @@ async def new_row_round(
     record("fresh_p99", fresh.latency.p99_ms)
     for quarter, p50 in enumerate(fresh.quarters, 1):
         record(f"fresh_p50_q{quarter}", p50)
+    for quarter, broker in enumerate(fresh.broker_quarters, 1):
+        record(f"fresh_broker_q{quarter}", broker)
     for stage, p50 in enumerate(fresh.stages.values(), 1):
         record(f"fresh_stage{stage}_p50", p50)
     # The same at a trickle: the latency of the path itself, without queues or the observer's
@@ -732,6 +761,10 @@ async def new_row_round(
     least = await path_floor(bootstrap, url, rate, sizes.freshness_seconds)
     record("path_floor_p50", least.latency.p50_ms)
     record("path_floor_p99", least.latency.p99_ms)
+    for quarter, p50 in enumerate(least.quarters, 1):
+        record(f"path_floor_p50_q{quarter}", p50)
+    for quarter, broker in enumerate(least.broker_quarters, 1):
+        record(f"path_floor_broker_q{quarter}", broker)
     record("path_floor_cpu_ms", sum(v for k, v in least.cpu_ms.items() if k != "other"))
     record("path_floor_busy", least.machine_busy)
     for group in FLOOR_WAITED:
