@@ -27,6 +27,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from asyncpg.pool import PoolConnectionProxy
 from pydantic_core import from_json, to_json
 
+from shared import metrics
 from shared.broker import portfolio_partitioner
 from shared.db import insert_rows, usable
 from shared.errors import is_transient
@@ -277,6 +278,7 @@ class OutboxRelay:
                 )
                 published += len(rows)
                 self.stats.published += len(rows)
+                metrics.OUTBOX_PUBLISHED.labels(self._schema).inc(len(rows))
                 self.stats.batches += 1
                 if following is None:
                     # Stopped at the pass's limit after a full batch: rows may be left.

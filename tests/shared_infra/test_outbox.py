@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared import outbox
+from shared import metrics, outbox
 from shared.broker import PRODUCER_OPTIONS, make_producer
 from shared.db import create_pool
 from shared.migrations import migrate, service_component
@@ -60,7 +60,10 @@ async def test_rows_are_published_in_order_and_marked_and_survive_a_failed_publi
         with pytest.raises(ConnectionError):
             await relay.relay_once()
         assert await relay.backlog() == (10, pytest.approx(0, abs=60))
+        counted = metrics.OUTBOX_PUBLISHED.labels("scoring")._value.get()
         assert await relay.relay_once() == 10
+        # Counted once the broker has them all: the failed pass counted none.
+        assert metrics.OUTBOX_PUBLISHED.labels("scoring")._value.get() == counted + 10
         assert (await relay.backlog())[0] == 0
         assert await relay.relay_once() == 0
     finally:
