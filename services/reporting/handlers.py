@@ -142,8 +142,8 @@ class ReportingHandler:
 
 def _project_changes_alone(decoded: Decoded[Any]) -> list[tuple[str, ProjectChanged]]:
     """A batch's project changes, each with its record's inbox id, when the batch holds
-    nothing else (no other event, no record that could not be read, no possible duplicates
-    named in a change, and a change at least): the project lane's usual batch, applied in one
+    nothing else (no other event, no record that could not be read or holds no change, no
+    possible duplicates named in a change): the project lane's usual batch, applied in one
     statement (``ReportingUnitOfWork.apply_projects_alone``). Empty for any other batch."""
     changes: list[tuple[str, ProjectChanged]] = []
     for _, d in decoded.records:
@@ -156,8 +156,8 @@ def _project_changes_alone(decoded: Decoded[Any]) -> list[tuple[str, ProjectChan
             entries = [event]
         else:
             return []
-        if any(e.possible_duplicates for e in entries):
-            return []
+        if not entries or any(e.possible_duplicates for e in entries):
+            return []  # a record with no change is claimed by the transaction
         changes += [(event_id, e) for e in entries]
     return changes
 

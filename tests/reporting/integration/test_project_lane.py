@@ -216,3 +216,21 @@ async def test_any_other_batch_goes_through_the_transaction(
     letters = await one.fetch("SELECT topic, headers FROM outbox WHERE id > $1", before)
     assert [r["topic"] for r in letters] == [NAMES(Topic.DEAD_LETTERS)]
     assert json.loads(letters[0]["headers"])
+
+
+async def test_a_record_with_no_change_goes_through_the_transaction_and_is_claimed(
+    pool: tuple[asyncpg.Pool[Any], list[str]],
+) -> None:
+    """A record that holds no change has no effect but its inbox record: the batch goes through
+    the transaction, which claims it with the rest."""
+    one, sent = pool
+    empty = ProjectsChanged(portfolio=PORTFOLIO, changes=[])
+    sent.clear()
+    await handler(one).handle([record(changed("E"), "e:1", 0), record(empty, "e:0", 1)])
+    assert own(sent)[0] == "BEGIN;"
+    assert (await state(one))[key("E")]["revision"] == 1
+    claimed = await one.fetch(
+        "SELECT event_id FROM inbox WHERE event_id = ANY($1::text[]) ORDER BY event_id",
+        ["e:0", "e:1"],
+    )
+    assert [r["event_id"] for r in claimed] == ["e:0", "e:1"]
