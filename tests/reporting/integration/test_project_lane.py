@@ -1,7 +1,7 @@
 """The project lane's usual batch, project changes and nothing else, on real Postgres: one
 statement that is its own transaction (the inbox's claim, the rows, their warehouse marks),
-with the effect the transaction of any other batch has; any other batch goes through that
-transaction."""
+with the rows, versions and claims the transaction of any other batch leaves, and marks for
+the rows it wrote only; any other batch goes through that transaction."""
 
 from __future__ import annotations
 
@@ -234,3 +234,70 @@ async def test_a_record_with_no_change_goes_through_the_transaction_and_is_claim
         ["e:0", "e:1"],
     )
     assert [r["event_id"] for r in claimed] == ["e:0", "e:1"]
+
+
+async def test_a_partly_redelivered_batch_applies_its_fresh_changes_only(
+    pool: tuple[asyncpg.Pool[Any], list[str]],
+) -> None:
+    """A record delivered again beside a new one: the new one is applied, the other counts as
+    a duplicate and leaves its project's row and version as they were."""
+    one, _ = pool
+    await handler(one).handle([record(changed("A"), "r:a", 0)])
+    before = (await state(one))[key("A")]
+    counted = duplicates_counted()
+    await handler(one).handle([record(changed("A"), "r:a", 0), record(changed("B"), "r:b", 1)])
+    after = await state(one)
+    assert after[key("A")] == before
+    assert (after[key("B")]["revision"], after[key("B")]["versions"]) == (1, 1)
+    assert duplicates_counted() == counted + 1
+
+
+async def test_an_older_fresh_change_beside_its_newer_one_delivered_again_changes_nothing(
+    pool: tuple[asyncpg.Pool[Any], list[str]],
+) -> None:
+    """The newest change of a project is chosen before the claim: when it was applied before
+    and an older one is new, the older one is claimed and, older than the row, writes nothing,
+    as the transaction's version guard leaves it."""
+    one, _ = pool
+    await handler(one).handle([record(changed("A", 2), "w:2", 0)])
+    before = (await state(one))[key("A")]
+    again = [record(changed("A", 1), "w:1", 1), record(changed("A", 2), "w:2", 0)]
+    await handler(one).handle(again)
+    assert (await state(one))[key("A")] == before
+    assert await one.fetchval("SELECT count(*) FROM inbox WHERE event_id = 'w:1'") == 1
+
+
+async def test_a_withdrawn_project_is_due_within_the_change_delay(
+    pool: tuple[asyncpg.Pool[Any], list[str]],
+) -> None:
+    """A withdrawn project waits for no score or plan: its record is due within the change
+    delay."""
+    one, _ = pool
+    gone = changed("W").model_copy(update={"withdrawn": True})
+    await handler(one).handle([record(gone, "g:1", 0)])
+    assert (await state(one))[key("W")]["due_at"] == NOW + CHANGE_DELAY
+
+
+async def test_a_mark_the_feed_claimed_is_renumbered_and_an_unclaimed_one_only_moves_earlier(
+    pool: tuple[asyncpg.Pool[Any], list[str]],
+) -> None:
+    """The statement's marks keep the rules of the marking statement: a mark the feed has
+    claimed gets a new number and is unclaimed (the record being built may miss the change);
+    an unclaimed one is rewritten only to be due earlier."""
+    one, _ = pool
+    await handler(one).handle([record(changed("A"), "m:1", 0)])
+    first = (await state(one))[key("A")]
+    async with ReportingUnitOfWork(one) as uow:
+        claimed = await uow.read_model.claim_warehouse_marks(NOW + DERIVED_WAIT, 10)
+    assert (key("A"), first["mark"]) in claimed
+    await handler(one).handle([record(changed("A", 2), "m:2", 1)])
+    second = (await state(one))[key("A")]
+    assert second["mark"] != first["mark"]
+    assert second["due_at"] == first["due_at"]  # the earlier of the two times is kept
+    assert (
+        await one.fetchval("SELECT claimed FROM warehouse_pending WHERE project_key = $1", key("A"))
+        is False
+    )
+    # Unclaimed and due at the derived wait: a later change's same time leaves it as it is.
+    await handler(one).handle([record(changed("A", 3), "m:3", 2)])
+    assert (await state(one))[key("A")]["mark"] == second["mark"]
