@@ -228,6 +228,17 @@ def summarise(name: str, unit: str, values: list[float], target: str) -> dict[st
     }
 
 
+def by_quarter(
+    results: dict[str, list[float]], name: str, unit: str, key: str
+) -> list[dict[str, Any]]:
+    """The reference rows of a figure taken in each quarter of a row: ``name`` with ``{nth}``
+    for the quarter ("first" …), its results under ``key`` followed by the quarter's number."""
+    return [
+        summarise(name.format(nth=nth), unit, results[f"{key}{quarter}"], "reference")
+        for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+    ]
+
+
 async def main(sizes: Sizes = FULL) -> list[dict[str, Any]]:
     results: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="pmo-bench-") as tmp:
@@ -455,23 +466,14 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             for what, stem in (("scored", "fresh_scored"), ("planned", "fresh_planned"))
             for p, key in (("p50", f"{stem}_p50"), ("p99", f"{stem}_p99"))
         ),
-        *(
-            summarise(
-                f"freshness p50, submissions published in the row's {nth} quarter",
-                "ms",
-                results[f"fresh_p50_q{quarter}"],
-                "reference",
-            )
-            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        *by_quarter(
+            results,
+            "freshness p50, submissions published in the row's {nth} quarter",
+            "ms",
+            "fresh_p50_q",
         ),
-        *(
-            summarise(
-                f"freshness: broker CPU in the row's {nth} quarter",
-                "ms/s",
-                results[f"fresh_broker_q{quarter}"],
-                "reference",
-            )
-            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        *by_quarter(
+            results, "freshness: broker CPU in the row's {nth} quarter", "ms/s", "fresh_broker_q"
         ),
         *(
             summarise(
@@ -500,23 +502,17 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             results["path_floor_p99"],
             "reference",
         ),
-        *(
-            summarise(
-                f"path floor p50, submissions published in the row's {nth} quarter",
-                "ms",
-                results[f"path_floor_p50_q{quarter}"],
-                "reference",
-            )
-            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        *by_quarter(
+            results,
+            "path floor p50, submissions published in the row's {nth} quarter",
+            "ms",
+            "path_floor_p50_q",
         ),
-        *(
-            summarise(
-                f"path floor: broker CPU in the row's {nth} quarter",
-                "ms/s",
-                results[f"path_floor_broker_q{quarter}"],
-                "reference",
-            )
-            for quarter, nth in enumerate(("first", "second", "third", "fourth"), 1)
+        *by_quarter(
+            results,
+            "path floor: broker CPU in the row's {nth} quarter",
+            "ms/s",
+            "path_floor_broker_q",
         ),
         summarise(
             "path floor: CPU per submission", "ms", results["path_floor_cpu_ms"], "reference"

@@ -236,8 +236,9 @@ class ReadModelWriter:
         is its own transaction: the inbox's claim of the ids, the changes of the claimed ids
         (as ``apply_projects``) and the warehouse marks of the rows they wrote (as
         ``mark_for_warehouse``, each project with ``due``), without a BEGIN and a COMMIT.
-        Returns how many of the ids were claimed (the rest had been applied before). At least
-        one change: a record with none is a batch for ``apply_projects``.
+        Returns how many of the ids were claimed (the rest had been applied before). Every
+        record holds a change: one with none is claimed only through the transaction
+        (``ReportingHandler.handle`` sends its batch there).
 
         Run on a connection outside a transaction: the project lane's usual batch is one round
         trip to Postgres instead of five (begin, claim, write, mark, commit), on the path from
