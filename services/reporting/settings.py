@@ -39,6 +39,11 @@ class ReportingSettings(ServiceSettings):
     # Project changes get a consumer of their own, so that a new or revised project is shown
     # without waiting behind a batch of scores, rank moves and plans (docs/reporting.md).
     projects_lane: bool = True
+    # How long the broker may hold a fetch of project changes that has no data yet: shorter
+    # than the other services' path wait (shared.settings.ServiceSettings), since a held fetch
+    # of this hop mostly waits for intake's next record, and a broker that looks for records
+    # again only at half the wait (tansu) answers it up to that late (docs/performance.md).
+    fetch_max_wait_ms: int = Field(default=10, ge=0)
     # The fetch wait and batch timeout of a consumer that takes no project changes (scores,
     # plans and the other derived topics: the others role's, or the consumer beside the
     # projects lane), which is derived work. A consumer of project changes, on a submission's

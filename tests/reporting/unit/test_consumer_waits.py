@@ -1,7 +1,7 @@
 """How long each consumer the services build waits for records: a submission's path (intake's
-submissions, reporting's project changes) at the path's 20 ms, derived work (intake's duplicate
-search, scoring, capacity, reporting's other topics) at ``DERIVED_WAIT_MS``, in every role
-intake and reporting run in."""
+submissions, reporting's project changes) at the path's 20 ms batch timeout, intake's fetch wait
+at 20 ms and reporting's at 10 ms, derived work (intake's duplicate search, scoring, capacity,
+reporting's other topics) at ``DERIVED_WAIT_MS``, in every role intake and reporting run in."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from shared.settings import DERIVED_WAIT_MS, ServiceSettings
 from shared.topics import Topic
 
 PATH_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
+# Reporting's fetch of project changes, the path's second hop, is held for less (its settings).
+PROJECTS_FETCH_WAIT_MS = ReportingSettings.model_fields["fetch_max_wait_ms"].default
 
 
 def waits(runtime: ServiceRuntime) -> dict[frozenset[str], tuple[int, int]]:
@@ -33,7 +35,7 @@ def waits(runtime: ServiceRuntime) -> dict[frozenset[str], tuple[int, int]]:
 
 
 def test_the_path_and_derived_work_wait_as_documented() -> None:
-    assert PATH_WAIT_MS == 20 < DERIVED_WAIT_MS
+    assert PROJECTS_FETCH_WAIT_MS == 10 < PATH_WAIT_MS == 20 < DERIVED_WAIT_MS
     derived = (DERIVED_WAIT_MS, DERIVED_WAIT_MS)
     assert set(waits(build_scoring()).values()) == {derived}
     assert set(waits(build_capacity()).values()) == {derived}
@@ -58,13 +60,15 @@ def test_reporting_waits_for_project_changes_as_the_path_does(role: Any) -> None
     consumers = waits(build_reporting(settings))
     projects = [w for topics, w in consumers.items() if Topic.PROJECTS.value in topics]
     others = [w for topics, w in consumers.items() if Topic.PROJECTS.value not in topics]
-    assert projects == ([] if role == "others" else [(PATH_WAIT_MS, PATH_WAIT_MS)])
+    assert projects == ([] if role == "others" else [(PATH_WAIT_MS, PROJECTS_FETCH_WAIT_MS)])
     assert others == ([] if role == "projects" else [(DERIVED_WAIT_MS, DERIVED_WAIT_MS)])
 
 
 def test_without_the_projects_lane_one_consumer_waits_as_the_path() -> None:
     settings = ReportingSettings(api_token="t", projects_lane=False)  # type: ignore[call-arg]
-    assert list(waits(build_reporting(settings)).values()) == [(PATH_WAIT_MS, PATH_WAIT_MS)]
+    assert list(waits(build_reporting(settings)).values()) == [
+        (PATH_WAIT_MS, PROJECTS_FETCH_WAIT_MS)
+    ]
 
 
 def test_an_operator_sets_reportings_derived_wait() -> None:
