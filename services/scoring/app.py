@@ -20,6 +20,7 @@ def build(
 ) -> ServiceRuntime:
     settings = settings or ScoringSettings()
     settle_after = timedelta(milliseconds=settings.rank_settle_ms)
+    settle_within = timedelta(milliseconds=settings.rank_settle_max_ms)
 
     def handler(runtime: ServiceRuntime) -> BatchHandler:
         scoring = ScoringHandler(
@@ -27,6 +28,7 @@ def build(
             topics=runtime.topics,
             clock=lambda: datetime.now(UTC),
             settle_after=settle_after,
+            settle_within=settle_within,
         )
         # Also with no settle time: moves left pending before a restart are published.
         runtime.background("rank-settler", scoring.run_settler)

@@ -2,8 +2,9 @@
 re-rank each touched portfolio once, and publish every score that changed (ScoresChanged, many
 projects a record) and every audit entry, in one transaction per batch. Ranks that only moved
 (RankingChanged, a few bytes a project) go out with the batch, or, with a settle time, once it
-is due: a steady feed then publishes each portfolio's moves about once per settle time, not once
-per batch."""
+is due: once the portfolio has had no batch for the settle time, and at the latest by a bound from
+its first pending move, so a steady feed publishes each portfolio's moves about once per bound,
+not once per batch."""
 
 from __future__ import annotations
 
@@ -100,13 +101,18 @@ class ScoringHandler:
         clock: Callable[[], datetime],
         *,
         settle_after: timedelta = timedelta(0),
+        settle_within: timedelta | None = None,
     ) -> None:
-        """``settle_after``: how long the rank moves of projects that were only pushed along
-        the ranking may wait to be published (zero: with the batch that moved them)."""
+        """``settle_after``: how long a portfolio's batches must pause before the rank moves of
+        projects that were only pushed along its ranking are published (zero: with the batch
+        that moved them); ``settle_within``: the longest those moves wait, counted from the
+        first of them, however steady the portfolio's batches (``settle_after`` if not given
+        or shorter: then they wait that long from the first, whatever follows)."""
         self._uow = uow
         self._topics = topics
         self._clock = clock
         self._settle_after = settle_after
+        self._settle_within = max(settle_within or settle_after, settle_after)
         self._isolation = Isolation("settling the ranks of")
         # Each portfolio's rows as this replica's last committed transaction left them, with
         # their token: the next batch reads the portfolio only if another token came since.
@@ -375,10 +381,17 @@ class ScoringHandler:
             moved_mask &= own
         moved = np.flatnonzero(moved_mask).tolist()
         version = state.ranking_version + (1 if moved else 0)
-        due = (state.ranks_due_at or now + self._settle_after) if pending else None
+        # Pending moves are due once the portfolio's batches pause for the settle time, and by
+        # the bound set when the first of them went pending at the latest. A portfolio that
+        # pending moves were left for under an earlier version has no bound: its due time is.
+        settle_by = due = None
+        if pending:
+            settle_by = state.ranks_settle_by or state.ranks_due_at or now + self._settle_within
+            due = min(settle_by, now + self._settle_after)
         token = secrets.randbits(63)
         await repo.save_portfolio(
-            portfolio, PortfolioState(version, state.model_version, state.model, as_of, due, token)
+            portfolio,
+            PortfolioState(version, state.model_version, state.model, as_of, due, token, settle_by),
         )
         explanation_of = dict(zip(at.tolist(), scored.explanations, strict=True))
         in_full = np.flatnonzero(moved_mask & own).tolist()

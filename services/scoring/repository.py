@@ -32,6 +32,9 @@ class PortfolioState:
     ranks_due_at: datetime | None = None
     # Drawn by the transaction that last changed the portfolio's rows (migration 0007).
     rows_token: int = 0
+    # The latest the pending moves may wait, set when the first of them went pending; None
+    # with none pending (migration 0008).
+    ranks_settle_by: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,7 @@ def _floats(values: list[float | None] | None) -> npt.NDArray[np.float64]:
 
 _STATE = (
     "SELECT true AS present, p.ranking_version, p.model_version, p.as_of_month,"
-    " p.ranks_due_at, p.rows_token, m.name, m.spec"
+    " p.ranks_due_at, p.rows_token, p.ranks_settle_by, m.name, m.spec"
     " FROM portfolios p LEFT JOIN models m ON m.portfolio = p.portfolio"
     " AND m.version = p.model_version WHERE p.portfolio = $1"
 )
@@ -257,6 +260,7 @@ def _state(row: Any) -> PortfolioState:
         row["as_of_month"],
         row["ranks_due_at"],
         row["rows_token"],
+        row["ranks_settle_by"],
     )
 
 
@@ -473,17 +477,19 @@ class ScoringRepository:
     async def save_portfolio(self, portfolio: str, state: PortfolioState) -> None:
         await self._conn.execute(
             "INSERT INTO portfolios (portfolio, ranking_version, model_version, as_of_month,"
-            " ranks_due_at, rows_token) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ranks_due_at, rows_token, ranks_settle_by) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             " ON CONFLICT (portfolio) DO UPDATE SET"
             " ranking_version = excluded.ranking_version,"
             " model_version = excluded.model_version, as_of_month = excluded.as_of_month,"
-            " ranks_due_at = excluded.ranks_due_at, rows_token = excluded.rows_token",
+            " ranks_due_at = excluded.ranks_due_at, rows_token = excluded.rows_token,"
+            " ranks_settle_by = excluded.ranks_settle_by",
             portfolio,
             state.ranking_version,
             state.model_version,
             state.as_of_month,
             state.ranks_due_at,
             state.rows_token,
+            state.ranks_settle_by,
         )
 
     async def ranks_due(self, at: datetime, limit: int) -> list[str]:

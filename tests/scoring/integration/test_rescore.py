@@ -198,9 +198,11 @@ class Portfolio:
 
 
 async def _scoring(
-    database: DatabaseSettings, settle: int
+    database: DatabaseSettings, settle: int, within: int | None = None
 ) -> tuple[asyncpg.Pool[Any], ScoringHandler, list[datetime]]:
-    """Scoring's pool on a migrated database, and a handler whose clock is the list's item."""
+    """Scoring's pool on a migrated database, and a handler whose clock is the list's item:
+    rank moves settle ``settle`` seconds after the portfolio's last batch, and ``within``
+    seconds of the first pending move at the latest (``settle`` if None)."""
     await migrate(database.url, [service_component("scoring")])
     pool = await create_pool(
         service_url(database, "scoring"), schema="scoring", application_name="t"
@@ -211,6 +213,7 @@ async def _scoring(
         NAMES,
         lambda: clock[0],
         settle_after=timedelta(seconds=settle),
+        settle_within=None if within is None else timedelta(seconds=within),
     )
     return pool, handler, clock
 
@@ -390,6 +393,85 @@ async def test_a_batch_publishes_moves_that_are_due_itself(database: DatabaseSet
         await handler.handle([portfolio.revise("P00")])
         assert await due() is None
         assert await moves() == 1
+    finally:
+        await pool.close()
+
+
+async def test_moves_settle_when_batches_pause_and_by_their_bound_under_a_steady_feed(
+    database: DatabaseSettings,
+) -> None:
+    """Moves pending in a portfolio are due once its batches pause for the settle time (1 s
+    here), and never later than the bound (5 s) from the first of them: batches every half
+    second hold them back until the bound, and then a batch publishes them itself; one batch
+    after a pause is settled a second later by the settler. The bound outlives a restart: a
+    replica started meanwhile reads it with the portfolio."""
+    pool, first, clock = await _scoring(database, settle=1, within=5)
+    restarted = ScoringHandler(
+        lambda: ScoringUnitOfWork(pool),
+        NAMES,
+        lambda: clock[0],
+        settle_after=timedelta(seconds=1),
+        settle_within=timedelta(seconds=5),
+    )
+    portfolio = Portfolio(random.Random(7))
+
+    async def state() -> tuple[datetime | None, datetime | None]:
+        row = await pool.fetchrow(
+            "SELECT ranks_due_at, ranks_settle_by FROM portfolios WHERE portfolio = 'p'"
+        )
+        assert row is not None
+        return row["ranks_due_at"], row["ranks_settle_by"]
+
+    async def moves() -> int:
+        count: int = await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE headers ->> 'ce_type' = $1", RankingChanged.TYPE
+        )
+        return count
+
+    try:
+        for i in range(8):
+            await first.handle([portfolio.revise(f"P{i:02d}")])
+        clock[0] += timedelta(seconds=10)
+        await first.settle_due()
+        assert await state() == (None, None), "a start with nothing pending"
+        published = await moves()
+        # A steady feed: a batch every half second, each revising a project's figures.
+        bound = None
+        for step in range(1, 40):
+            clock[0] += timedelta(milliseconds=500)
+            handler = first if step < 4 else restarted
+            await handler.handle([portfolio.revise(f"P{step % 8:02d}")])
+            if await moves() > published:
+                assert bound is not None, "moves were pending before"
+                assert bound <= clock[0] < bound + timedelta(seconds=0.5), "the batch at the bound"
+                assert await state() == (None, None)
+                break
+            due, settle_by = await state()
+            if due is None:
+                assert bound is None, "pending moves stay pending until published"
+                continue
+            bound = bound or clock[0] + timedelta(seconds=5)
+            assert settle_by == bound, "the bound is set by the first pending move"
+            assert due == min(bound, clock[0] + timedelta(seconds=1))
+            assert await handler.settle_due() == 0, "not due while the batches go on"
+        else:
+            raise AssertionError("the steady feed never published its moves")
+        # A pause: a batch's moves are settled a second after it, well before the bound.
+        published = await moves()
+        for step in range(8):
+            clock[0] += timedelta(seconds=3)
+            await restarted.handle([portfolio.revise(f"P{step:02d}")])
+            due, settle_by = await state()
+            if due is not None:
+                break
+        assert due == clock[0] + timedelta(seconds=1)
+        assert settle_by == clock[0] + timedelta(seconds=5)
+        clock[0] += timedelta(milliseconds=999)
+        assert await restarted.settle_due() == 0
+        clock[0] += timedelta(milliseconds=1)
+        assert await restarted.settle_due() == 1
+        assert await moves() == published + 1
+        assert await state() == (None, None)
     finally:
         await pool.close()
 
