@@ -208,14 +208,29 @@ async def _scoring(
         service_url(database, "scoring"), schema="scoring", application_name="t"
     )
     clock = [NOW]
-    handler = ScoringHandler(
+    return pool, _replica(pool, clock, settle, within), clock
+
+
+def _replica(
+    pool: asyncpg.Pool[Any], clock: list[datetime], settle: int, within: int | None = None
+) -> ScoringHandler:
+    """Another handler on ``pool`` with the same clock and settle times (``_scoring``), as a
+    second replica, or one started after a restart, has."""
+    return ScoringHandler(
         lambda: ScoringUnitOfWork(pool),
         NAMES,
         lambda: clock[0],
         settle_after=timedelta(seconds=settle),
         settle_within=None if within is None else timedelta(seconds=within),
     )
-    return pool, handler, clock
+
+
+async def _moves_published(pool: asyncpg.Pool[Any]) -> int:
+    """How many ``RankingChanged`` records the outbox holds."""
+    count: int = await pool.fetchval(
+        "SELECT count(*) FROM outbox WHERE headers ->> 'ce_type' = $1", RankingChanged.TYPE
+    )
+    return count
 
 
 @pytest.mark.parametrize("settle", [0, 1], ids=["moves-with-batch", "moves-settle"])
@@ -237,15 +252,7 @@ async def test_published_ranking_always_equals_a_full_recompute(
     if staged:
         monkeypatch.setattr(scoring_repository, "COPY_ABOVE", 0)
     pool, first, clock = await _scoring(database, settle)
-    handlers = [first] + [
-        ScoringHandler(
-            lambda: ScoringUnitOfWork(pool),
-            NAMES,
-            lambda: clock[0],
-            settle_after=timedelta(seconds=settle),
-        )
-        for _ in range(replicas - 1)
-    ]
+    handlers = [first] + [_replica(pool, clock, settle) for _ in range(replicas - 1)]
     turns = random.Random(11)
 
     def replica() -> ScoringHandler:
@@ -378,21 +385,15 @@ async def test_a_batch_publishes_moves_that_are_due_itself(database: DatabaseSet
         )
         return at
 
-    async def moves() -> int:
-        count: int = await pool.fetchval(
-            "SELECT count(*) FROM outbox WHERE headers ->> 'ce_type' = $1", RankingChanged.TYPE
-        )
-        return count
-
     try:
         for i in range(12):
             await handler.handle([portfolio.revise(f"P{i:02d}")])
         assert await due() == NOW + timedelta(seconds=1), "moves are pending"
-        assert await moves() == 0
+        assert await _moves_published(pool) == 0
         clock[0] = NOW + timedelta(seconds=1)
         await handler.handle([portfolio.revise("P00")])
         assert await due() is None
-        assert await moves() == 1
+        assert await _moves_published(pool) == 1
     finally:
         await pool.close()
 
@@ -406,13 +407,7 @@ async def test_moves_settle_when_batches_pause_and_by_their_bound_under_a_steady
     after a pause is settled a second later by the settler. The bound outlives a restart: a
     replica started meanwhile reads it with the portfolio."""
     pool, first, clock = await _scoring(database, settle=1, within=5)
-    restarted = ScoringHandler(
-        lambda: ScoringUnitOfWork(pool),
-        NAMES,
-        lambda: clock[0],
-        settle_after=timedelta(seconds=1),
-        settle_within=timedelta(seconds=5),
-    )
+    restarted = _replica(pool, clock, settle=1, within=5)
     portfolio = Portfolio(random.Random(7))
 
     async def state() -> tuple[datetime | None, datetime | None]:
@@ -422,26 +417,20 @@ async def test_moves_settle_when_batches_pause_and_by_their_bound_under_a_steady
         assert row is not None
         return row["ranks_due_at"], row["ranks_settle_by"]
 
-    async def moves() -> int:
-        count: int = await pool.fetchval(
-            "SELECT count(*) FROM outbox WHERE headers ->> 'ce_type' = $1", RankingChanged.TYPE
-        )
-        return count
-
     try:
         for i in range(8):
             await first.handle([portfolio.revise(f"P{i:02d}")])
         clock[0] += timedelta(seconds=10)
         await first.settle_due()
         assert await state() == (None, None), "a start with nothing pending"
-        published = await moves()
+        published = await _moves_published(pool)
         # A steady feed: a batch every half second, each revising a project's figures.
         bound = None
         for step in range(1, 40):
             clock[0] += timedelta(milliseconds=500)
             handler = first if step < 4 else restarted
             await handler.handle([portfolio.revise(f"P{step % 8:02d}")])
-            if await moves() > published:
+            if await _moves_published(pool) > published:
                 assert bound is not None, "moves were pending before"
                 assert bound <= clock[0] < bound + timedelta(seconds=0.5), "the batch at the bound"
                 assert await state() == (None, None)
@@ -457,7 +446,7 @@ async def test_moves_settle_when_batches_pause_and_by_their_bound_under_a_steady
         else:
             raise AssertionError("the steady feed never published its moves")
         # A pause: a batch's moves are settled a second after it, well before the bound.
-        published = await moves()
+        published = await _moves_published(pool)
         for step in range(8):
             clock[0] += timedelta(seconds=3)
             await restarted.handle([portfolio.revise(f"P{step:02d}")])
@@ -470,7 +459,7 @@ async def test_moves_settle_when_batches_pause_and_by_their_bound_under_a_steady
         assert await restarted.settle_due() == 0
         clock[0] += timedelta(milliseconds=1)
         assert await restarted.settle_due() == 1
-        assert await moves() == published + 1
+        assert await _moves_published(pool) == published + 1
         assert await state() == (None, None)
     finally:
         await pool.close()
