@@ -242,8 +242,9 @@ async def test_a_batch_that_began_first_but_wrote_last_keeps_the_history_in_orde
     queries = ReadModelQueries(reporting_pool)
 
     versions = await reporting_pool.fetch(
-        "SELECT project_key, revision, score, valid_from, valid_to FROM projects_history"
-        " WHERE portfolio = $1 ORDER BY project_key, valid_from",
+        "SELECT project_key, revision, score, valid_from,"
+        " lead(valid_from) OVER (PARTITION BY project_key ORDER BY valid_from) AS valid_to"
+        " FROM projects_history WHERE portfolio = $1 ORDER BY project_key, valid_from",
         PORTFOLIO,
     )
     x = [v for v in versions if v["project_key"] == key("X")]
