@@ -200,6 +200,43 @@ _APPLY = {
         (_BOTH, f"{_SET_SCORE}, {_SET_PUBLISHED}"),
     )
 }
+# A batch's changed projects' scoring inputs (``save_inputs``), inserted or overwritten; WSJF's
+# four factors come as four columns, since ``unnest`` flattens an array of arrays.
+_SAVED_INPUT_COLUMNS = (
+    ("project_key", "text"),
+    ("portfolio", "text"),
+    ("revision", "bigint"),
+    ("withdrawn", "boolean"),
+    ("mandatory", "boolean"),
+    ("ranked", "boolean"),
+    ("strategic_fit", "text"),
+    ("value", "float8"),
+    ("cost", "float8"),
+    ("risk", "int"),
+    ("deadline", "int"),
+    ("business_value", "float8"),
+    ("time_criticality", "float8"),
+    ("risk_reduction", "float8"),
+    ("job_size", "float8"),
+    ("effort", "float8"),
+)
+_SAVE_INPUTS = (
+    "INSERT INTO projects (project_key, portfolio, revision, withdrawn, mandatory, ranked,"
+    " score, strategic_fit, value, cost, risk, deadline, wsjf, effort)"
+    " SELECT t.project_key, t.portfolio, t.revision, t.withdrawn, t.mandatory, t.ranked, 0,"
+    " t.strategic_fit::jsonb, t.value, t.cost, t.risk, t.deadline,"
+    " CASE WHEN t.business_value IS NOT NULL THEN ARRAY[t.business_value, t.time_criticality,"
+    " t.risk_reduction, t.job_size] END, t.effort"
+    " FROM unnest({arrays}) AS t (project_key, portfolio, revision, withdrawn, mandatory, ranked,"
+    " strategic_fit, value, cost, risk, deadline, business_value, time_criticality,"
+    " risk_reduction, job_size, effort)"
+    " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
+    " withdrawn = excluded.withdrawn, mandatory = excluded.mandatory,"
+    " ranked = excluded.ranked, strategic_fit = excluded.strategic_fit,"
+    " value = excluded.value, cost = excluded.cost, risk = excluded.risk,"
+    " deadline = excluded.deadline, wsjf = excluded.wsjf, effort = excluded.effort,"
+    " updated_at = now()"
+)
 _STAGE_COLUMNS = (
     ("project_key", "text"),
     ("kind", "int"),
@@ -281,42 +318,38 @@ class ScoringRepository:
         """(key, portfolio, revision, withdrawn, state JSON, inputs) of changed projects."""
         if not rows:
             return
-        await self._conn.executemany(
-            "INSERT INTO projects (project_key, portfolio, revision, withdrawn, mandatory, ranked,"
-            " score, strategic_fit, value, cost, risk, deadline, wsjf, effort)"
-            " VALUES ($1, $2, $3, $4, $5, $6, 0, $7::jsonb, $8, $9, $10, $11, $12, $13)"
-            " ON CONFLICT (project_key) DO UPDATE SET revision = excluded.revision,"
-            " withdrawn = excluded.withdrawn, mandatory = excluded.mandatory,"
-            " ranked = excluded.ranked, strategic_fit = excluded.strategic_fit,"
-            " value = excluded.value, cost = excluded.cost, risk = excluded.risk,"
-            " deadline = excluded.deadline, wsjf = excluded.wsjf, effort = excluded.effort,"
-            " updated_at = now()",
-            [
-                (
-                    key,
-                    portfolio,
-                    revision,
-                    withdrawn,
-                    i.mandatory,
-                    i.ranked,
-                    json.dumps(i.strategic_fit),
-                    i.value,
-                    i.cost,
-                    i.risk,
-                    i.deadline,
-                    [
+        # One statement over one array per column, not a statement per project; of two
+        # changes of a project in one batch the last is written, as statements in order would.
+        latest = {row[0]: row for row in rows}
+        inputs = [
+            (
+                key,
+                portfolio,
+                revision,
+                withdrawn,
+                i.mandatory,
+                i.ranked,
+                json.dumps(i.strategic_fit),
+                i.value,
+                i.cost,
+                i.risk,
+                i.deadline,
+                *(
+                    (
                         i.wsjf.business_value,
                         i.wsjf.time_criticality,
                         i.wsjf.risk_reduction,
                         i.wsjf.job_size,
-                    ]
+                    )
                     if i.wsjf
-                    else None,
-                    i.effort,
-                )
-                for key, portfolio, revision, withdrawn, _, i in rows
-            ],
-        )
+                    else (None, None, None, None)
+                ),
+                i.effort,
+            )
+            for key, portfolio, revision, withdrawn, _, i in latest.values()
+        ]
+        arrays, values = unnest_arguments(_SAVED_INPUT_COLUMNS, inputs)
+        await self._conn.execute(_SAVE_INPUTS.format(arrays=arrays), *values)
         await upsert_rows(
             self._conn,
             "project_states",
