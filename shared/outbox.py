@@ -370,11 +370,14 @@ class OutboxRelay:
     async def run(self) -> None:
         """Relay until cancelled. Transient failures back off; nothing else is swallowed.
 
-        The relay listens on a connection of its own and tries for its schema's turn there on
-        every wake until it has it; it then passes on that connection for as long as it stays
-        open and its passes succeed. Another replica's relay waits so, and takes over when the
-        holder stops, its connection breaks (the server releases a closed session's locks) or
-        a pass fails (the holder gives the turn up before it backs off)."""
+        The relay listens on a connection of its own and tries for its schema's turn there
+        until it has it, at most once a poll interval: every commit that writes outbox rows
+        notifies every replica, and a waiting replica that asked on each notification made a
+        round trip for each of the holder's commits (docs/performance.md). It then passes on
+        that connection for as long as it stays open and its passes succeed. Another replica's
+        relay waits so, and takes over within a poll interval when the holder stops, its
+        connection breaks (the server releases a closed session's locks) or a pass fails (the
+        holder gives the turn up before it backs off)."""
         listener: PoolConnectionProxy[Any] | None = None
         backoff = 0.05
         last_purge = time.monotonic()
@@ -385,12 +388,13 @@ class OutboxRelay:
                         if listener is not None:
                             await self._unlisten(listener)
                         listener = await self._listen()
-                    if (
-                        self._holder is None
-                        and time.monotonic() >= self._retake_at
-                        and await self.take_turn(listener)
-                    ):
-                        self._holder = listener
+                    if self._holder is None and time.monotonic() >= self._retake_at:
+                        if await self.take_turn(listener):
+                            self._holder = listener
+                        else:
+                            # Another replica's relay has the turn: ask again at the next
+                            # poll, not at every notification its commits send.
+                            self._retake_at = time.monotonic() + self._poll_interval
                     if self._holder is not None:
                         await self.relay_once()
                     backoff = 0.05

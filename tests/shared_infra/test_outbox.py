@@ -441,6 +441,63 @@ async def test_one_relay_of_a_schema_publishes_and_the_other_takes_over_when_it_
     assert [v for _, v in await consume(kafka, topic, 20)] == values
 
 
+async def test_a_waiting_relay_asks_for_the_turn_once_a_poll_not_at_every_commit(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    """Every commit that writes outbox rows notifies every replica's relay. The one waiting for
+    the turn asks for it again at most once a poll interval, however many commits the holder
+    publishes meanwhile (each notification had cost it a round trip), and takes over within a
+    poll interval once the holder stops."""
+    await migrate(database.url, [service_component("scoring")])
+    pool = await create_pool(
+        service_url(database, "scoring"), schema="scoring", application_name="t", max_size=4
+    )
+    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
+    producer = make_producer(kafka, client_id="outbox-test")
+    send = producer_publish(producer)
+    asked: list[float] = []
+
+    class Waiting(OutboxRelay):
+        async def take_turn(self, conn: Any) -> bool:
+            asked.append(asyncio.get_running_loop().time())
+            return await super().take_turn(conn)
+
+    holder = OutboxRelay(pool, "scoring", send, poll_interval=0.05)
+    waiting = Waiting(pool, "scoring", send, poll_interval=0.5)
+
+    async def all_sent() -> bool:
+        return (await holder.backlog())[0] == 0
+
+    await producer.start()
+    running = [asyncio.create_task(holder.run())]
+    try:
+
+        async def holds_turn() -> bool:
+            return holder._holder is not None
+
+        await eventually(holds_turn, what="the first relay holding the turn")
+        running.append(asyncio.create_task(waiting.run()))
+        started = asyncio.get_running_loop().time()
+        for i in range(30):  # thirty commits, each notified, over about 1.5 s
+            async with pool.acquire() as conn, conn.transaction():
+                await outbox.add(conn, [OutboxMessage(topic, b"retail/jira/P", b"%d" % i, {})])
+            await asyncio.sleep(0.05)
+        await eventually(all_sent, what="the holder's rows sent")
+        during = len(asked)
+        elapsed = asyncio.get_running_loop().time() - started
+        await _stop(running[0])
+        async with pool.acquire() as conn, conn.transaction():
+            await outbox.add(conn, [OutboxMessage(topic, b"retail/jira/P", b"after", {})])
+        await eventually(all_sent, within=5, what="the row sent by the relay taking over")
+    finally:
+        for task in running:
+            await _stop(task)
+        await producer.stop()
+        await pool.close()
+    assert 1 <= during <= elapsed / 0.5 + 2, (during, elapsed)
+    assert waiting._holder is None  # stopped: its turn given back with its connection
+
+
 async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
     database: DatabaseSettings, kafka: KafkaSettings
 ) -> None:
