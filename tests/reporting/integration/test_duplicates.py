@@ -140,6 +140,37 @@ async def test_a_change_naming_its_duplicates_is_still_applied(handle: Any) -> N
     assert await handle(changed("A", 2, opens=False)) == {"A": (2, [])}
 
 
+async def test_a_search_that_found_none_writes_nothing(
+    handle: Any, reporting_pool: asyncpg.Pool[Any]
+) -> None:
+    """No possible duplicates for a revision is what its change shows already: the answer
+    makes no version of the row and no warehouse mark, and, read ahead of its revision's
+    change, leaves the earlier revision's matches shown while the project is still there."""
+    assert await handle(changed("A", 1), found("A", 1, "X")) == {"A": (1, ["X"])}
+
+    async def written() -> tuple[int, int]:
+        versions = await reporting_pool.fetchval(
+            "SELECT count(*) FROM projects_history WHERE project_key = $1", key("A")
+        )
+        updates = await reporting_pool.fetchval(
+            "SELECT count(*) FROM projects WHERE project_key = $1 AND duplicates_revision = 1",
+            key("A"),
+        )
+        return versions, updates
+
+    before = await written()
+    await reporting_pool.execute("DELETE FROM warehouse_pending WHERE project_key = $1", key("A"))
+    assert await handle(found("A", 3)) == {"A": (1, ["X"])}
+    assert await written() == before
+    assert (
+        await reporting_pool.fetchval(
+            "SELECT count(*) FROM warehouse_pending WHERE project_key = $1", key("A")
+        )
+        == 0
+    )
+    assert await handle(changed("A", 3)) == {"A": (3, [])}
+
+
 @pytest.mark.parametrize(
     "history",
     [
@@ -154,8 +185,16 @@ async def test_a_change_naming_its_duplicates_is_still_applied(handle: Any) -> N
             changed(p, 3),
             found(p, 3, "Y"),
         ],
+        # opened again, and nothing found for the second opening
+        lambda p: [
+            changed(p, 1),
+            found(p, 1, "X"),
+            changed(p, 2, opens=False),
+            changed(p, 3),
+            found(p, 3),
+        ],
     ],
-    ids=["revised", "opened-again"],
+    ids=["revised", "opened-again", "opened-again-none-found"],
 )
 async def test_every_order_of_changes_and_matches_ends_as_the_in_order_replay(
     handle: Any, reporting_pool: asyncpg.Pool[Any], history: Callable[[str], list[Record]]
