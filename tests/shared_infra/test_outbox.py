@@ -219,6 +219,21 @@ async def _stop(task: asyncio.Task[Any]) -> None:
         await task
 
 
+async def _holding_the_turn(relay: OutboxRelay, what: str) -> asyncio.Task[None]:
+    """``relay`` running, once it holds its schema's turn (stopped again if it never does)."""
+    task = asyncio.create_task(relay.run())
+
+    async def holds_turn() -> bool:
+        return relay._holder is not None
+
+    try:
+        await eventually(holds_turn, what=what)
+    except BaseException:
+        await _stop(task)
+        raise
+    return task
+
+
 async def consume(kafka: KafkaSettings, topic: str, count: int) -> list[tuple[bytes, bytes]]:
     """The first ``count`` (key, value) records of ``topic``, partition by partition."""
     consumer = AIOKafkaConsumer(
@@ -469,13 +484,8 @@ async def test_a_waiting_relay_asks_for_the_turn_once_a_poll_not_at_every_commit
         return (await holder.backlog())[0] == 0
 
     await producer.start()
-    running = [asyncio.create_task(holder.run())]
+    running = [await _holding_the_turn(holder, "the first relay holding the turn")]
     try:
-
-        async def holds_turn() -> bool:
-            return holder._holder is not None
-
-        await eventually(holds_turn, what="the first relay holding the turn")
         running.append(asyncio.create_task(waiting.run()))
         started = asyncio.get_running_loop().time()
         for i in range(30):  # thirty commits, each notified, over about 1.5 s
@@ -525,13 +535,8 @@ async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
     healthy = OutboxRelay(pool, "scoring", reaching, poll_interval=0.05)
 
     await producer.start()
-    running = [asyncio.create_task(broken.run())]
+    running = [await _holding_the_turn(broken, "the cut-off relay holding the turn")]
     try:
-
-        async def holds_turn() -> bool:
-            return broken._holder is not None
-
-        await eventually(holds_turn, what="the cut-off relay holding the turn")
         running.append(asyncio.create_task(healthy.run()))
         async with pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, [OutboxMessage(topic, b"retail/jira/P", b"1", {})])
