@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -20,7 +21,7 @@ from shared.outbox import OutboxMessage, OutboxRelay, producer_publish
 from shared.settings import DatabaseSettings, KafkaSettings
 from shared.topics import Topic, TopicNames
 from shared.uow import PostgresUnitOfWork
-from tests.conftest import service_url
+from tests.conftest import service_pool, service_url
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
@@ -217,6 +218,30 @@ async def _stop(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+@contextlib.asynccontextmanager
+async def _two_relays(
+    database: DatabaseSettings, kafka: KafkaSettings
+) -> AsyncIterator[tuple[asyncpg.Pool[Any], str, outbox.Publish, list[asyncio.Task[None]]]]:
+    """For replicas' relays of one schema: scoring's pool on its migrated database, its scores
+    topic, a started producer's publisher, and the list of the relays' tasks, every one of
+    them stopped at the end, then the producer and the pool."""
+    producer = make_producer(kafka, client_id="outbox-test")
+    running: list[asyncio.Task[None]] = []
+    async with service_pool(database, "scoring", max_size=4) as pool:
+        await producer.start()
+        try:
+            yield (
+                pool,
+                TopicNames(kafka.topic_prefix)(Topic.SCORES),
+                producer_publish(producer),
+                running,
+            )
+        finally:
+            for task in running:
+                await _stop(task)
+            await producer.stop()
 
 
 async def _holding_the_turn(relay: OutboxRelay, what: str) -> asyncio.Task[None]:
@@ -463,13 +488,6 @@ async def test_a_waiting_relay_asks_for_the_turn_once_a_poll_not_at_every_commit
     the turn asks for it again at most once a poll interval, however many commits the holder
     publishes meanwhile (each notification had cost it a round trip), and takes over within a
     poll interval once the holder stops."""
-    await migrate(database.url, [service_component("scoring")])
-    pool = await create_pool(
-        service_url(database, "scoring"), schema="scoring", application_name="t", max_size=4
-    )
-    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
-    producer = make_producer(kafka, client_id="outbox-test")
-    send = producer_publish(producer)
     asked: list[float] = []
 
     class Waiting(OutboxRelay):
@@ -477,15 +495,14 @@ async def test_a_waiting_relay_asks_for_the_turn_once_a_poll_not_at_every_commit
             asked.append(asyncio.get_running_loop().time())
             return await super().take_turn(conn)
 
-    holder = OutboxRelay(pool, "scoring", send, poll_interval=0.05)
-    waiting = Waiting(pool, "scoring", send, poll_interval=0.5)
+    async with _two_relays(database, kafka) as (pool, topic, send, running):
+        holder = OutboxRelay(pool, "scoring", send, poll_interval=0.05)
+        waiting = Waiting(pool, "scoring", send, poll_interval=0.5)
 
-    async def all_sent() -> bool:
-        return (await holder.backlog())[0] == 0
+        async def all_sent() -> bool:
+            return (await holder.backlog())[0] == 0
 
-    await producer.start()
-    running = [await _holding_the_turn(holder, "the first relay holding the turn")]
-    try:
+        running.append(await _holding_the_turn(holder, "the first relay holding the turn"))
         running.append(asyncio.create_task(waiting.run()))
         started = asyncio.get_running_loop().time()
         for i in range(30):  # thirty commits, each notified, over about 1.5 s
@@ -499,11 +516,6 @@ async def test_a_waiting_relay_asks_for_the_turn_once_a_poll_not_at_every_commit
         async with pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, [OutboxMessage(topic, b"retail/jira/P", b"after", {})])
         await eventually(all_sent, within=5, what="the row sent by the relay taking over")
-    finally:
-        for task in running:
-            await _stop(task)
-        await producer.stop()
-        await pool.close()
     assert 1 <= during <= elapsed / 0.5 + 2, (during, elapsed)
     assert waiting._holder is None  # stopped: its turn given back with its connection
 
@@ -513,13 +525,6 @@ async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
 ) -> None:
     """A replica cut off from the broker holds the turn only until its pass fails: the other
     replica's relay takes over and publishes, and the first keeps failing without it."""
-    await migrate(database.url, [service_component("scoring")])
-    pool = await create_pool(
-        service_url(database, "scoring"), schema="scoring", application_name="t", max_size=4
-    )
-    topic = TopicNames(kafka.topic_prefix)(Topic.SCORES)
-    producer = make_producer(kafka, client_id="outbox-test")
-    send = producer_publish(producer)
     attempts: list[int] = []
     published: list[bytes] = []
 
@@ -527,16 +532,15 @@ async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
         attempts.append(len(messages))
         raise ConnectionError("this replica cannot reach the broker")
 
-    async def reaching(messages: Sequence[OutboxMessage]) -> None:
-        await send(messages)
-        published.extend(m.value for m in messages)
+    async with _two_relays(database, kafka) as (pool, topic, send, running):
 
-    broken = OutboxRelay(pool, "scoring", cut_off, poll_interval=0.05)
-    healthy = OutboxRelay(pool, "scoring", reaching, poll_interval=0.05)
+        async def reaching(messages: Sequence[OutboxMessage]) -> None:
+            await send(messages)
+            published.extend(m.value for m in messages)
 
-    await producer.start()
-    running = [await _holding_the_turn(broken, "the cut-off relay holding the turn")]
-    try:
+        broken = OutboxRelay(pool, "scoring", cut_off, poll_interval=0.05)
+        healthy = OutboxRelay(pool, "scoring", reaching, poll_interval=0.05)
+        running.append(await _holding_the_turn(broken, "the cut-off relay holding the turn"))
         running.append(asyncio.create_task(healthy.run()))
         async with pool.acquire() as conn, conn.transaction():
             await outbox.add(conn, [OutboxMessage(topic, b"retail/jira/P", b"1", {})])
@@ -545,11 +549,6 @@ async def test_a_relay_that_cannot_publish_gives_its_turn_to_one_that_can(
             return (await broken.backlog())[0] == 0
 
         await eventually(all_sent, within=20, what="the row sent by the relay that can")
-    finally:
-        for task in running:
-            await _stop(task)
-        await producer.stop()
-        await pool.close()
     assert attempts, "the cut-off relay had the turn and tried"
     assert broken.stats.failures >= 1
     assert published == [b"1"]
