@@ -42,7 +42,7 @@ from bench.harness import (
 )
 from bench.pipeline import per_submission_ms, published_per_submission, stack_meter
 from shared.settings import ServiceSettings
-from shared.topics import Topic
+from shared.topics import TOPIC_SPECS, Topic
 
 LINGER_MS = 5  # what the services' producers use
 # What the services' consumers wait for a batch, and let the broker hold an empty fetch.
@@ -51,6 +51,7 @@ FETCH_MAX_WAIT_MS = ServiceSettings.model_fields["fetch_max_wait_ms"].default
 WAIT = 10  # seconds each of the observer's requests waits for its project (the API allows 20)
 DERIVED_WAIT_SECONDS = 120.0
 TRACKED_PER_SECOND = 10.0
+SUBMISSION_PARTITIONS = next(s.partitions for s in TOPIC_SPECS if s.topic is Topic.SUBMISSIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +86,32 @@ class Freshness:
     machine_busy: float  # busy share of all cores while the row ran, 0..1
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    latency: Latency
+    # The p50 of the records sent in each quarter of the row, and the broker's CPU in each
+    # quarter (ms a second): what the local broker's stored batches cost it as a row goes
+    # on, with no service in the way.
+    quarters: tuple[float, ...]
+    broker_quarters: tuple[float, ...]
+
+
 def _latency(seconds: list[float]) -> Latency:
     return Latency(percentile(seconds, 50) * 1000, percentile(seconds, 99) * 1000, len(seconds))
 
 
-async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
+async def hop(bootstrap: str, rate: float, seconds: float) -> Hop:
     """One raw hop: an aiokafka producer (the services' linger) to a consumer (``getmany`` with
     the services' batch timeout and fetch wait) on assigned partitions, at ``rate`` messages
-    per second."""
+    per second for ``seconds``: the freshness row's feed on a topic of the submissions
+    topic's partitions, and nothing else."""
     topic = f"bench-hop-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=SUBMISSION_PARTITIONS, replication_factor=1)]
+        )
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=LINGER_MS)
@@ -107,12 +121,12 @@ async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
     await producer.start()
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(6)]
+        partitions = [TopicPartition(topic, p) for p in range(SUBMISSION_PARTITIONS)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         count = max(2, int(rate * seconds))
         sent: dict[int, float] = {}
-        taken: list[float] = []
+        taken: list[tuple[float, float]] = []  # (sent at, latency)
         warm = asyncio.Event()
 
         async def receive() -> None:
@@ -126,7 +140,7 @@ async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
                         if index < 0:
                             warm.set()
                         else:
-                            taken.append(now - sent[index])
+                            taken.append((sent[index], now - sent[index]))
 
         receiver = asyncio.create_task(receive())
         # The first record pays for metadata and connections; it is not counted.
@@ -137,9 +151,15 @@ async def hop(bootstrap: str, rate: float, seconds: float) -> Latency:
             sent[i] = time.perf_counter()
             await producer.send(topic, str(i).encode(), key=str(i % 64).encode())
 
+        started = time.perf_counter()
+        broker = asyncio.create_task(quarter_rates(lambda: broker_pids(bootstrap), count / rate))
         await paced(rate, count, send)
         await asyncio.wait_for(receiver, 60)
-        return _latency(taken)
+        return Hop(
+            latency=_latency([latency for _, latency in taken]),
+            quarters=quarter_medians(taken, started, seconds),
+            broker_quarters=await broker,
+        )
     finally:
         await producer.stop()
         await consumer.stop()
