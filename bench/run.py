@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -226,6 +226,21 @@ def summarise(name: str, unit: str, values: list[float], target: str) -> dict[st
         "rounds": values,
         "target": target,
     }
+
+
+class _ByQuarter(Protocol):
+    @property
+    def quarters(self) -> tuple[float, ...]: ...
+    @property
+    def broker_quarters(self) -> tuple[float, ...]: ...
+
+
+def record_quarters(record: Callable[[str, float], None], stem: str, row: _ByQuarter) -> None:
+    """Record a row's p50 and the broker's CPU in each quarter of it, as ``{stem}_p50_q{n}``
+    and ``{stem}_broker_q{n}`` (``by_quarter`` summarises them)."""
+    for quarter, (p50, broker) in enumerate(zip(row.quarters, row.broker_quarters, strict=True), 1):
+        record(f"{stem}_p50_q{quarter}", p50)
+        record(f"{stem}_broker_q{quarter}", broker)
 
 
 def by_quarter(
@@ -733,16 +748,10 @@ async def new_row_round(
     fresh = await freshness(bootstrap, url, rate, sizes.freshness_seconds)
     record("hop_p50", raw.latency.p50_ms)
     record("hop_p99", raw.latency.p99_ms)
-    for quarter, p50 in enumerate(raw.quarters, 1):
-        record(f"hop_p50_q{quarter}", p50)
-    for quarter, broker in enumerate(raw.broker_quarters, 1):
-        record(f"hop_broker_q{quarter}", broker)
+    record_quarters(record, "hop", raw)
     record("fresh_p50", fresh.latency.p50_ms)
     record("fresh_p99", fresh.latency.p99_ms)
-    for quarter, p50 in enumerate(fresh.quarters, 1):
-        record(f"fresh_p50_q{quarter}", p50)
-    for quarter, broker in enumerate(fresh.broker_quarters, 1):
-        record(f"fresh_broker_q{quarter}", broker)
+    record_quarters(record, "fresh", fresh)
     for stage, p50 in enumerate(fresh.stages.values(), 1):
         record(f"fresh_stage{stage}_p50", p50)
     # The same at a trickle: the latency of the path itself, without queues or the observer's
@@ -770,10 +779,7 @@ async def new_row_round(
     least = await path_floor(bootstrap, url, rate, sizes.freshness_seconds)
     record("path_floor_p50", least.latency.p50_ms)
     record("path_floor_p99", least.latency.p99_ms)
-    for quarter, p50 in enumerate(least.quarters, 1):
-        record(f"path_floor_p50_q{quarter}", p50)
-    for quarter, broker in enumerate(least.broker_quarters, 1):
-        record(f"path_floor_broker_q{quarter}", broker)
+    record_quarters(record, "path_floor", least)
     record("path_floor_cpu_ms", sum(v for k, v in least.cpu_ms.items() if k != "other"))
     record("path_floor_busy", least.machine_busy)
     for group in FLOOR_WAITED:
