@@ -506,6 +506,33 @@ def new_rows(results: dict[str, list[float]]) -> list[dict[str, Any]]:
             f"freshness p99 at {LOW_RATE:g} subs/s", "ms", results["fresh_low_p99"], "reference"
         ),
         summarise(
+            "freshness at a quarter of the pipeline's rate: the rate",
+            "subs/s",
+            results["fresh_quarter_rate"],
+            "reference",
+        ),
+        *(
+            summarise(
+                f"freshness {p} at a quarter of the pipeline's rate",
+                "ms",
+                results[key],
+                "reference",
+            )
+            for p, key in (("p50", "fresh_quarter_p50"), ("p99", "fresh_quarter_p99"))
+        ),
+        summarise(
+            "freshness at a quarter of the pipeline's rate: CPU per submission",
+            "ms",
+            results["fresh_quarter_cpu_ms"],
+            "reference",
+        ),
+        summarise(
+            "freshness at a quarter of the pipeline's rate: machine busy",
+            "share",
+            results["fresh_quarter_busy"],
+            "reference",
+        ),
+        summarise(
             "path floor p50: two durable hops, no domain work, at the freshness rate",
             "ms",
             results["path_floor_p50"],
@@ -757,12 +784,20 @@ async def new_row_round(
     # The same at a trickle: the latency of the path itself, without queues or the observer's
     # own requests loading the reporting process.
     low = await freshness(bootstrap, url, LOW_RATE, sizes.freshness_seconds)
+    # And at a quarter of the pipeline's rate: whether the machine fills and the latency grows
+    # with the rate, or the loops run as often as they can whatever it is (docs/performance.md).
+    quarter = await freshness(bootstrap, url, rate / 2, sizes.freshness_seconds)
     record("fresh_scored_p50", fresh.scored.p50_ms)
     record("fresh_scored_p99", fresh.scored.p99_ms)
     record("fresh_planned_p50", fresh.planned.p50_ms)
     record("fresh_planned_p99", fresh.planned.p99_ms)
     record("fresh_low_p50", low.latency.p50_ms)
     record("fresh_low_p99", low.latency.p99_ms)
+    record("fresh_quarter_rate", quarter.offered_per_second)
+    record("fresh_quarter_p50", quarter.latency.p50_ms)
+    record("fresh_quarter_p99", quarter.latency.p99_ms)
+    record("fresh_quarter_cpu_ms", sum(v for k, v in quarter.cpu_ms.items() if k != "other"))
+    record("fresh_quarter_busy", quarter.machine_busy)
     record("fresh_hop_p50", fresh.latency.p50_ms / raw.latency.p50_ms)
     record("fresh_hop_p99", fresh.latency.p99_ms / raw.latency.p99_ms)
     record("fresh_rate", fresh.offered_per_second)
