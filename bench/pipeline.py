@@ -46,7 +46,7 @@ class PipelineResult:
     def cpu_ceiling(self) -> float:
         """Submissions per second the cores allow at this CPU cost per submission, were the
         pipeline's processes alone on the machine and every core busy."""
-        own = sum(v for k, v in self.cpu_ms.items() if k != "other")
+        own = own_ms(self.cpu_ms)
         return (os.cpu_count() or 1) * 1000 / own if own else 0.0
 
 
@@ -134,6 +134,12 @@ def stack_meter(stack: Stack, bootstrap: str, database: str) -> CpuMeter:
             "load generator": _just(os.getpid()),
         }
     )
+
+
+def own_ms(cpu_ms: dict[str, float]) -> float:
+    """The CPU a submission cost the measured processes (``per_submission_ms``'s groups but
+    "other", what the machine spent beside them)."""
+    return sum(v for k, v in cpu_ms.items() if k != "other")
 
 
 def per_submission_ms(use: CpuUse, submissions: int) -> dict[str, float]:

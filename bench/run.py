@@ -50,7 +50,7 @@ from bench.freshness import STAGES, freshness, hop, idle_cost
 from bench.harness import collector_as_served
 from bench.optimiser import instance_model, prove_small
 from bench.path_floor import path_floor
-from bench.pipeline import NOT_SERVICES, PipelineResult, pipeline
+from bench.pipeline import NOT_SERVICES, PipelineResult, own_ms, pipeline
 from bench.relay import framework_overhead
 from bench.scoring import full_rescore
 from services.capacity.domain.optimiser import heuristics, lp_relaxation, objective_of, solve
@@ -757,7 +757,7 @@ async def floor_round(
     record("floor_applied", applied)
     record("floor_ms", floor)
     record("floor_ceiling_ratio", CORES * 1000 / floor / broker)
-    own = sum(v for k, v in result.cpu_ms.items() if k != "other")
+    own = own_ms(result.cpu_ms)
     record("floor_gap", own / floor)
 
 
@@ -796,7 +796,7 @@ async def new_row_round(
     record("fresh_quarter_rate", quarter.offered_per_second)
     record("fresh_quarter_p50", quarter.latency.p50_ms)
     record("fresh_quarter_p99", quarter.latency.p99_ms)
-    record("fresh_quarter_cpu_ms", sum(v for k, v in quarter.cpu_ms.items() if k != "other"))
+    record("fresh_quarter_cpu_ms", own_ms(quarter.cpu_ms))
     record("fresh_quarter_busy", quarter.machine_busy)
     record("fresh_hop_p50", fresh.latency.p50_ms / raw.latency.p50_ms)
     record("fresh_hop_p99", fresh.latency.p99_ms / raw.latency.p99_ms)
@@ -806,7 +806,7 @@ async def new_row_round(
     record("fresh_published_reporting", fresh.published["reporting"])
     record("fresh_watched", fresh.watched)
     record("fresh_observer_rps", fresh.api_requests_per_second)
-    record("fresh_cpu_ms", sum(v for k, v in fresh.cpu_ms.items() if k != "other"))
+    record("fresh_cpu_ms", own_ms(fresh.cpu_ms))
     record("fresh_busy", fresh.machine_busy)
     for group in WAITED:
         record(f"fresh_wait_{group}", fresh.waits[group])
@@ -815,7 +815,7 @@ async def new_row_round(
     record("path_floor_p50", least.latency.p50_ms)
     record("path_floor_p99", least.latency.p99_ms)
     record_quarters(record, "path_floor", least)
-    record("path_floor_cpu_ms", sum(v for k, v in least.cpu_ms.items() if k != "other"))
+    record("path_floor_cpu_ms", own_ms(least.cpu_ms))
     record("path_floor_busy", least.machine_busy)
     for group in FLOOR_WAITED:
         record(f"path_floor_wait_{group}", least.waits[group])
