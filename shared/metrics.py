@@ -58,6 +58,11 @@ REPLAN_WAIT = Histogram(
 REPLAN_FAILURES = Counter(
     "pmo_replan_failures_total", "Replans that failed with an unexpected error", ["service"]
 )
+HISTORY_PURGED = Counter(
+    "pmo_history_purged_total",
+    "History rows deleted by the retention's sweeps, by table",
+    ["table"],
+)
 CONSUMER_LAG = Gauge(
     "pmo_consumer_lag",
     "Records behind the end of each assigned partition, after the last committed batch",

@@ -17,14 +17,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
 from services.reporting.repository import ProjectFilter, ReadModelQueries
@@ -489,8 +489,25 @@ def api_router(
     Limit = Annotated[int, Query(ge=1, description="Page size; capped by the server.")]
     # Postgres's OFFSET is a bigint: anything larger is refused here, not by the database.
     Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
+
+    def within_history(at: datetime | None) -> datetime | None:
+        """An ``as_of`` the kept history answers as it was: none before the retention's window
+        (``history_retention_days``; services/reporting/retention.py), whose rows are gone."""
+        days = settings.history_retention_days
+        if at is None or days is None:
+            return at
+        kept = datetime.now(UTC) - timedelta(days=days)
+        if (at if at.tzinfo else at.replace(tzinfo=UTC)) < kept:
+            raise ValueError(
+                f"the history is kept for {days} days: as_of must be at or after"
+                f" {kept.isoformat(timespec='seconds')}"
+            )
+        return at
+
     AsOf = Annotated[
-        datetime | None, Query(description="Read the portfolio as it was at this instant.")
+        datetime | None,
+        Query(description="Read the portfolio as it was at this instant."),
+        AfterValidator(within_history),
     ]
     Fmt = Annotated[Format | None, Query(alias="format", description="json (default) or csv")]
     router = APIRouter(prefix="/api/v1", route_class=AuthenticatedRoute)

@@ -17,6 +17,7 @@ from services.reporting.handlers import (
     WarehouseFeed,
 )
 from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
+from services.reporting.retention import HistoryRetention
 from services.reporting.settings import ReportingSettings
 from shared.consumer import BatchHandler
 from shared.runtime import ServiceRuntime, assemble, run
@@ -64,6 +65,14 @@ def build(
         if settings.role != "projects":  # the feed runs beside the scores and plans
             feed = WarehouseFeed(uow, runtime.topics, now, interval=interval)
             runtime.background("warehouse", feed.run)
+            if settings.history_retention_days is not None:
+                retention = HistoryRetention(
+                    lambda: runtime.pool,
+                    timedelta(days=settings.history_retention_days),
+                    now,
+                    interval=settings.history_sweep_interval_seconds,
+                )
+                runtime.background("history retention", retention.run)
         return ReportingHandler(
             uow=uow,
             topics=runtime.topics,

@@ -757,3 +757,68 @@ READ_MODEL_TABLES = (
 async def truncate_read_model(conn: Any) -> None:
     """Empty every table built from events (and the inbox, so they are applied again)."""
     await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
+
+
+class HistoryPurge:
+    """The statements of the history's retention (services/reporting/retention.py): each
+    deletes only what no instant after ``cutoff`` reads.
+
+    The history is read at an instant T as the last of a kind recorded by T: a project's last
+    version by T (``projects_as_of``), its rank move of the newest ranking recorded by T, a
+    portfolio's plan summary of the highest plan version recorded by T. For every T at or after
+    the cutoff, the rows recorded by the cutoff count only through the last of them, so every
+    other row recorded by then is deleted, and the last is kept (it is what was in force at
+    the cutoff)."""
+
+    def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
+        self._conn = conn
+
+    async def project_keys(self, after: str, limit: int) -> list[str]:
+        """The next ``limit`` projects by key after ``after`` (a sweep's batches)."""
+        rows = await self._conn.fetch(
+            "SELECT project_key FROM projects WHERE project_key > $1 ORDER BY project_key LIMIT $2",
+            after,
+            limit,
+        )
+        return [r["project_key"] for r in rows]
+
+    async def projects(self, keys: Sequence[str], cutoff: datetime) -> tuple[int, int]:
+        """Delete the versions and rank moves of ``keys`` that no instant from ``cutoff`` on
+        reads; returns how many of each. Through the indexes on (project_key, valid_from) and
+        (project_key, ranking_version)."""
+        versions = await self._conn.execute(
+            "DELETE FROM projects_history h"
+            " WHERE h.project_key = ANY($1::text[]) AND h.valid_from <= $2"
+            " AND EXISTS (SELECT FROM projects_history n WHERE n.project_key = h.project_key"
+            "  AND n.valid_from > h.valid_from AND n.valid_from <= $2)",
+            keys,
+            cutoff,
+        )
+        moves = await self._conn.execute(
+            "DELETE FROM rank_history r"
+            " WHERE r.project_key = ANY($1::text[]) AND r.valid_from <= $2"
+            " AND EXISTS (SELECT FROM rank_history n WHERE n.project_key = r.project_key"
+            "  AND n.ranking_version > r.ranking_version AND n.valid_from <= $2)",
+            keys,
+            cutoff,
+        )
+        return _count(versions), _count(moves)
+
+    async def summaries(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` plan summaries that no instant from ``cutoff`` on reads;
+        returns how many."""
+        status = await self._conn.execute(
+            "DELETE FROM plan_summaries WHERE ctid = ANY (ARRAY ("
+            " SELECT s.ctid FROM plan_summaries s WHERE s.recorded_at <= $1"
+            " AND EXISTS (SELECT FROM plan_summaries n WHERE n.portfolio = s.portfolio"
+            "  AND n.plan_version > s.plan_version AND n.recorded_at <= $1)"
+            " LIMIT $2))",
+            cutoff,
+            limit,
+        )
+        return _count(status)
+
+
+def _count(status: str) -> int:
+    """The row count of a command's status (``DELETE 12``)."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -36,6 +36,13 @@ class ReportingSettings(ServiceSettings):
     # How long the warehouse record of a project still without its own data, score or plan (a
     # new one) may wait for them: it goes out once all are in, within the change delay.
     warehouse_derived_wait_ms: int = Field(default=30_000, ge=0, le=600_000)
+    # How long the history is kept (projects' versions, rank moves, plan summaries): what no
+    # instant within this many days reads is deleted by the workers, and the API refuses an
+    # ``as_of`` before it. Unset (the default) keeps every version (docs/reporting.md,
+    # "History retention"). The API's processes need the same value as the workers'.
+    history_retention_days: int | None = Field(default=None, ge=1)
+    # How often a worker sweeps the history for what the retention lets go.
+    history_sweep_interval_seconds: float = Field(default=3600.0, gt=0)
     # Project changes get a consumer of their own, so that a new or revised project is shown
     # without waiting behind a batch of scores, rank moves and plans (docs/reporting.md).
     projects_lane: bool = True

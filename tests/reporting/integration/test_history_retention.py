@@ -1,0 +1,222 @@
+"""The history's retention on real Postgres: a sweep deletes what no instant from its cutoff on
+reads, every such instant reads as before (projects, ranks, plan summaries, through the API's
+own queries), an instant before the cutoff no longer does, and the API refuses one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from services.reporting.api import create_api
+from services.reporting.app import build
+from services.reporting.repository import ProjectFilter, ReadModelQueries, ReadModelWriter
+from services.reporting.retention import HistoryRetention, Swept
+from services.reporting.settings import ReportingSettings
+from shared.contracts.capacity import Cell, PortfolioPlanned
+from shared.contracts.events import Contribution, ProjectScored, RankChange
+from shared.settings import DatabaseSettings, KafkaSettings
+from tests.helpers import eventually, project_changed
+
+pytestmark = pytest.mark.integration
+
+PORTFOLIO = "kept"
+PROJECTS = ("P1", "P2", "P3")
+TOKEN = "retention-token-1234"
+RETENTION = timedelta(days=30)
+
+
+def scored(p: str, rank: int) -> ProjectScored:
+    return ProjectScored(
+        project_key=f"{PORTFOLIO}/jira/{p}",
+        portfolio=PORTFOLIO,
+        project_revision=1,
+        ranking_version=1,
+        model="weighted-default",
+        model_version=1,
+        score=10.0 * rank,
+        rank=rank,
+        mandatory=False,
+        explanation=[
+            Contribution(criterion="risk", raw=2, normalised=0.5, weight=1, contribution=1.0)
+        ],
+        cause="project_revision",
+    )
+
+
+def moves(version: int, *order: str) -> list[tuple[int, RankChange]]:
+    return [
+        (version, RankChange(project_key=f"{PORTFOLIO}/jira/{p}", rank=rank))
+        for rank, p in enumerate(order, 1)
+    ]
+
+
+def summary(version: int) -> PortfolioPlanned:
+    return PortfolioPlanned(
+        portfolio=PORTFOLIO,
+        plan_version=version,
+        horizon_start="2027-01",
+        horizon_months=1,
+        planned_at=datetime(2026, 12, 1, tzinfo=UTC),
+        utilisation=[Cell(role="backend", month="2027-01", capacity=2.0, demand=float(version))],
+        conflicts=[],
+        skill_gaps=[],
+    )
+
+
+async def step(conn: asyncpg.Connection[Any], revisions: dict[str, int], version: int) -> datetime:
+    """One transaction of changes: new revisions of some projects, a re-ranking (version
+    ``version`` > 1) or the first scores, a plan summary; returns the instant after it."""
+    async with conn.transaction():
+        writer = ReadModelWriter(conn)
+        await writer.apply_projects(
+            [project_changed(PORTFOLIO, p, r) for p, r in revisions.items()]
+        )
+        if version == 1:
+            await writer.apply_scores([scored(p, rank) for rank, p in enumerate(PROJECTS, 1)])
+        else:
+            order = PROJECTS[version % 3 :] + PROJECTS[: version % 3]
+            await writer.move_ranks(moves(version, *order))
+        await writer.add_summaries([summary(version)])
+    instant: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    return instant
+
+
+async def read(queries: ReadModelQueries, at: datetime | None) -> tuple[Any, ...]:
+    """The portfolio as the API reads it at ``at``: its projects (revision, rank, name) and the
+    plan summary in force."""
+    total, items = await queries.projects(
+        PORTFOLIO, limit=100, offset=0, as_of=at, filters=ProjectFilter()
+    )
+    found = await queries.summary(PORTFOLIO, at)
+    return (
+        total,
+        sorted((i["project_key"], i["revision"], i["rank"], i["name"]) for i in items),
+        None if found is None else (found["plan_version"], found["utilisation"]),
+    )
+
+
+async def counts(pool: asyncpg.Pool[Any]) -> tuple[int, int, int]:
+    row = await pool.fetchrow(
+        "SELECT (SELECT count(*) FROM projects_history) AS versions,"
+        " (SELECT count(*) FROM rank_history) AS moves,"
+        " (SELECT count(*) FROM plan_summaries) AS summaries"
+    )
+    assert row is not None
+    return row["versions"], row["moves"], row["summaries"]
+
+
+async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
+    reporting_pool: asyncpg.Pool[Any],
+) -> None:
+    """Four transactions of changes; the cutoff falls after the third. The versions, rank moves
+    and plan summaries recorded by the cutoff that a later one of theirs recorded by then
+    replaces are deleted (P1's first two versions, P2's first, each project's first move, the
+    first two summaries), and nothing else: the portfolio reads the same at the cutoff, after
+    the fourth transaction and now, and no longer the same at the first instant. The sweep goes
+    through the projects two a transaction, and a second sweep finds nothing left to delete."""
+    async with reporting_pool.acquire() as conn:
+        first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
+        await step(conn, {"P1": 2, "P2": 2}, 2)
+        cutoff = await step(conn, {"P1": 3}, 3)
+        last = await step(conn, {"P2": 3}, 4)
+    queries = ReadModelQueries(reporting_pool)
+    instants = (cutoff, last, None)
+    before = [await read(queries, at) for at in instants]
+    at_first = await read(queries, first)
+    assert at_first[0] == 3
+    assert at_first[2] is not None
+    assert at_first[2][0] == 1
+    assert await counts(reporting_pool) == (3 + 2 + 1 + 1, 3 * 3, 4)
+
+    retention = HistoryRetention(
+        lambda: reporting_pool, RETENTION, lambda: cutoff + RETENTION, interval=3600, batch=2
+    )
+    assert retention.cutoff() == cutoff
+    assert await retention.sweep() == Swept(versions=3, moves=3, summaries=2)
+
+    assert await counts(reporting_pool) == (4, 6, 2)
+    assert [await read(queries, at) for at in instants] == before
+    assert await read(queries, first) != at_first
+    assert await retention.sweep() == Swept()
+
+
+async def test_the_api_refuses_an_instant_before_the_kept_history(
+    reporting_pool: asyncpg.Pool[Any],
+) -> None:
+    """With a retention, ``as_of`` before the window is a 422 naming the earliest instant kept,
+    on every endpoint that takes it; within the window the answer is the history's."""
+    async with reporting_pool.acquire() as conn:
+        await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
+    settings = ReportingSettings(api_token=TOKEN, history_retention_days=30)
+    app = create_api(settings, lambda: ReadModelQueries(reporting_pool))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        now = datetime.now(UTC)
+        for path in (
+            f"/api/v1/portfolios/{PORTFOLIO}/projects",
+            f"/api/v1/portfolios/{PORTFOLIO}/projects/jira/P1",
+            f"/api/v1/portfolios/{PORTFOLIO}/capacity",
+        ):
+            old = await client.get(path, params={"as_of": (now - timedelta(days=31)).isoformat()})
+            assert old.status_code == 422, (path, old.text)
+            assert "kept for 30 days" in old.text
+            assert old.json()["detail"][0]["loc"] == ["query", "as_of"]
+            kept = await client.get(path, params={"as_of": now.isoformat()})
+            assert kept.status_code == 200, (path, kept.text)
+        listed = await client.get(
+            f"/api/v1/portfolios/{PORTFOLIO}/projects", params={"as_of": now.isoformat()}
+        )
+        assert listed.json()["total"] == 3
+
+
+async def test_a_worker_with_a_retention_sweeps_its_history(
+    reporting_pool: asyncpg.Pool[Any], database: DatabaseSettings, kafka: KafkaSettings
+) -> None:
+    """A reporting worker (the ``others`` role) given a retention of a day sweeps as it
+    starts: of a project's versions four and three days old and its current one, the oldest
+    goes, and the one in force a day ago stays; ``pmo_history_purged_total`` counts it."""
+    key = f"{PORTFOLIO}/jira/P1"
+    async with reporting_pool.acquire() as conn:
+        await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
+        for days in (4, 3):
+            # A copy of the project's current version, dated ``days`` ago.
+            async with conn.transaction():
+                await conn.execute(
+                    "CREATE TEMP TABLE old ON COMMIT DROP AS SELECT * FROM projects_history"
+                    " WHERE project_key = $1 AND valid_from > now() - interval '1 day'",
+                    key,
+                )
+                await conn.execute(
+                    "UPDATE old SET revision = 0, valid_from = now() - make_interval(days => $1)",
+                    days,
+                )
+                await conn.execute("INSERT INTO projects_history SELECT * FROM old")
+    ages = (
+        "SELECT array_agg(now() - valid_from > interval '2 days' ORDER BY valid_from)"
+        " FROM projects_history WHERE project_key = $1"
+    )
+    assert await reporting_pool.fetchval(ages, key) == [True, True, False]
+    labels = {"table": "projects_history"}
+    purged = REGISTRY.get_sample_value("pmo_history_purged_total", labels) or 0.0
+
+    settings = ReportingSettings(
+        api_token=TOKEN,
+        role="others",
+        group_id=f"{kafka.topic_prefix}pmo-reporting",
+        history_retention_days=1,
+    )
+    async with build(settings, kafka, database):
+
+        async def swept() -> bool:
+            return await reporting_pool.fetchval(ages, key) == [True, False]
+
+        await eventually(swept, what="the oldest version swept")
+    assert REGISTRY.get_sample_value("pmo_history_purged_total", labels) == purged + 1
