@@ -782,25 +782,31 @@ class HistoryPurge:
         )
         return [r["project_key"] for r in rows]
 
-    async def projects(self, keys: Sequence[str], cutoff: datetime) -> tuple[int, int]:
-        """Delete the versions and rank moves of ``keys`` that no instant from ``cutoff`` on
-        reads; returns how many of each. Through the indexes on (project_key, valid_from) and
-        (project_key, ranking_version)."""
+    async def projects(self, keys: Sequence[str], cutoff: datetime, limit: int) -> tuple[int, int]:
+        """Delete up to ``limit`` of the versions and up to ``limit`` of the rank moves of
+        ``keys`` that no instant from ``cutoff`` on reads; returns how many of each. Through
+        the indexes on (project_key, valid_from) and (project_key, ranking_version)."""
         versions = await self._conn.execute(
-            "DELETE FROM projects_history h"
+            "DELETE FROM projects_history WHERE ctid = ANY (ARRAY ("
+            " SELECT h.ctid FROM projects_history h"
             " WHERE h.project_key = ANY($1::text[]) AND h.valid_from <= $2"
             " AND EXISTS (SELECT FROM projects_history n WHERE n.project_key = h.project_key"
-            "  AND n.valid_from > h.valid_from AND n.valid_from <= $2)",
+            "  AND n.valid_from > h.valid_from AND n.valid_from <= $2)"
+            " LIMIT $3))",
             keys,
             cutoff,
+            limit,
         )
         moves = await self._conn.execute(
-            "DELETE FROM rank_history r"
+            "DELETE FROM rank_history WHERE ctid = ANY (ARRAY ("
+            " SELECT r.ctid FROM rank_history r"
             " WHERE r.project_key = ANY($1::text[]) AND r.valid_from <= $2"
             " AND EXISTS (SELECT FROM rank_history n WHERE n.project_key = r.project_key"
-            "  AND n.ranking_version > r.ranking_version AND n.valid_from <= $2)",
+            "  AND n.ranking_version > r.ranking_version AND n.valid_from <= $2)"
+            " LIMIT $3))",
             keys,
             cutoff,
+            limit,
         )
         return _count(versions), _count(moves)
 

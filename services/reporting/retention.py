@@ -8,10 +8,11 @@ portfolio's history grows by hundreds of megabytes a day, most of it rank moves.
 reads (``HistoryPurge``): an instant in the window reads the same before and after a sweep, and
 the API refuses an instant before the window rather than answer from a partial history.
 
-A sweep goes through the projects by key, a batch of them a transaction, so that it never
-holds many rows' locks or one long transaction beside the consumers; then the plan summaries,
-likewise in batches. Its deletes are idempotent: a sweep interrupted (a stop, a transient
-failure) is simply run again, and two workers sweeping at once delete each row once."""
+A sweep goes through the projects by key, a few hundred at a time, and deletes their rows a
+bounded number a transaction, so that it never holds many rows' locks or one long transaction
+beside the consumers; then the plan summaries, likewise. Its deletes are idempotent: a sweep
+interrupted (a stop, a transient failure) is simply run again, and two workers sweeping at once
+delete each row once."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ from shared.loops import keep_running
 
 log = logging.getLogger(__name__)
 
-# Projects a transaction of a sweep goes through, and plan summaries it deletes at most.
-BATCH = 500
+# Projects a sweep goes through at a time, and rows of each table a transaction of it deletes
+# at most: a first sweep over years of a busy portfolio's rank moves is many transactions.
+PROJECTS = 500
+ROWS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +56,15 @@ class HistoryRetention:
         clock: Callable[[], datetime],
         *,
         interval: float,
-        batch: int = BATCH,
+        projects: int = PROJECTS,
+        rows: int = ROWS,
     ) -> None:
         self._pool = pool
         self._retention = retention
         self._clock = clock
         self._interval = interval
-        self._batch = batch
+        self._projects = projects
+        self._rows = rows
 
     def cutoff(self) -> datetime:
         """The earliest instant kept: everything from it on reads as it did."""
@@ -71,30 +76,30 @@ class HistoryRetention:
         versions = moves = summaries = 0
         after = ""
         while True:
-            async with self._pool().acquire() as conn, conn.transaction():
-                purge = HistoryPurge(conn)
-                keys = await purge.project_keys(after, self._batch)
-                if not keys:
+            async with self._pool().acquire() as conn:
+                keys = await HistoryPurge(conn).project_keys(after, self._projects)
+            if not keys:
+                break
+            while True:  # these projects' rows, at most ``rows`` of each table a transaction
+                async with self._pool().acquire() as conn, conn.transaction():
+                    done = await HistoryPurge(conn).projects(keys, cutoff, self._rows)
+                versions += done[0]
+                moves += done[1]
+                metrics.HISTORY_PURGED.labels("projects_history").inc(done[0])
+                metrics.HISTORY_PURGED.labels("rank_history").inc(done[1])
+                await asyncio.sleep(0)  # the consumers' turn between transactions
+                if max(done) < self._rows:
                     break
-                done = await purge.projects(keys, cutoff)
-            versions += done[0]
-            moves += done[1]
             after = keys[-1]
-            await asyncio.sleep(0)  # the consumers' turn between batches
         while True:
             async with self._pool().acquire() as conn:
-                deleted = await HistoryPurge(conn).summaries(cutoff, self._batch)
+                deleted = await HistoryPurge(conn).summaries(cutoff, self._rows)
             summaries += deleted
-            if deleted < self._batch:
-                break
+            metrics.HISTORY_PURGED.labels("plan_summaries").inc(deleted)
             await asyncio.sleep(0)
+            if deleted < self._rows:
+                break
         swept = Swept(versions, moves, summaries)
-        for table, count in (
-            ("projects_history", versions),
-            ("rank_history", moves),
-            ("plan_summaries", summaries),
-        ):
-            metrics.HISTORY_PURGED.labels(table).inc(count)
         log.info(
             "history before %s swept: %d versions, %d rank moves, %d plan summaries deleted",
             cutoff.isoformat(),

@@ -118,7 +118,8 @@ async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     replaces are deleted (P1's first two versions, P2's first, each project's first move, the
     first two summaries), and nothing else: the portfolio reads the same at the cutoff, after
     the fourth transaction and now, and no longer the same at the first instant. The sweep goes
-    through the projects two a transaction, and a second sweep finds nothing left to delete."""
+    through the projects two at a time and deletes a row of each table a transaction, and a
+    second sweep finds nothing left to delete."""
     async with reporting_pool.acquire() as conn:
         first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
         await step(conn, {"P1": 2, "P2": 2}, 2)
@@ -134,7 +135,12 @@ async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     assert await counts(reporting_pool) == (3 + 2 + 1 + 1, 3 * 3, 4)
 
     retention = HistoryRetention(
-        lambda: reporting_pool, RETENTION, lambda: cutoff + RETENTION, interval=3600, batch=2
+        lambda: reporting_pool,
+        RETENTION,
+        lambda: cutoff + RETENTION,
+        interval=3600,
+        projects=2,
+        rows=1,
     )
     assert retention.cutoff() == cutoff
     assert await retention.sweep() == Swept(versions=3, moves=3, summaries=2)
