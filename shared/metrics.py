@@ -63,6 +63,10 @@ HISTORY_PURGED = Counter(
     "History rows deleted by the retention's sweeps, by table",
     ["table"],
 )
+HISTORY_SWEEP_FAILURES = Counter(
+    "pmo_history_sweep_failures_total",
+    "Sweeps of the history's retention that failed with an unexpected error",
+)
 CONSUMER_LAG = Gauge(
     "pmo_consumer_lag",
     "Records behind the end of each assigned partition, after the last committed batch",

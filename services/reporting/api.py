@@ -491,16 +491,17 @@ def api_router(
     Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
     def within_history(at: datetime | None) -> datetime | None:
-        """An ``as_of`` the kept history answers as it was: none before the retention's window
-        (``history_retention_days``; services/reporting/retention.py), whose rows are gone."""
+        """An ``as_of`` in UTC when it names no offset, and one the kept history answers as it
+        was: none before the retention's window (``history_retention_days``;
+        services/reporting/retention.py), whose rows are gone."""
+        if at is None:
+            return None
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
         days = settings.history_retention_days
-        if at is None or days is None:
-            return at
-        kept = datetime.now(UTC) - timedelta(days=days)
-        if (at if at.tzinfo else at.replace(tzinfo=UTC)) < kept:
+        if days is not None and at < (kept := datetime.now(UTC) - timedelta(days=days)):
             raise ValueError(
-                f"the history is kept for {days} days: as_of must be at or after"
-                f" {kept.isoformat(timespec='seconds')}"
+                f"the history is kept for {days} days: as_of must be at or after {kept.isoformat()}"
             )
         return at
 

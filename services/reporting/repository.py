@@ -761,22 +761,30 @@ async def truncate_read_model(conn: Any) -> None:
 
 class HistoryPurge:
     """The statements of the history's retention (services/reporting/retention.py): each
-    deletes only what no instant after ``cutoff`` reads.
+    deletes only what no instant from ``cutoff`` on reads.
 
     The history is read at an instant T as the last of a kind recorded by T: a project's last
     version by T (``projects_as_of``), its rank move of the newest ranking recorded by T, a
     portfolio's plan summary of the highest plan version recorded by T. For every T at or after
     the cutoff, the rows recorded by the cutoff count only through the last of them, so every
     other row recorded by then is deleted, and the last is kept (it is what was in force at
-    the cutoff)."""
+    the cutoff). Each statement reads the rows recorded by the cutoff alone, through an index
+    by project (or portfolio) and time, and deletes at most ``limit`` rows."""
 
     def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
         self._conn = conn
 
     async def project_keys(self, after: str, limit: int) -> list[str]:
-        """The next ``limit`` projects by key after ``after`` (a sweep's batches)."""
+        """The next ``limit`` projects with a history, by key after ``after`` (a sweep's
+        batches), found through the versions' index a key at a time."""
         rows = await self._conn.fetch(
-            "SELECT project_key FROM projects WHERE project_key > $1 ORDER BY project_key LIMIT $2",
+            "WITH RECURSIVE k (project_key, n) AS ("
+            " (SELECT project_key, 1 FROM projects_history WHERE project_key > $1"
+            "  ORDER BY project_key LIMIT 1)"
+            " UNION ALL SELECT (SELECT h.project_key FROM projects_history h"
+            "  WHERE h.project_key > k.project_key ORDER BY h.project_key LIMIT 1), k.n + 1"
+            " FROM k WHERE k.project_key IS NOT NULL AND k.n < $2)"
+            " SELECT project_key FROM k WHERE project_key IS NOT NULL",
             after,
             limit,
         )
@@ -785,7 +793,8 @@ class HistoryPurge:
     async def projects(self, keys: Sequence[str], cutoff: datetime, limit: int) -> tuple[int, int]:
         """Delete up to ``limit`` of the versions and up to ``limit`` of the rank moves of
         ``keys`` that no instant from ``cutoff`` on reads; returns how many of each. Through
-        the indexes on (project_key, valid_from) and (project_key, ranking_version)."""
+        projects_history_key (a version's later ones up to the cutoff) and rank_history_time
+        (migration 0016)."""
         versions = await self._conn.execute(
             "DELETE FROM projects_history WHERE ctid = ANY (ARRAY ("
             " SELECT h.ctid FROM projects_history h"
@@ -799,26 +808,40 @@ class HistoryPurge:
         )
         moves = await self._conn.execute(
             "DELETE FROM rank_history WHERE ctid = ANY (ARRAY ("
-            " SELECT r.ctid FROM rank_history r"
-            " WHERE r.project_key = ANY($1::text[]) AND r.valid_from <= $2"
-            " AND EXISTS (SELECT FROM rank_history n WHERE n.project_key = r.project_key"
-            "  AND n.ranking_version > r.ranking_version AND n.valid_from <= $2)"
-            " LIMIT $3))",
+            " SELECT o.ctid FROM (SELECT r.ctid, r.ranking_version,"
+            "  max(r.ranking_version) OVER (PARTITION BY r.project_key) AS kept"
+            "  FROM rank_history r"
+            "  WHERE r.project_key = ANY($1::text[]) AND r.valid_from <= $2) o"
+            " WHERE o.ranking_version < o.kept LIMIT $3))",
             keys,
             cutoff,
             limit,
         )
         return _count(versions), _count(moves)
 
-    async def summaries(self, cutoff: datetime, limit: int) -> int:
-        """Delete up to ``limit`` plan summaries that no instant from ``cutoff`` on reads;
-        returns how many."""
+    async def portfolios(self) -> list[str]:
+        """The portfolios with plan summaries, found through the summaries' index a portfolio
+        at a time (Postgres 15 reads an index's distinct leading values no other way)."""
+        rows = await self._conn.fetch(
+            "WITH RECURSIVE p (portfolio) AS ("
+            " (SELECT portfolio FROM plan_summaries ORDER BY portfolio LIMIT 1)"
+            " UNION ALL SELECT (SELECT s.portfolio FROM plan_summaries s"
+            "  WHERE s.portfolio > p.portfolio ORDER BY s.portfolio LIMIT 1)"
+            " FROM p WHERE p.portfolio IS NOT NULL)"
+            " SELECT portfolio FROM p WHERE portfolio IS NOT NULL"
+        )
+        return [r["portfolio"] for r in rows]
+
+    async def summaries(self, portfolio: str, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of ``portfolio``'s plan summaries that no instant from
+        ``cutoff`` on reads; returns how many. Through plan_summaries_recorded."""
         status = await self._conn.execute(
             "DELETE FROM plan_summaries WHERE ctid = ANY (ARRAY ("
-            " SELECT s.ctid FROM plan_summaries s WHERE s.recorded_at <= $1"
-            " AND EXISTS (SELECT FROM plan_summaries n WHERE n.portfolio = s.portfolio"
-            "  AND n.plan_version > s.plan_version AND n.recorded_at <= $1)"
-            " LIMIT $2))",
+            " SELECT o.ctid FROM (SELECT s.ctid, s.plan_version,"
+            "  max(s.plan_version) OVER () AS kept FROM plan_summaries s"
+            "  WHERE s.portfolio = $1 AND s.recorded_at <= $2) o"
+            " WHERE o.plan_version < o.kept LIMIT $3))",
+            portfolio,
             cutoff,
             limit,
         )

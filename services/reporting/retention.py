@@ -27,6 +27,7 @@ import asyncpg
 
 from services.reporting.repository import HistoryPurge
 from shared import metrics
+from shared.errors import is_transient
 from shared.loops import keep_running
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 # at most: a first sweep over years of a busy portfolio's rank moves is many transactions.
 PROJECTS = 500
 ROWS = 10_000
+# How much earlier than the window's start a sweep's cutoff is: the clocks of the hosts that
+# sweep and answer ``as_of`` may differ by as much.
+SKEW = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,10 @@ class HistoryRetention:
         self._rows = rows
 
     def cutoff(self) -> datetime:
-        """The earliest instant kept: everything from it on reads as it did."""
-        return self._clock() - self._retention
+        """The earliest instant kept: everything from it on reads as it did. A minute before
+        the window's start (``SKEW``), so that an API host whose clock runs behind this one's
+        by less never answers an instant the sweep has already let go."""
+        return self._clock() - self._retention - SKEW
 
     async def sweep(self) -> Swept:
         """Delete, from the whole history, what no instant from now's cutoff on reads."""
@@ -91,14 +97,17 @@ class HistoryRetention:
                 if max(done) < self._rows:
                     break
             after = keys[-1]
-        while True:
-            async with self._pool().acquire() as conn:
-                deleted = await HistoryPurge(conn).summaries(cutoff, self._rows)
-            summaries += deleted
-            metrics.HISTORY_PURGED.labels("plan_summaries").inc(deleted)
-            await asyncio.sleep(0)
-            if deleted < self._rows:
-                break
+        async with self._pool().acquire() as conn:
+            portfolios = await HistoryPurge(conn).portfolios()
+        for portfolio in portfolios:
+            while True:
+                async with self._pool().acquire() as conn:
+                    deleted = await HistoryPurge(conn).summaries(portfolio, cutoff, self._rows)
+                summaries += deleted
+                metrics.HISTORY_PURGED.labels("plan_summaries").inc(deleted)
+                await asyncio.sleep(0)
+                if deleted < self._rows:
+                    break
         swept = Swept(versions, moves, summaries)
         log.info(
             "history before %s swept: %d versions, %d rank moves, %d plan summaries deleted",
@@ -110,10 +119,21 @@ class HistoryRetention:
         return swept
 
     async def run(self) -> None:
-        """Sweep until cancelled: at once, then every interval."""
+        """Sweep until cancelled: at once, then an interval after each sweep ends. A transient
+        failure backs off and retries (``keep_running``); any other is logged, counted
+        (``pmo_history_sweep_failures_total``) and tried again at the next interval: the
+        history's housekeeping never stops the consumers beside it."""
 
         async def sweep() -> bool:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception as exc:  # classified: transient ones propagate to back off
+                if is_transient(exc):
+                    raise
+                metrics.HISTORY_SWEEP_FAILURES.inc()
+                log.exception(
+                    "history retention: the sweep failed; trying again in %g s", self._interval
+                )
             return False
 
         await keep_running("history retention", sweep, lambda: asyncio.sleep(self._interval))

@@ -40,7 +40,7 @@ class ReportingSettings(ServiceSettings):
     # instant within this many days reads is deleted by the workers, and the API refuses an
     # ``as_of`` before it. Unset (the default) keeps every version (docs/reporting.md,
     # "History retention"). The API's processes need the same value as the workers'.
-    history_retention_days: int | None = Field(default=None, ge=1)
+    history_retention_days: int | None = Field(default=None, ge=1, le=36_500)
     # How often a worker sweeps the history for what the retention lets go.
     history_sweep_interval_seconds: float = Field(default=3600.0, gt=0)
     # Project changes get a consumer of their own, so that a new or revised project is shown

@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from services.reporting.api import create_api
 from services.reporting.app import build
 from services.reporting.repository import ProjectFilter, ReadModelQueries, ReadModelWriter
-from services.reporting.retention import HistoryRetention, Swept
+from services.reporting.retention import SKEW, HistoryRetention, Swept
 from services.reporting.settings import ReportingSettings
 from shared.contracts.capacity import Cell, PortfolioPlanned
 from shared.contracts.events import Contribution, ProjectScored, RankChange
@@ -113,42 +113,78 @@ async def counts(pool: asyncpg.Pool[Any]) -> tuple[int, int, int]:
 async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     reporting_pool: asyncpg.Pool[Any],
 ) -> None:
-    """Four transactions of changes; the cutoff falls after the third. The versions, rank moves
-    and plan summaries recorded by the cutoff that a later one of theirs recorded by then
-    replaces are deleted (P1's first two versions, P2's first, each project's first move, the
-    first two summaries), and nothing else: the portfolio reads the same at the cutoff, after
-    the fourth transaction and now, and no longer the same at the first instant. The sweep goes
-    through the projects two at a time and deletes a row of each table a transaction, and a
-    second sweep finds nothing left to delete."""
+    """Four transactions of changes, and a move of P3 in a newer ranking (10) dated at the first
+    instant (a move is dated by its transaction's start, and transactions commit in another
+    order than they start). The cutoff is the instant of P1's third version. Deleted are the
+    rows recorded by the cutoff that a later one of theirs, also recorded by then, replaces:
+    P1's first two versions and P2's first; each project's move of ranking 2, and P3's of
+    ranking 3 (its newest ranking by then is 10, the latest by time 3); the first two plan
+    summaries. Nothing else: the portfolio reads the same at the cutoff and after the fourth
+    transaction, through the API's queries and BI's history views, and no longer the same at
+    the first instant. The sweep goes through the projects two at a time and deletes a row of
+    each table a transaction, and a second sweep finds nothing left to delete."""
     async with reporting_pool.acquire() as conn:
         first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
         await step(conn, {"P1": 2, "P2": 2}, 2)
-        cutoff = await step(conn, {"P1": 3}, 3)
+        await step(conn, {"P1": 3}, 3)
         last = await step(conn, {"P2": 3}, 4)
+        await conn.execute(
+            "INSERT INTO rank_history (project_key, portfolio, ranking_version, rank, valid_from)"
+            " VALUES ($1, $2, 10, 7, $3)",
+            f"{PORTFOLIO}/jira/P3",
+            PORTFOLIO,
+            first,
+        )
+        cutoff: datetime = await conn.fetchval(
+            "SELECT max(valid_from) FROM projects_history WHERE project_key = $1",
+            f"{PORTFOLIO}/jira/P1",
+        )
     queries = ReadModelQueries(reporting_pool)
-    instants = (cutoff, last, None)
+    instants = (cutoff, last)
     before = [await read(queries, at) for at in instants]
+    views = await kept_views(reporting_pool, cutoff)
+    assert before[0][1][2] == (f"{PORTFOLIO}/jira/P3", 1, 7, "P3 r1")
     at_first = await read(queries, first)
     assert at_first[0] == 3
     assert at_first[2] is not None
     assert at_first[2][0] == 1
-    assert await counts(reporting_pool) == (3 + 2 + 1 + 1, 3 * 3, 4)
+    assert await counts(reporting_pool) == (3 + 2 + 1 + 1, 3 * 3 + 1, 4)
 
     retention = HistoryRetention(
         lambda: reporting_pool,
         RETENTION,
-        lambda: cutoff + RETENTION,
+        lambda: cutoff + RETENTION + SKEW,
         interval=3600,
         projects=2,
         rows=1,
     )
     assert retention.cutoff() == cutoff
-    assert await retention.sweep() == Swept(versions=3, moves=3, summaries=2)
+    assert await retention.sweep() == Swept(versions=3, moves=4, summaries=2)
 
     assert await counts(reporting_pool) == (4, 6, 2)
     assert [await read(queries, at) for at in instants] == before
+    assert await kept_views(reporting_pool, cutoff) == views
     assert await read(queries, first) != at_first
     assert await retention.sweep() == Swept()
+
+
+async def kept_views(pool: asyncpg.Pool[Any], cutoff: datetime) -> tuple[Any, ...]:
+    """BI's rows of versions and plan summaries in force at or after ``cutoff``."""
+    versions = await pool.fetch(
+        "SELECT * FROM v_projects_history WHERE portfolio = $1"
+        " AND (valid_to IS NULL OR valid_to > $2) ORDER BY project_key, valid_from",
+        PORTFOLIO,
+        cutoff,
+    )
+    capacity = await pool.fetch(
+        "SELECT * FROM v_capacity_history WHERE portfolio = $1"
+        " AND (valid_to IS NULL OR valid_to > $2) ORDER BY plan_version, role, month",
+        PORTFOLIO,
+        cutoff,
+    )
+    assert versions
+    assert capacity
+    return [tuple(r) for r in versions], [tuple(r) for r in capacity]
 
 
 async def test_the_api_refuses_an_instant_before_the_kept_history(
@@ -187,29 +223,30 @@ async def test_a_worker_with_a_retention_sweeps_its_history(
     reporting_pool: asyncpg.Pool[Any], database: DatabaseSettings, kafka: KafkaSettings
 ) -> None:
     """A reporting worker (the ``others`` role) given a retention of a day sweeps as it
-    starts: of a project's versions four and three days old and its current one, the oldest
-    goes, and the one in force a day ago stays; ``pmo_history_purged_total`` counts it."""
+    starts: of a project's versions four days, three days and twelve hours old and its current
+    one, the oldest goes, and the one in force a day ago stays, as do the two since;
+    ``pmo_history_purged_total`` counts it."""
     key = f"{PORTFOLIO}/jira/P1"
     async with reporting_pool.acquire() as conn:
         await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
-        for days in (4, 3):
-            # A copy of the project's current version, dated ``days`` ago.
+        for hours in (4 * 24, 3 * 24, 12):
+            # A copy of the project's current version, dated ``hours`` ago.
             async with conn.transaction():
                 await conn.execute(
                     "CREATE TEMP TABLE old ON COMMIT DROP AS SELECT * FROM projects_history"
-                    " WHERE project_key = $1 AND valid_from > now() - interval '1 day'",
+                    " WHERE project_key = $1 AND valid_from > now() - interval '1 hour'",
                     key,
                 )
                 await conn.execute(
-                    "UPDATE old SET revision = 0, valid_from = now() - make_interval(days => $1)",
-                    days,
+                    "UPDATE old SET revision = 0, valid_from = now() - make_interval(hours => $1)",
+                    hours,
                 )
                 await conn.execute("INSERT INTO projects_history SELECT * FROM old")
     ages = (
         "SELECT array_agg(now() - valid_from > interval '2 days' ORDER BY valid_from)"
         " FROM projects_history WHERE project_key = $1"
     )
-    assert await reporting_pool.fetchval(ages, key) == [True, True, False]
+    assert await reporting_pool.fetchval(ages, key) == [True, True, False, False]
     labels = {"table": "projects_history"}
     purged = REGISTRY.get_sample_value("pmo_history_purged_total", labels) or 0.0
 
@@ -222,7 +259,7 @@ async def test_a_worker_with_a_retention_sweeps_its_history(
     async with build(settings, kafka, database):
 
         async def swept() -> bool:
-            return await reporting_pool.fetchval(ages, key) == [True, False]
+            return await reporting_pool.fetchval(ages, key) == [True, False, False]
 
         await eventually(swept, what="the oldest version swept")
     assert REGISTRY.get_sample_value("pmo_history_purged_total", labels) == purged + 1
