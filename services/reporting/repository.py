@@ -759,6 +759,17 @@ async def truncate_read_model(conn: Any) -> None:
     await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
 
 
+@dataclass(frozen=True, slots=True)
+class KeptHistory:
+    """Of some projects' history recorded by a cutoff, what each keeps: its last version's
+    time and its newest ranking's version (``HistoryPurge.kept``)."""
+
+    version_keys: list[str]
+    version_times: list[datetime]
+    move_keys: list[str]
+    move_versions: list[int]
+
+
 class HistoryPurge:
     """The statements of the history's retention (services/reporting/retention.py): each
     deletes only what no instant from ``cutoff`` on reads.
@@ -768,8 +779,10 @@ class HistoryPurge:
     portfolio's plan summary of the highest plan version recorded by T. For every T at or after
     the cutoff, the rows recorded by the cutoff count only through the last of them, so every
     other row recorded by then is deleted, and the last is kept (it is what was in force at
-    the cutoff). Each statement reads the rows recorded by the cutoff alone, through an index
-    by project (or portfolio) and time, and deletes at most ``limit`` rows."""
+    the cutoff). What each project or portfolio keeps is read once (``kept``,
+    ``kept_summary``), through indexes by project (or portfolio) and time that hold what the
+    reading needs; the deletes then take at most ``limit`` rows each, from the rows recorded
+    by the cutoff alone."""
 
     def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
         self._conn = conn
@@ -790,30 +803,48 @@ class HistoryPurge:
         )
         return [r["project_key"] for r in rows]
 
-    async def projects(self, keys: Sequence[str], cutoff: datetime, limit: int) -> tuple[int, int]:
-        """Delete up to ``limit`` of the versions and up to ``limit`` of the rank moves of
-        ``keys`` that no instant from ``cutoff`` on reads; returns how many of each. Through
-        projects_history_key (a version's later ones up to the cutoff) and rank_history_time
-        (migration 0016)."""
-        versions = await self._conn.execute(
-            "DELETE FROM projects_history WHERE ctid = ANY (ARRAY ("
-            " SELECT h.ctid FROM projects_history h"
-            " WHERE h.project_key = ANY($1::text[]) AND h.valid_from <= $2"
-            " AND EXISTS (SELECT FROM projects_history n WHERE n.project_key = h.project_key"
-            "  AND n.valid_from > h.valid_from AND n.valid_from <= $2)"
-            " LIMIT $3))",
+    async def kept(self, keys: Sequence[str], cutoff: datetime) -> KeptHistory:
+        """What each of ``keys`` keeps from before ``cutoff`` (projects_history_key; the
+        retention's rank_history_time, which holds the ranking version)."""
+        versions = await self._conn.fetch(
+            "SELECT project_key, max(valid_from) AS kept FROM projects_history"
+            " WHERE project_key = ANY($1::text[]) AND valid_from <= $2 GROUP BY project_key",
             keys,
             cutoff,
+        )
+        moves = await self._conn.fetch(
+            "SELECT project_key, max(ranking_version) AS kept FROM rank_history"
+            " WHERE project_key = ANY($1::text[]) AND valid_from <= $2 GROUP BY project_key",
+            keys,
+            cutoff,
+        )
+        return KeptHistory(
+            [r["project_key"] for r in versions],
+            [r["kept"] for r in versions],
+            [r["project_key"] for r in moves],
+            [r["kept"] for r in moves],
+        )
+
+    async def projects(self, kept: KeptHistory, cutoff: datetime, limit: int) -> tuple[int, int]:
+        """Delete up to ``limit`` versions and up to ``limit`` rank moves from before what
+        each project keeps; returns how many of each."""
+        versions = await self._conn.execute(
+            "DELETE FROM projects_history WHERE ctid = ANY (ARRAY ("
+            " SELECT h.ctid FROM unnest($1::text[], $2::timestamptz[]) AS k (project_key, kept)"
+            " JOIN projects_history h ON h.project_key = k.project_key AND h.valid_from < k.kept"
+            " LIMIT $3))",
+            kept.version_keys,
+            kept.version_times,
             limit,
         )
         moves = await self._conn.execute(
             "DELETE FROM rank_history WHERE ctid = ANY (ARRAY ("
-            " SELECT o.ctid FROM (SELECT r.ctid, r.ranking_version,"
-            "  max(r.ranking_version) OVER (PARTITION BY r.project_key) AS kept"
-            "  FROM rank_history r"
-            "  WHERE r.project_key = ANY($1::text[]) AND r.valid_from <= $2) o"
-            " WHERE o.ranking_version < o.kept LIMIT $3))",
-            keys,
+            " SELECT r.ctid FROM unnest($1::text[], $2::bigint[]) AS k (project_key, kept)"
+            " JOIN rank_history r ON r.project_key = k.project_key AND r.valid_from <= $3"
+            "  AND r.ranking_version < k.kept"
+            " LIMIT $4))",
+            kept.move_keys,
+            kept.move_versions,
             cutoff,
             limit,
         )
@@ -832,17 +863,26 @@ class HistoryPurge:
         )
         return [r["portfolio"] for r in rows]
 
-    async def summaries(self, portfolio: str, cutoff: datetime, limit: int) -> int:
-        """Delete up to ``limit`` of ``portfolio``'s plan summaries that no instant from
-        ``cutoff`` on reads; returns how many. Through plan_summaries_recorded."""
-        status = await self._conn.execute(
-            "DELETE FROM plan_summaries WHERE ctid = ANY (ARRAY ("
-            " SELECT o.ctid FROM (SELECT s.ctid, s.plan_version,"
-            "  max(s.plan_version) OVER () AS kept FROM plan_summaries s"
-            "  WHERE s.portfolio = $1 AND s.recorded_at <= $2) o"
-            " WHERE o.plan_version < o.kept LIMIT $3))",
+    async def kept_summary(self, portfolio: str, cutoff: datetime) -> int | None:
+        """The plan version ``portfolio`` keeps from before ``cutoff`` (none without one)."""
+        kept: int | None = await self._conn.fetchval(
+            "SELECT max(plan_version) FROM plan_summaries"
+            " WHERE portfolio = $1 AND recorded_at <= $2",
             portfolio,
             cutoff,
+        )
+        return kept
+
+    async def summaries(self, portfolio: str, kept: int, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` of ``portfolio``'s plan summaries from before the one it
+        keeps (plan_summaries_recorded); returns how many."""
+        status = await self._conn.execute(
+            "DELETE FROM plan_summaries WHERE ctid = ANY (ARRAY ("
+            " SELECT ctid FROM plan_summaries WHERE portfolio = $1 AND recorded_at <= $2"
+            " AND plan_version < $3 LIMIT $4))",
+            portfolio,
+            cutoff,
+            kept,
             limit,
         )
         return _count(status)

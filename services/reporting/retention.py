@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import zlib
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,6 +41,22 @@ ROWS = 10_000
 # sweep and answer ``as_of`` may differ by as much.
 SKEW = timedelta(minutes=1)
 
+# The index a sweep finds a project's rank moves from before the cutoff through, with their
+# ranking versions (``HistoryPurge.kept``). The moves' own index is by ranking version, through
+# which a sweep would read every move a project has, the whole window kept, each time. Built
+# when a retention first sweeps, not by a migration: it adds about half again to what a rank
+# move costs to write and to store (docs/reporting.md), which a history kept whole does not
+# need. Built concurrently, so rank moves go on meanwhile; an index left invalid by a build
+# that failed is dropped and built again.
+INDEX = "rank_history_time"
+BUILD_INDEX = (
+    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX}"
+    " ON rank_history (project_key, valid_from) INCLUDE (ranking_version)"
+)
+# One replica builds it at a time (a session's advisory lock, tried, never waited for: a
+# replica waiting for it inside a statement would hold up the build it waits for).
+BUILD_LOCK = zlib.crc32(b"pmo.reporting.rank_history_time") - 2**31
+
 
 @dataclass(frozen=True, slots=True)
 class Swept:
@@ -48,6 +65,13 @@ class Swept:
     versions: int = 0
     moves: int = 0
     summaries: int = 0
+
+    def __add__(self, other: Swept) -> Swept:
+        return Swept(
+            self.versions + other.versions,
+            self.moves + other.moves,
+            self.summaries + other.summaries,
+        )
 
 
 class HistoryRetention:
@@ -77,52 +101,107 @@ class HistoryRetention:
         return self._clock() - self._retention - SKEW
 
     async def sweep(self) -> Swept:
-        """Delete, from the whole history, what no instant from now's cutoff on reads."""
+        """Delete, from the whole history, what no instant from now's cutoff on reads. A batch
+        of projects, or a portfolio's summaries, that fails with an unexpected error is logged,
+        counted (``pmo_history_sweep_failures_total``) and left to the next sweep; the others
+        are swept. Transient failures propagate, to back off the whole sweep."""
+        if not await self.prepare():
+            log.info("history retention: another replica is building %s; sweeping later", INDEX)
+            return Swept()
         cutoff = self.cutoff()
-        versions = moves = summaries = 0
+        swept = Swept()
         after = ""
         while True:
             async with self._pool().acquire() as conn:
                 keys = await HistoryPurge(conn).project_keys(after, self._projects)
             if not keys:
                 break
-            while True:  # these projects' rows, at most ``rows`` of each table a transaction
-                async with self._pool().acquire() as conn, conn.transaction():
-                    done = await HistoryPurge(conn).projects(keys, cutoff, self._rows)
-                versions += done[0]
-                moves += done[1]
-                metrics.HISTORY_PURGED.labels("projects_history").inc(done[0])
-                metrics.HISTORY_PURGED.labels("rank_history").inc(done[1])
-                await asyncio.sleep(0)  # the consumers' turn between transactions
-                if max(done) < self._rows:
-                    break
+            swept += await self._isolated(
+                f"the projects from {keys[0]!r}", self._projects_of(keys, cutoff)
+            )
             after = keys[-1]
         async with self._pool().acquire() as conn:
             portfolios = await HistoryPurge(conn).portfolios()
         for portfolio in portfolios:
-            while True:
-                async with self._pool().acquire() as conn:
-                    deleted = await HistoryPurge(conn).summaries(portfolio, cutoff, self._rows)
-                summaries += deleted
-                metrics.HISTORY_PURGED.labels("plan_summaries").inc(deleted)
-                await asyncio.sleep(0)
-                if deleted < self._rows:
-                    break
-        swept = Swept(versions, moves, summaries)
+            swept += await self._isolated(
+                f"{portfolio}'s plan summaries", self._summaries_of(portfolio, cutoff)
+            )
         log.info(
             "history before %s swept: %d versions, %d rank moves, %d plan summaries deleted",
             cutoff.isoformat(),
-            versions,
-            moves,
-            summaries,
+            swept.versions,
+            swept.moves,
+            swept.summaries,
         )
         return swept
 
+    async def prepare(self) -> bool:
+        """Whether the sweep's index is there (``INDEX``), built now if it is not; False when
+        another replica is building it."""
+        async with self._pool().acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", BUILD_LOCK):
+                return False
+            try:
+                valid: bool | None = await conn.fetchval(
+                    f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
+                )
+                if valid:
+                    return True
+                if valid is not None:
+                    log.warning("history retention: %s was left invalid; building it again", INDEX)
+                    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
+                log.info("history retention: building %s", INDEX)
+                await conn.execute(BUILD_INDEX)
+                return True
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
+
+    async def _isolated(self, what: str, work: Awaitable[Swept]) -> Swept:
+        try:
+            return await work
+        except Exception as exc:  # classified: transient ones propagate to back off
+            if is_transient(exc):
+                raise
+            metrics.HISTORY_SWEEP_FAILURES.inc()
+            log.exception("history retention: sweeping %s failed; left to the next sweep", what)
+            return Swept()
+
+    async def _projects_of(self, keys: Sequence[str], cutoff: datetime) -> Swept:
+        """Sweep ``keys``' versions and rank moves, at most ``rows`` of each a transaction."""
+        async with self._pool().acquire() as conn:
+            kept = await HistoryPurge(conn).kept(keys, cutoff)
+        swept = Swept()
+        while True:
+            async with self._pool().acquire() as conn, conn.transaction():
+                versions, moves = await HistoryPurge(conn).projects(kept, cutoff, self._rows)
+            metrics.HISTORY_PURGED.labels("projects_history").inc(versions)
+            metrics.HISTORY_PURGED.labels("rank_history").inc(moves)
+            swept += Swept(versions=versions, moves=moves)
+            await asyncio.sleep(0)  # the consumers' turn between transactions
+            if max(versions, moves) < self._rows:
+                return swept
+
+    async def _summaries_of(self, portfolio: str, cutoff: datetime) -> Swept:
+        """Sweep ``portfolio``'s plan summaries, at most ``rows`` a statement."""
+        async with self._pool().acquire() as conn:
+            kept = await HistoryPurge(conn).kept_summary(portfolio, cutoff)
+        deleted = 0
+        while kept is not None:
+            async with self._pool().acquire() as conn:
+                done = await HistoryPurge(conn).summaries(portfolio, kept, cutoff, self._rows)
+            metrics.HISTORY_PURGED.labels("plan_summaries").inc(done)
+            deleted += done
+            await asyncio.sleep(0)
+            if done < self._rows:
+                break
+        return Swept(summaries=deleted)
+
     async def run(self) -> None:
         """Sweep until cancelled: at once, then an interval after each sweep ends. A transient
-        failure backs off and retries (``keep_running``); any other is logged, counted
-        (``pmo_history_sweep_failures_total``) and tried again at the next interval: the
-        history's housekeeping never stops the consumers beside it."""
+        failure backs off and retries (``keep_running``); any other (beyond a batch's, which
+        ``sweep`` isolates) is logged, counted (``pmo_history_sweep_failures_total``) and tried
+        again at the next interval: the history's housekeeping never stops the consumers
+        beside it."""
 
         async def sweep() -> bool:
             try:

@@ -4,6 +4,9 @@ own queries), an instant before the cutoff no longer does, and the API refuses o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,8 +17,13 @@ from prometheus_client import REGISTRY
 
 from services.reporting.api import create_api
 from services.reporting.app import build
-from services.reporting.repository import ProjectFilter, ReadModelQueries, ReadModelWriter
-from services.reporting.retention import SKEW, HistoryRetention, Swept
+from services.reporting.repository import (
+    HistoryPurge,
+    ProjectFilter,
+    ReadModelQueries,
+    ReadModelWriter,
+)
+from services.reporting.retention import BUILD_LOCK, INDEX, SKEW, HistoryRetention, Swept
 from services.reporting.settings import ReportingSettings
 from shared.contracts.capacity import Cell, PortfolioPlanned
 from shared.contracts.events import Contribution, ProjectScored, RankChange
@@ -25,6 +33,7 @@ from tests.helpers import eventually, project_changed
 pytestmark = pytest.mark.integration
 
 PORTFOLIO = "kept"
+OTHER = "other"
 PROJECTS = ("P1", "P2", "P3")
 TOKEN = "retention-token-1234"
 RETENTION = timedelta(days=30)
@@ -55,9 +64,9 @@ def moves(version: int, *order: str) -> list[tuple[int, RankChange]]:
     ]
 
 
-def summary(version: int) -> PortfolioPlanned:
+def summary(version: int, portfolio: str = PORTFOLIO) -> PortfolioPlanned:
     return PortfolioPlanned(
-        portfolio=PORTFOLIO,
+        portfolio=portfolio,
         plan_version=version,
         horizon_start="2027-01",
         horizon_months=1,
@@ -70,7 +79,8 @@ def summary(version: int) -> PortfolioPlanned:
 
 async def step(conn: asyncpg.Connection[Any], revisions: dict[str, int], version: int) -> datetime:
     """One transaction of changes: new revisions of some projects, a re-ranking (version
-    ``version`` > 1) or the first scores, a plan summary; returns the instant after it."""
+    ``version`` > 1) or the first scores, a plan summary, and one of another portfolio with
+    higher plan versions; returns the instant after it."""
     async with conn.transaction():
         writer = ReadModelWriter(conn)
         await writer.apply_projects(
@@ -81,9 +91,20 @@ async def step(conn: asyncpg.Connection[Any], revisions: dict[str, int], version
         else:
             order = PROJECTS[version % 3 :] + PROJECTS[: version % 3]
             await writer.move_ranks(moves(version, *order))
-        await writer.add_summaries([summary(version)])
+        await writer.add_summaries([summary(version), summary(version + 100, OTHER)])
     instant: datetime = await conn.fetchval("SELECT clock_timestamp()")
     return instant
+
+
+def at_cutoff(
+    pool: asyncpg.Pool[Any],
+    cutoff: datetime,
+    kind: type[HistoryRetention] = HistoryRetention,
+    **options: int,
+) -> HistoryRetention:
+    """A retention of ``kind`` whose cutoff is ``cutoff``."""
+    clock = lambda: cutoff + RETENTION + SKEW  # noqa: E731
+    return kind(lambda: pool, RETENTION, clock, interval=3600, **options)
 
 
 async def read(queries: ReadModelQueries, at: datetime | None) -> tuple[Any, ...]:
@@ -119,10 +140,11 @@ async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     rows recorded by the cutoff that a later one of theirs, also recorded by then, replaces:
     P1's first two versions and P2's first; each project's move of ranking 2, and P3's of
     ranking 3 (its newest ranking by then is 10, the latest by time 3); the first two plan
-    summaries. Nothing else: the portfolio reads the same at the cutoff and after the fourth
-    transaction, through the API's queries and BI's history views, and no longer the same at
-    the first instant. The sweep goes through the projects two at a time and deletes a row of
-    each table a transaction, and a second sweep finds nothing left to delete."""
+    summaries of each portfolio. Nothing else: the portfolio reads the same at the cutoff and
+    after the fourth transaction, through the API's queries and BI's history views, and no
+    longer the same at the first instant. A statement deletes at most its limit; the sweep
+    goes through the projects two at a time and deletes a row of each table a transaction,
+    and a second sweep finds nothing left to delete."""
     async with reporting_pool.acquire() as conn:
         first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
         await step(conn, {"P1": 2, "P2": 2}, 2)
@@ -148,20 +170,17 @@ async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     assert at_first[0] == 3
     assert at_first[2] is not None
     assert at_first[2][0] == 1
-    assert await counts(reporting_pool) == (3 + 2 + 1 + 1, 3 * 3 + 1, 4)
+    assert await counts(reporting_pool) == (3 + 2 + 1 + 1, 3 * 3 + 1, 2 * 4)
 
-    retention = HistoryRetention(
-        lambda: reporting_pool,
-        RETENTION,
-        lambda: cutoff + RETENTION + SKEW,
-        interval=3600,
-        projects=2,
-        rows=1,
-    )
+    retention = at_cutoff(reporting_pool, cutoff, projects=2, rows=1)
     assert retention.cutoff() == cutoff
-    assert await retention.sweep() == Swept(versions=3, moves=4, summaries=2)
+    async with reporting_pool.acquire() as conn:
+        purge = HistoryPurge(conn)
+        kept = await purge.kept([f"{PORTFOLIO}/jira/{p}" for p in PROJECTS], cutoff)
+        assert await purge.projects(kept, cutoff, 1) == (1, 1)  # at most a row of each
+    assert await retention.sweep() == Swept(versions=3 - 1, moves=4 - 1, summaries=2 + 2)
 
-    assert await counts(reporting_pool) == (4, 6, 2)
+    assert await counts(reporting_pool) == (4, 6, 2 + 2)
     assert [await read(queries, at) for at in instants] == before
     assert await kept_views(reporting_pool, cutoff) == views
     assert await read(queries, first) != at_first
@@ -190,33 +209,94 @@ async def kept_views(pool: asyncpg.Pool[Any], cutoff: datetime) -> tuple[Any, ..
 async def test_the_api_refuses_an_instant_before_the_kept_history(
     reporting_pool: asyncpg.Pool[Any],
 ) -> None:
-    """With a retention, ``as_of`` before the window is a 422 naming the earliest instant kept,
-    on every endpoint that takes it; within the window the answer is the history's."""
+    """With a retention of 30 days, every endpoint that takes ``as_of`` (all those the OpenAPI
+    document lists with it) answers one 31 days back, with or without an offset, with a 422
+    naming the earliest instant kept then, and one 29 days back or now from the history (a
+    project that did not exist yet is a 404, not a refusal)."""
     async with reporting_pool.acquire() as conn:
         await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
     settings = ReportingSettings(api_token=TOKEN, history_retention_days=30)
     app = create_api(settings, lambda: ReadModelQueries(reporting_pool))
+    placeholders = {"portfolio": PORTFOLIO, "source": "jira", "external_id": "P1"}
+    paths = [
+        path.format(**placeholders)
+        for path, operations in app.openapi()["paths"].items()
+        if "get" in operations
+        and any(p["name"] == "as_of" for p in operations["get"].get("parameters", []))
+    ]
+    assert len(paths) >= 8, paths
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://t",
         headers={"Authorization": f"Bearer {TOKEN}"},
     ) as client:
-        now = datetime.now(UTC)
-        for path in (
-            f"/api/v1/portfolios/{PORTFOLIO}/projects",
-            f"/api/v1/portfolios/{PORTFOLIO}/projects/jira/P1",
-            f"/api/v1/portfolios/{PORTFOLIO}/capacity",
-        ):
-            old = await client.get(path, params={"as_of": (now - timedelta(days=31)).isoformat()})
-            assert old.status_code == 422, (path, old.text)
-            assert "kept for 30 days" in old.text
-            assert old.json()["detail"][0]["loc"] == ["query", "as_of"]
-            kept = await client.get(path, params={"as_of": now.isoformat()})
-            assert kept.status_code == 200, (path, kept.text)
+        for path in paths:
+            now = datetime.now(UTC)
+            for old in (now - timedelta(days=31), (now - timedelta(days=31)).replace(tzinfo=None)):
+                refused = await client.get(path, params={"as_of": old.isoformat()})
+                assert refused.status_code == 422, (path, old, refused.text)
+                detail = refused.json()["detail"][0]
+                assert detail["loc"] == ["query", "as_of"]
+                named = datetime.fromisoformat(detail["msg"].rsplit(" ", 1)[-1])
+                assert "kept for 30 days" in detail["msg"]
+                assert abs(named - (now - timedelta(days=30))) < timedelta(seconds=5), detail
+            # 29 days back the project did not exist yet: its own endpoint answers 404.
+            earlier = await client.get(
+                path, params={"as_of": (now - timedelta(days=29)).isoformat()}
+            )
+            assert earlier.status_code in (200, 404), (path, earlier.text)
+            answered = await client.get(path, params={"as_of": now.isoformat()})
+            assert answered.status_code == 200, (path, answered.text)
         listed = await client.get(
-            f"/api/v1/portfolios/{PORTFOLIO}/projects", params={"as_of": now.isoformat()}
+            f"/api/v1/portfolios/{PORTFOLIO}/projects",
+            params={"as_of": datetime.now(UTC).isoformat()},
         )
         assert listed.json()["total"] == 3
+
+
+async def test_a_failing_batch_is_left_to_the_next_sweep_and_the_worker_goes_on(
+    reporting_pool: asyncpg.Pool[Any],
+) -> None:
+    """A batch of projects that fails with an unexpected error is counted and skipped: the
+    sweep goes on to the next batch and the plan summaries. And a worker whose whole sweep
+    fails keeps running, sweeping again at its interval."""
+    async with reporting_pool.acquire() as conn:
+        await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
+        await step(conn, {"P1": 2, "P2": 2, "P3": 2}, 2)
+        cutoff = await step(conn, {"P1": 3, "P2": 3, "P3": 3}, 3)
+
+    class FirstBatchFails(HistoryRetention):
+        async def _projects_of(self, keys: Sequence[str], cutoff: datetime) -> Swept:
+            if f"{PORTFOLIO}/jira/P1" in keys:
+                raise ValueError("a batch that cannot be swept")
+            return await super()._projects_of(keys, cutoff)
+
+    failures = REGISTRY.get_sample_value("pmo_history_sweep_failures_total") or 0.0
+    retention = at_cutoff(reporting_pool, cutoff, FirstBatchFails, projects=1)
+    # P1 is skipped; P2's and P3's first two versions and ranking 2's moves go, and the first
+    # two summaries of each portfolio.
+    assert await retention.sweep() == Swept(versions=2 * 2, moves=2, summaries=2 * 2)
+    assert REGISTRY.get_sample_value("pmo_history_sweep_failures_total") == failures + 1
+
+    class SweepFails(HistoryRetention):
+        async def sweep(self) -> Swept:
+            raise RuntimeError("the whole sweep fails")
+
+    worker = asyncio.create_task(
+        SweepFails(lambda: reporting_pool, RETENTION, lambda: cutoff, interval=0.01).run()
+    )
+
+    async def failed_again() -> bool:
+        counted = REGISTRY.get_sample_value("pmo_history_sweep_failures_total") or 0.0
+        return counted >= failures + 4
+
+    try:
+        await eventually(failed_again, what="the worker sweeping again after failures")
+        assert not worker.done()
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
 
 
 async def test_a_worker_with_a_retention_sweeps_its_history(
@@ -263,3 +343,48 @@ async def test_a_worker_with_a_retention_sweeps_its_history(
 
         await eventually(swept, what="the oldest version swept")
     assert REGISTRY.get_sample_value("pmo_history_purged_total", labels) == purged + 1
+
+
+async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid(
+    reporting_pool: asyncpg.Pool[Any], database: DatabaseSettings
+) -> None:
+    """The rank moves' index by time is not there until a retention first sweeps, which builds
+    it; an index a failed build left invalid is built again; while another replica holds the
+    build, a sweep waits for the next interval and deletes nothing."""
+    valid = f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
+    assert await reporting_pool.fetchval(valid) is None
+    retention = HistoryRetention(
+        lambda: reporting_pool, RETENTION, lambda: datetime.now(UTC), interval=3600
+    )
+    assert await retention.sweep() == Swept()
+    assert await reporting_pool.fetchval(valid) is True
+
+    admin = await asyncpg.connect(database.url)
+    try:
+        await admin.execute(
+            "UPDATE pg_index SET indisvalid = false"
+            f" WHERE indexrelid = 'reporting.{INDEX}'::regclass"
+        )
+    finally:
+        await admin.close()
+    assert await reporting_pool.fetchval(valid) is False
+    assert await retention.prepare()
+    assert await reporting_pool.fetchval(valid) is True
+
+    async with reporting_pool.acquire() as conn:
+        await step(conn, {"P1": 1}, 1)
+        await step(conn, {"P1": 2}, 2)
+    later = HistoryRetention(  # its cutoff: the instant it sweeps
+        lambda: reporting_pool,
+        RETENTION,
+        lambda: datetime.now(UTC) + RETENTION + SKEW,
+        interval=3600,
+    )
+    async with reporting_pool.acquire() as other:
+        await other.execute("SELECT pg_advisory_lock($1)", BUILD_LOCK)
+        try:
+            assert not await later.prepare()
+            assert await later.sweep() == Swept()
+        finally:
+            await other.execute("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
+    assert await later.sweep() == Swept(versions=1, moves=0, summaries=2)
