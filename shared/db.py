@@ -33,7 +33,9 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     connections: locks and settings are transaction-scoped, the search path is a startup
     parameter, and the outbox relay, whose turn is a session lock, gives it back with its
     settings and removes its listener before it releases its connection
-    (tests/shared_infra/test_locks.py and test_outbox.py check that nothing leaks)."""
+    (tests/shared_infra/test_locks.py and test_outbox.py check that nothing leaks); so does
+    reporting's history retention with its index build's lock, or closes the connection
+    (tests/reporting/integration/test_history_retention.py)."""
 
 
 def usable(conn: Any) -> bool:

@@ -65,7 +65,7 @@ HISTORY_PURGED = Counter(
 )
 HISTORY_SWEEP_FAILURES = Counter(
     "pmo_history_sweep_failures_total",
-    "Sweeps of the history's retention that failed with an unexpected error",
+    "Sweeps of the history's retention, or parts of one, that failed with an unexpected error",
 )
 CONSUMER_LAG = Gauge(
     "pmo_consumer_lag",

@@ -3,10 +3,11 @@
 Every change of a project, every rank move and every plan summary is kept so that the API's
 ``as_of`` and BI's history views can read any past instant (docs/reporting.md). A busy
 portfolio's history grows by hundreds of megabytes a day, most of it rank moves. With
-``PMO_REPORTING_HISTORY_RETENTION_DAYS`` set, a worker sweeps the history every
-``PMO_REPORTING_HISTORY_SWEEP_INTERVAL_SECONDS`` and deletes what no instant within the window
-reads (``HistoryPurge``): an instant in the window reads the same before and after a sweep, and
-the API refuses an instant before the window rather than answer from a partial history.
+``PMO_REPORTING_HISTORY_RETENTION_DAYS`` set, a worker sweeps the history as it starts and
+``PMO_REPORTING_HISTORY_SWEEP_INTERVAL_SECONDS`` after each sweep, and deletes what no instant
+within the window reads (``HistoryPurge``): an instant in the window reads the same before and
+after a sweep, and the API refuses an instant before the window rather than answer from a
+partial history.
 
 A sweep goes through the projects by key, a few hundred at a time, and deletes their rows a
 bounded number a transaction, so that it never holds many rows' locks or one long transaction
@@ -58,6 +59,14 @@ BUILD_INDEX = (
 BUILD_LOCK = zlib.crc32(b"pmo.reporting.rank_history_time") - 2**31
 
 
+async def _valid(conn: Any) -> bool | None:
+    """Whether ``INDEX`` is valid; None when there is none."""
+    valid: bool | None = await conn.fetchval(
+        f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
+    )
+    return valid
+
+
 @dataclass(frozen=True, slots=True)
 class Swept:
     """What one sweep deleted."""
@@ -91,6 +100,8 @@ class HistoryRetention:
         self._retention = retention
         self._clock = clock
         self._interval = interval
+        if projects < 1 or rows < 1:
+            raise ValueError("a sweep takes at least one project and one row at a time")
         self._projects = projects
         self._rows = rows
 
@@ -105,7 +116,17 @@ class HistoryRetention:
         of projects, or a portfolio's summaries, that fails with an unexpected error is logged,
         counted (``pmo_history_sweep_failures_total``) and left to the next sweep; the others
         are swept. Transient failures propagate, to back off the whole sweep."""
-        if not await self.prepare():
+        try:
+            ready = await self.prepare()
+        except Exception as exc:  # classified: transient ones propagate to back off
+            if is_transient(exc):
+                raise
+            # The deletes are right without it, only slower; a full disk, say, is no reason
+            # to stop freeing it.
+            metrics.HISTORY_SWEEP_FAILURES.inc()
+            log.exception("history retention: could not build %s; sweeping without it", INDEX)
+            ready = True
+        if not ready:
             log.info("history retention: another replica is building %s; sweeping later", INDEX)
             return Swept()
         cutoff = self.cutoff()
@@ -137,14 +158,16 @@ class HistoryRetention:
 
     async def prepare(self) -> bool:
         """Whether the sweep's index is there (``INDEX``), built now if it is not; False when
-        another replica is building it."""
+        another replica is building it. The build's lock is the session's: given back before
+        the connection returns to the pool, or the connection is closed, which gives it back,
+        when that fails or is cancelled (the pool keeps no session state; shared/db.py)."""
         async with self._pool().acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", BUILD_LOCK):
-                return False
+            if await _valid(conn):
+                return True
             try:
-                valid: bool | None = await conn.fetchval(
-                    f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
-                )
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", BUILD_LOCK):
+                    return False
+                valid = await _valid(conn)  # built meanwhile by the lock's last holder?
                 if valid:
                     return True
                 if valid is not None:
@@ -154,7 +177,11 @@ class HistoryRetention:
                 await conn.execute(BUILD_INDEX)
                 return True
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
+                try:
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+                except BaseException:
+                    conn.terminate()
+                    raise
 
     async def _isolated(self, what: str, work: Awaitable[Swept]) -> Swept:
         try:

@@ -350,7 +350,7 @@ async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid
 ) -> None:
     """The rank moves' index by time is not there until a retention first sweeps, which builds
     it; an index a failed build left invalid is built again; while another replica holds the
-    build, a sweep waits for the next interval and deletes nothing."""
+    build of an index not yet valid, a sweep deletes nothing and leaves it to the next."""
     valid = f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
     assert await reporting_pool.fetchval(valid) is None
     retention = HistoryRetention(
@@ -359,14 +359,7 @@ async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid
     assert await retention.sweep() == Swept()
     assert await reporting_pool.fetchval(valid) is True
 
-    admin = await asyncpg.connect(database.url)
-    try:
-        await admin.execute(
-            "UPDATE pg_index SET indisvalid = false"
-            f" WHERE indexrelid = 'reporting.{INDEX}'::regclass"
-        )
-    finally:
-        await admin.close()
+    await mark_invalid(database)
     assert await reporting_pool.fetchval(valid) is False
     assert await retention.prepare()
     assert await reporting_pool.fetchval(valid) is True
@@ -380,6 +373,7 @@ async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid
         lambda: datetime.now(UTC) + RETENTION + SKEW,
         interval=3600,
     )
+    await mark_invalid(database)
     async with reporting_pool.acquire() as other:
         await other.execute("SELECT pg_advisory_lock($1)", BUILD_LOCK)
         try:
@@ -387,4 +381,62 @@ async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid
             assert await later.sweep() == Swept()
         finally:
             await other.execute("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
+    assert await reporting_pool.fetchval(valid) is False
     assert await later.sweep() == Swept(versions=1, moves=0, summaries=2)
+    assert await reporting_pool.fetchval(valid) is True
+
+
+async def mark_invalid(database: DatabaseSettings) -> None:
+    """Mark the sweep's index invalid, as a build that failed leaves it."""
+    admin = await asyncpg.connect(database.url)
+    try:
+        await admin.execute(
+            "UPDATE pg_index SET indisvalid = false"
+            f" WHERE indexrelid = 'reporting.{INDEX}'::regclass"
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_build_cancelled_midway_leaves_no_lock_and_is_built_again(
+    reporting_pool: asyncpg.Pool[Any],
+) -> None:
+    """A build waits for the transactions writing rank moves when it starts. Cancelled while it
+    waits (a stop), it gives its lock back before its connection returns to the pool, and the
+    index it left invalid is dropped and built again by the next sweep."""
+    valid = f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
+    locks = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    retention = HistoryRetention(
+        lambda: reporting_pool, RETENTION, lambda: datetime.now(UTC), interval=3600
+    )
+    async with reporting_pool.acquire() as writer:
+        writing = writer.transaction()
+        await writing.start()
+        await writer.execute(
+            "INSERT INTO rank_history (project_key, portfolio, ranking_version, rank)"
+            " VALUES ('kept/jira/W', 'kept', 1, 1)"
+        )
+        building = asyncio.create_task(retention.prepare())
+
+        async def waiting() -> bool:
+            return await reporting_pool.fetchval(valid) is False
+
+        await eventually(waiting, what="the build waiting for the writing transaction")
+        building.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await building
+        await writing.rollback()
+
+    async def unlocked() -> bool:
+        return await reporting_pool.fetchval(locks) == 0
+
+    # Given back by its session, or with it: a connection whose unlock could not run after the
+    # cancel is closed, and its backend ends once the cancelled build does.
+    await eventually(unlocked, within=10, what="the build's lock given back")
+    assert await reporting_pool.fetchval(valid) is False
+    assert await retention.prepare()
+    assert await reporting_pool.fetchval(valid) is True
+    assert await reporting_pool.fetchval(locks) == 0
