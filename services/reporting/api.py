@@ -507,7 +507,10 @@ def api_router(
 
     AsOf = Annotated[
         datetime | None,
-        Query(description="Read the portfolio as it was at this instant."),
+        Query(
+            description="Read the portfolio as it was at this instant (UTC without an offset;"
+            " before the history's retention window, a 422)."
+        ),
         AfterValidator(within_history),
     ]
     Fmt = Annotated[Format | None, Query(alias="format", description="json (default) or csv")]
