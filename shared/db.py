@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,29 @@ async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
     (tests/shared_infra/test_locks.py and test_outbox.py check that nothing leaks); so does
     reporting's history retention with its index build's lock, or closes the connection
     (tests/reporting/integration/test_history_retention.py)."""
+
+
+@contextlib.contextmanager
+def closed_on_failure(conn: Any) -> Iterator[None]:
+    """Close pooled connection ``conn`` at once if the block, which gives back what its session
+    holds (the relay's turn and settings, a listener, a session lock), fails or is cancelled:
+    what it holds is then not known to be given back, and the pool would hand it on as it is; a
+    closed session's locks the server releases. A failure of the connection ends here, anything
+    else goes on."""
+    try:
+        yield
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        _close(conn)
+    except BaseException:
+        _close(conn)
+        raise
+
+
+def _close(conn: Any) -> None:
+    """Close a pooled connection at once; one the pool took back already, when it broke, is
+    closed."""
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()
 
 
 def usable(conn: Any) -> bool:

@@ -8,10 +8,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from shared.errors import is_transient
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 async def keep_running(
@@ -58,8 +61,13 @@ class Isolation:
 
     async def run(self, name: str, work: Callable[[], Awaitable[int]]) -> int:
         """``work()``'s count for ``name``, or 0 if it failed or is waiting to be retried."""
+        return await self.attempt(name, work, 0)
+
+    async def attempt(self, name: str, work: Callable[[], Awaitable[T]], failed: T) -> T:
+        """``work()``'s result for ``name``, or ``failed`` if it failed or is waiting to be
+        retried."""
         if self._until.get(name, 0.0) > time.monotonic():
-            return 0
+            return failed
         try:
             done = await work()
         except Exception as exc:  # classified: transient ones propagate
@@ -69,6 +77,6 @@ class Isolation:
                 self._on_failure()
             log.exception("%s %s failed; retrying in %g s", self._what, name, self._retry_after)
             self._until[name] = time.monotonic() + self._retry_after
-            return 0
+            return failed
         self._until.pop(name, None)
         return done

@@ -17,7 +17,7 @@ import logging
 import time
 import weakref
 import zlib
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from pydantic_core import from_json, to_json
 
 from shared import metrics
 from shared.broker import portfolio_partitioner
-from shared.db import insert_rows, usable
+from shared.db import closed_on_failure, insert_rows, usable
 from shared.errors import is_transient
 from shared.tracing import context_headers
 
@@ -337,7 +337,7 @@ class OutboxRelay:
         the server releases what its session held."""
         if not usable(conn):
             return
-        with _closed_on_failure(conn):
+        with closed_on_failure(conn):
             await conn.execute(
                 "SELECT pg_advisory_unlock_all(); RESET enable_sort; RESET enable_seqscan;"
                 " RESET synchronous_commit;"
@@ -435,30 +435,8 @@ class OutboxRelay:
         self._holder = None
         try:
             if usable(conn):
-                with _closed_on_failure(conn):
+                with closed_on_failure(conn):
                     await conn.remove_listener(self.channel, self._on_notify)
                 await self.give_turn(conn)
         finally:
             await self._pool.release(conn)  # a no-op when the pool took it back already
-
-
-@contextlib.contextmanager
-def _closed_on_failure(conn: PoolConnectionProxy[Any]) -> Iterator[None]:
-    """Close ``conn`` at once if the block fails or is cancelled: what its session holds (the
-    turn, the relay's settings, a listener) is then not known to be given back, and the pool
-    would hand it on as it is; a closed session's locks the server releases. A failure of the
-    connection ends here, anything else goes on."""
-    try:
-        yield
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-        _close(conn)
-    except BaseException:
-        _close(conn)
-        raise
-
-
-def _close(conn: PoolConnectionProxy[Any]) -> None:
-    """Close a pooled connection at once; one the pool took back already, when it broke, is
-    closed."""
-    with contextlib.suppress(asyncpg.InterfaceError):
-        conn.terminate()

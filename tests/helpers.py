@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.cli.publishing import partitions_of
 from shared.consumer_record import Record
-from shared.contracts.events import ProjectChanged, ProjectState
+from shared.contracts.events import Contribution, ProjectChanged, ProjectScored, ProjectState
 from shared.outbox import OutboxMessage
 
 T = TypeVar("T")
@@ -58,6 +58,28 @@ def project_changed(
             source="jira",
             external_id=external_id,
         ),
+    )
+
+
+def project_scored(
+    portfolio: str, external_id: str, *, ranking_version: int, rank: int, score: float
+) -> ProjectScored:
+    """Scoring's score of revision 1 of project ``external_id`` (source "jira") of
+    ``portfolio`` in ranking ``ranking_version``, its one contribution the whole score."""
+    return ProjectScored(
+        project_key=f"{portfolio}/jira/{external_id}",
+        portfolio=portfolio,
+        project_revision=1,
+        ranking_version=ranking_version,
+        model="weighted-default",
+        model_version=1,
+        score=score,
+        rank=rank,
+        mandatory=False,
+        explanation=[
+            Contribution(criterion="risk", raw=2, normalised=0.5, weight=1, contribution=score)
+        ],
+        cause="project_revision",
     )
 
 

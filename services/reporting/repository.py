@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -759,6 +760,16 @@ async def truncate_read_model(conn: Any) -> None:
     await conn.execute(f"TRUNCATE {', '.join(READ_MODEL_TABLES)}")
 
 
+# The index a sweep of the history finds a project's rank moves from before its cutoff through,
+# with their ranking versions (``HistoryPurge.kept``). The moves' own index is by ranking
+# version, through which a sweep would read every move a project has, the whole window kept,
+# each time. The retention builds it when it first sweeps (services/reporting/retention.py),
+# not a migration: it adds about half again to what a rank move costs to write and to store
+# (docs/reporting.md), which a history kept whole does not need.
+RANK_MOVES_BY_TIME = "rank_history_time"
+BUILD_LOCK = zlib.crc32(b"pmo.reporting.rank_history_time") - 2**31
+
+
 @dataclass(frozen=True, slots=True)
 class KeptHistory:
     """Of some projects' history recorded by a cutoff, what each keeps: its last version's
@@ -786,6 +797,37 @@ class HistoryPurge:
 
     def __init__(self, conn: asyncpg.Connection[Any] | PoolConnectionProxy[Any]) -> None:
         self._conn = conn
+
+    async def index_valid(self) -> bool | None:
+        """Whether the sweep's index on the rank moves (``RANK_MOVES_BY_TIME``) is valid; None
+        when there is none."""
+        valid: bool | None = await self._conn.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)",
+            RANK_MOVES_BY_TIME,
+        )
+        return valid
+
+    async def take_build(self) -> bool:
+        """The session's lock on building that index, if no other session has it (tried,
+        never waited for: a session waiting for it inside a statement would hold up the
+        concurrent build it waits for)."""
+        taken: bool = await self._conn.fetchval("SELECT pg_try_advisory_lock($1)", BUILD_LOCK)
+        return taken
+
+    async def give_build(self) -> None:
+        """Give the build's lock back (and any other of the session's: a pooled connection
+        holds none; shared/db.py)."""
+        await self._conn.execute("SELECT pg_advisory_unlock_all()")
+
+    async def build_index(self, *, invalid: bool) -> None:
+        """Build the index concurrently, outside a transaction; one left ``invalid`` by a
+        build that failed is dropped first."""
+        if invalid:
+            await self._conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {RANK_MOVES_BY_TIME}")
+        await self._conn.execute(
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {RANK_MOVES_BY_TIME}"
+            " ON rank_history (project_key, valid_from) INCLUDE (ranking_version)"
+        )
 
     async def project_keys(self, after: str, limit: int) -> list[str]:
         """The next ``limit`` projects with a history, by key after ``after`` (a sweep's

@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import asyncpg
 
-from services.reporting.repository import HistoryPurge
+from services.reporting.repository import RANK_MOVES_BY_TIME, HistoryPurge
 from shared import metrics
-from shared.errors import is_transient
-from shared.loops import keep_running
+from shared.db import closed_on_failure
+from shared.loops import Isolation, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +41,6 @@ ROWS = 10_000
 # How much earlier than the window's start a sweep's cutoff is: the clocks of the hosts that
 # sweep and answer ``as_of`` may differ by as much.
 SKEW = timedelta(minutes=1)
-
-# The index a sweep finds a project's rank moves from before the cutoff through, with their
-# ranking versions (``HistoryPurge.kept``). The moves' own index is by ranking version, through
-# which a sweep would read every move a project has, the whole window kept, each time. Built
-# when a retention first sweeps, not by a migration: it adds about half again to what a rank
-# move costs to write and to store (docs/reporting.md), which a history kept whole does not
-# need. Built concurrently, so rank moves go on meanwhile; an index left invalid by a build
-# that failed is dropped and built again.
-INDEX = "rank_history_time"
-BUILD_INDEX = (
-    f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {INDEX}"
-    " ON rank_history (project_key, valid_from) INCLUDE (ranking_version)"
-)
-# One replica builds it at a time (a session's advisory lock, tried, never waited for: a
-# replica waiting for it inside a statement would hold up the build it waits for).
-BUILD_LOCK = zlib.crc32(b"pmo.reporting.rank_history_time") - 2**31
-
-
-async def _valid(conn: Any) -> bool | None:
-    """Whether ``INDEX`` is valid; None when there is none."""
-    valid: bool | None = await conn.fetchval(
-        f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
-    )
-    return valid
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +80,13 @@ class HistoryRetention:
             raise ValueError("a sweep takes at least one project and one row at a time")
         self._projects = projects
         self._rows = rows
+        # A part of a sweep that fails with an unexpected error is logged, counted and left
+        # to the next sweep; the others go on, and nothing stops the consumers beside it.
+        self._isolation = Isolation(
+            "history retention:",
+            retry_after=interval,
+            on_failure=metrics.HISTORY_SWEEP_FAILURES.inc,
+        )
 
     def cutoff(self) -> datetime:
         """The earliest instant kept: everything from it on reads as it did. A minute before
@@ -116,18 +99,14 @@ class HistoryRetention:
         of projects, or a portfolio's summaries, that fails with an unexpected error is logged,
         counted (``pmo_history_sweep_failures_total``) and left to the next sweep; the others
         are swept. Transient failures propagate, to back off the whole sweep."""
-        try:
-            ready = await self.prepare()
-        except Exception as exc:  # classified: transient ones propagate to back off
-            if is_transient(exc):
-                raise
-            # The deletes are right without it, only slower; a full disk, say, is no reason
-            # to stop freeing it.
-            metrics.HISTORY_SWEEP_FAILURES.inc()
-            log.exception("history retention: could not build %s; sweeping without it", INDEX)
-            ready = True
+        # Without its index the deletes are right, only slower: a build that fails (a full
+        # disk, say) is no reason to stop freeing space.
+        ready = await self._isolation.attempt(f"building {RANK_MOVES_BY_TIME}", self.prepare, True)
         if not ready:
-            log.info("history retention: another replica is building %s; sweeping later", INDEX)
+            log.info(
+                "history retention: another replica is building %s; sweeping later",
+                RANK_MOVES_BY_TIME,
+            )
             return Swept()
         cutoff = self.cutoff()
         swept = Swept()
@@ -137,15 +116,19 @@ class HistoryRetention:
                 keys = await HistoryPurge(conn).project_keys(after, self._projects)
             if not keys:
                 break
-            swept += await self._isolated(
-                f"the projects from {keys[0]!r}", self._projects_of(keys, cutoff)
+            swept += await self._isolation.attempt(
+                f"sweeping the projects from {keys[0]!r}",
+                partial(self._projects_of, keys, cutoff),
+                Swept(),
             )
             after = keys[-1]
         async with self._pool().acquire() as conn:
             portfolios = await HistoryPurge(conn).portfolios()
         for portfolio in portfolios:
-            swept += await self._isolated(
-                f"{portfolio}'s plan summaries", self._summaries_of(portfolio, cutoff)
+            swept += await self._isolation.attempt(
+                f"sweeping {portfolio}'s plan summaries",
+                partial(self._summaries_of, portfolio, cutoff),
+                Swept(),
             )
         log.info(
             "history before %s swept: %d versions, %d rank moves, %d plan summaries deleted",
@@ -157,41 +140,32 @@ class HistoryRetention:
         return swept
 
     async def prepare(self) -> bool:
-        """Whether the sweep's index is there (``INDEX``), built now if it is not; False when
-        another replica is building it. The build's lock is the session's: given back before
-        the connection returns to the pool, or the connection is closed, which gives it back,
-        when that fails or is cancelled (the pool keeps no session state; shared/db.py)."""
+        """Whether the sweep's index is there (``RANK_MOVES_BY_TIME``), built now,
+        concurrently, if it is not (or was left invalid); False when another replica is
+        building it. The build's lock is the session's: given back before the connection
+        returns to the pool, or the connection is closed, which gives it back, when that fails
+        or is cancelled (the pool keeps no session state; shared/db.py)."""
         async with self._pool().acquire() as conn:
-            if await _valid(conn):
+            purge = HistoryPurge(conn)
+            if await purge.index_valid():
                 return True
             try:
-                if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", BUILD_LOCK):
+                if not await purge.take_build():
                     return False
-                valid = await _valid(conn)  # built meanwhile by the lock's last holder?
+                valid = await purge.index_valid()  # built meanwhile by the lock's last holder?
                 if valid:
                     return True
                 if valid is not None:
-                    log.warning("history retention: %s was left invalid; building it again", INDEX)
-                    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {INDEX}")
-                log.info("history retention: building %s", INDEX)
-                await conn.execute(BUILD_INDEX)
+                    log.warning(
+                        "history retention: %s was left invalid; building it again",
+                        RANK_MOVES_BY_TIME,
+                    )
+                log.info("history retention: building %s", RANK_MOVES_BY_TIME)
+                await purge.build_index(invalid=valid is not None)
                 return True
             finally:
-                try:
-                    await conn.execute("SELECT pg_advisory_unlock_all()")
-                except BaseException:
-                    conn.terminate()
-                    raise
-
-    async def _isolated(self, what: str, work: Awaitable[Swept]) -> Swept:
-        try:
-            return await work
-        except Exception as exc:  # classified: transient ones propagate to back off
-            if is_transient(exc):
-                raise
-            metrics.HISTORY_SWEEP_FAILURES.inc()
-            log.exception("history retention: sweeping %s failed; left to the next sweep", what)
-            return Swept()
+                with closed_on_failure(conn):
+                    await purge.give_build()
 
     async def _projects_of(self, keys: Sequence[str], cutoff: datetime) -> Swept:
         """Sweep ``keys``' versions and rank moves, at most ``rows`` of each a transaction."""
@@ -225,21 +199,12 @@ class HistoryRetention:
 
     async def run(self) -> None:
         """Sweep until cancelled: at once, then an interval after each sweep ends. A transient
-        failure backs off and retries (``keep_running``); any other (beyond a batch's, which
-        ``sweep`` isolates) is logged, counted (``pmo_history_sweep_failures_total``) and tried
-        again at the next interval: the history's housekeeping never stops the consumers
-        beside it."""
+        failure backs off and retries (``keep_running``); any other is logged, counted
+        (``pmo_history_sweep_failures_total``) and tried again at the next interval: the
+        history's housekeeping never stops the consumers beside it."""
 
         async def sweep() -> bool:
-            try:
-                await self.sweep()
-            except Exception as exc:  # classified: transient ones propagate to back off
-                if is_transient(exc):
-                    raise
-                metrics.HISTORY_SWEEP_FAILURES.inc()
-                log.exception(
-                    "history retention: the sweep failed; trying again in %g s", self._interval
-                )
+            await self._isolation.attempt("sweeping", self.sweep, Swept())
             return False
 
         await keep_running("history retention", sweep, lambda: asyncio.sleep(self._interval))

@@ -26,7 +26,7 @@ from shared.contracts.events import (
     ScoresChanged,
 )
 from shared.topics import Topic, TopicNames
-from tests.helpers import consumed
+from tests.helpers import consumed, project_scored
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +45,7 @@ def record(
 
 
 def scored(project: str, version: int, rank: int, score: float) -> ProjectScored:
-    return ProjectScored(
-        project_key=f"ranked/jira/{project}",
-        portfolio="ranked",
-        project_revision=1,
-        ranking_version=version,
-        model="weighted-default",
-        model_version=1,
-        score=score,
-        rank=rank,
-        mandatory=False,
-        explanation=[],
-        cause="project_revision",
-    )
+    return project_scored("ranked", project, ranking_version=version, rank=rank, score=score)
 
 
 def moved(version: int, **ranks: int | None) -> RankingChanged:

@@ -18,17 +18,19 @@ from prometheus_client import REGISTRY
 from services.reporting.api import create_api
 from services.reporting.app import build
 from services.reporting.repository import (
+    BUILD_LOCK,
+    RANK_MOVES_BY_TIME,
     HistoryPurge,
     ProjectFilter,
     ReadModelQueries,
     ReadModelWriter,
 )
-from services.reporting.retention import BUILD_LOCK, INDEX, SKEW, HistoryRetention, Swept
+from services.reporting.retention import SKEW, HistoryRetention, Swept
 from services.reporting.settings import ReportingSettings
 from shared.contracts.capacity import Cell, PortfolioPlanned
-from shared.contracts.events import Contribution, ProjectScored, RankChange
+from shared.contracts.events import RankChange
 from shared.settings import DatabaseSettings, KafkaSettings
-from tests.helpers import eventually, project_changed
+from tests.helpers import eventually, project_changed, project_scored
 
 pytestmark = pytest.mark.integration
 
@@ -37,24 +39,6 @@ OTHER = "other"
 PROJECTS = ("P1", "P2", "P3")
 TOKEN = "retention-token-1234"
 RETENTION = timedelta(days=30)
-
-
-def scored(p: str, rank: int) -> ProjectScored:
-    return ProjectScored(
-        project_key=f"{PORTFOLIO}/jira/{p}",
-        portfolio=PORTFOLIO,
-        project_revision=1,
-        ranking_version=1,
-        model="weighted-default",
-        model_version=1,
-        score=10.0 * rank,
-        rank=rank,
-        mandatory=False,
-        explanation=[
-            Contribution(criterion="risk", raw=2, normalised=0.5, weight=1, contribution=1.0)
-        ],
-        cause="project_revision",
-    )
 
 
 def moves(version: int, *order: str) -> list[tuple[int, RankChange]]:
@@ -87,7 +71,12 @@ async def step(conn: asyncpg.Connection[Any], revisions: dict[str, int], version
             [project_changed(PORTFOLIO, p, r) for p, r in revisions.items()]
         )
         if version == 1:
-            await writer.apply_scores([scored(p, rank) for rank, p in enumerate(PROJECTS, 1)])
+            await writer.apply_scores(
+                [
+                    project_scored(PORTFOLIO, p, ranking_version=1, rank=rank, score=10.0 * rank)
+                    for rank, p in enumerate(PROJECTS, 1)
+                ]
+            )
         else:
             order = PROJECTS[version % 3 :] + PROJECTS[: version % 3]
             await writer.move_ranks(moves(version, *order))
@@ -351,18 +340,17 @@ async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid
     """The rank moves' index by time is not there until a retention first sweeps, which builds
     it; an index a failed build left invalid is built again; while another replica holds the
     build of an index not yet valid, a sweep deletes nothing and leaves it to the next."""
-    valid = f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
-    assert await reporting_pool.fetchval(valid) is None
+    assert await index_valid(reporting_pool) is None
     retention = HistoryRetention(
         lambda: reporting_pool, RETENTION, lambda: datetime.now(UTC), interval=3600
     )
     assert await retention.sweep() == Swept()
-    assert await reporting_pool.fetchval(valid) is True
+    assert await index_valid(reporting_pool) is True
 
     await mark_invalid(database)
-    assert await reporting_pool.fetchval(valid) is False
+    assert await index_valid(reporting_pool) is False
     assert await retention.prepare()
-    assert await reporting_pool.fetchval(valid) is True
+    assert await index_valid(reporting_pool) is True
 
     async with reporting_pool.acquire() as conn:
         await step(conn, {"P1": 1}, 1)
@@ -381,9 +369,14 @@ async def test_the_first_sweep_builds_its_index_once_and_again_when_left_invalid
             assert await later.sweep() == Swept()
         finally:
             await other.execute("SELECT pg_advisory_unlock($1)", BUILD_LOCK)
-    assert await reporting_pool.fetchval(valid) is False
+    assert await index_valid(reporting_pool) is False
     assert await later.sweep() == Swept(versions=1, moves=0, summaries=2)
-    assert await reporting_pool.fetchval(valid) is True
+    assert await index_valid(reporting_pool) is True
+
+
+async def index_valid(pool: asyncpg.Pool[Any]) -> bool | None:
+    async with pool.acquire() as conn:
+        return await HistoryPurge(conn).index_valid()
 
 
 async def mark_invalid(database: DatabaseSettings) -> None:
@@ -392,7 +385,7 @@ async def mark_invalid(database: DatabaseSettings) -> None:
     try:
         await admin.execute(
             "UPDATE pg_index SET indisvalid = false"
-            f" WHERE indexrelid = 'reporting.{INDEX}'::regclass"
+            f" WHERE indexrelid = 'reporting.{RANK_MOVES_BY_TIME}'::regclass"
         )
     finally:
         await admin.close()
@@ -404,7 +397,6 @@ async def test_a_build_cancelled_midway_leaves_no_lock_and_is_built_again(
     """A build waits for the transactions writing rank moves when it starts. Cancelled while it
     waits (a stop), it gives its lock back before its connection returns to the pool, and the
     index it left invalid is dropped and built again by the next sweep."""
-    valid = f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{INDEX}')"
     locks = (
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -422,7 +414,7 @@ async def test_a_build_cancelled_midway_leaves_no_lock_and_is_built_again(
         building = asyncio.create_task(retention.prepare())
 
         async def waiting() -> bool:
-            return await reporting_pool.fetchval(valid) is False
+            return await index_valid(reporting_pool) is False
 
         await eventually(waiting, what="the build waiting for the writing transaction")
         building.cancel()
@@ -436,7 +428,7 @@ async def test_a_build_cancelled_midway_leaves_no_lock_and_is_built_again(
     # Given back by its session, or with it: a connection whose unlock could not run after the
     # cancel is closed, and its backend ends once the cancelled build does.
     await eventually(unlocked, within=10, what="the build's lock given back")
-    assert await reporting_pool.fetchval(valid) is False
+    assert await index_valid(reporting_pool) is False
     assert await retention.prepare()
-    assert await reporting_pool.fetchval(valid) is True
+    assert await index_valid(reporting_pool) is True
     assert await reporting_pool.fetchval(locks) == 0

@@ -16,7 +16,6 @@ from services.reporting.repository import ReadModelQueries, ReportingUnitOfWork
 from shared.cloudevents import event_message
 from shared.consumer_record import Record
 from shared.contracts.events import (
-    Contribution,
     DuplicatesFound,
     PlansChanged,
     PossibleDuplicate,
@@ -34,7 +33,7 @@ from shared.contracts.events import (
 from shared.migrations import migrate, service_component
 from shared.settings import DatabaseSettings, role_url
 from shared.topics import Topic, TopicNames
-from tests.helpers import consumed
+from tests.helpers import consumed, project_scored
 
 pytestmark = pytest.mark.integration
 
@@ -76,21 +75,7 @@ def changed(p: str) -> ProjectChanged:
 
 
 def scored(p: str, version: int, rank: int, score: float) -> ProjectScored:
-    return ProjectScored(
-        project_key=key(p),
-        portfolio=PORTFOLIO,
-        project_revision=1,
-        ranking_version=version,
-        model="weighted-default",
-        model_version=1,
-        score=score,
-        rank=rank,
-        mandatory=False,
-        explanation=[
-            Contribution(criterion="risk", raw=2, normalised=0.5, weight=1, contribution=score)
-        ],
-        cause="project_revision",
-    )
+    return project_scored(PORTFOLIO, p, ranking_version=version, rank=rank, score=score)
 
 
 def moved(version: int, **ranks: int | None) -> RankingChanged:
