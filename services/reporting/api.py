@@ -207,6 +207,18 @@ class PortfolioSummary(BaseModel):
     updated_at: datetime | None
 
 
+class HistoryKept(BaseModel):
+    """How far back ``as_of`` reaches."""
+
+    retention_days: int | None = Field(
+        description="The history's retention window; null keeps everything from now on."
+    )
+    kept_from: datetime | None = Field(
+        description="The earliest instant an as_of may name: the window's start or the latest"
+        " cutoff a sweep recorded, whichever is later; null when the whole history is kept."
+    )
+
+
 class ScenarioRequest(BaseModel):
     """A what-if scenario, or ``optimise`` to compare the plan with the exact optimum."""
 
@@ -472,9 +484,12 @@ def api_router(
 
             return authenticated
 
-    async def reader(portfolio: str, who: Annotated[Principal, Depends(principal)]) -> Principal:
+    async def any_reader(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if READ not in who.scopes:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the read scope")
+        return who
+
+    async def reader(portfolio: str, who: Annotated[Principal, Depends(any_reader)]) -> Principal:
         if not who.can_see(portfolio):
             # Not 403: a token scoped to other portfolios learns nothing about this one.
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such portfolio")
@@ -490,29 +505,53 @@ def api_router(
     # Postgres's OFFSET is a bigint: anything larger is refused here, not by the database.
     Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
-    def within_history(at: datetime | None) -> datetime | None:
-        """An ``as_of`` in UTC when it names no offset, and one the kept history answers as it
-        was: none before the retention's window (``history_retention_days``;
-        services/reporting/retention.py), whose rows are gone."""
-        if at is None:
-            return None
-        if at.tzinfo is None:
-            at = at.replace(tzinfo=UTC)
-        days = settings.history_retention_days
-        if days is not None and at < (kept := datetime.now(UTC) - timedelta(days=days)):
-            raise ValueError(
-                f"the history is kept for {days} days: as_of must be at or after {kept.isoformat()}"
-            )
-        return at
+    def in_utc(at: datetime | None) -> datetime | None:
+        """An ``as_of`` that names no offset is in UTC."""
+        return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
-    AsOf = Annotated[
-        datetime | None,
-        Query(
-            description="Read the portfolio as it was at this instant (UTC without an offset;"
-            " before the history's retention window, a 422)."
-        ),
-        AfterValidator(within_history),
-    ]
+    async def earliest() -> tuple[datetime, str] | None:
+        """The earliest instant the kept history answers as it was, and why: the retention's
+        window (``history_retention_days``), or the latest cutoff a sweep recorded
+        (services/reporting/retention.py), whichever is later; None when all is kept."""
+        bounds = []
+        days = settings.history_retention_days
+        if days is not None:
+            bounds.append(
+                (datetime.now(UTC) - timedelta(days=days), f"the history is kept for {days} days")
+            )
+        if (swept := await queries().kept_from()) is not None:
+            bounds.append((swept, "the history before it has been swept"))
+        return max(bounds, key=lambda bound: bound[0]) if bounds else None
+
+    async def within_history(
+        as_of: Annotated[
+            datetime | None,
+            Query(
+                description="Read the portfolio as it was at this instant (UTC without an"
+                " offset; before the kept history, GET /api/v1/history, a 422)."
+            ),
+            AfterValidator(in_utc),
+        ] = None,
+    ) -> datetime | None:
+        """An ``as_of`` the kept history answers as it was: none before the retention's window
+        or a sweep's recorded cutoff, whose rows are gone, even when the window has grown or
+        the retention was unset since (the cutoff is read at each such request)."""
+        if as_of is None or (bound := await earliest()) is None:
+            return as_of
+        kept, why = bound
+        if as_of < kept:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ["query", "as_of"],
+                        "msg": f"{why}: as_of must be at or after {kept.isoformat()}",
+                    }
+                ]
+            )
+        return as_of
+
+    AsOf = Annotated[datetime | None, Depends(within_history)]
     Fmt = Annotated[Format | None, Query(alias="format", description="json (default) or csv")]
     router = APIRouter(prefix="/api/v1", route_class=AuthenticatedRoute)
 
@@ -521,13 +560,20 @@ def api_router(
 
     @router.get("/portfolios", response_model=list[PortfolioSummary])
     async def list_portfolios(
-        who: Annotated[Principal, Depends(principal)],
+        who: Annotated[Principal, Depends(any_reader)],
     ) -> list[PortfolioSummary]:
         """The portfolios this token may read."""
-        if READ not in who.scopes:
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "this token lacks the read scope")
         rows = await queries().portfolios()
         return [PortfolioSummary.model_validate(r) for r in rows if who.can_see(r["portfolio"])]
+
+    @router.get("/history", response_model=HistoryKept)
+    async def history(_: Annotated[Principal, Depends(any_reader)]) -> HistoryKept:
+        """How far back the history reaches: the earliest instant an ``as_of`` may name."""
+        bound = await earliest()
+        return HistoryKept(
+            retention_days=settings.history_retention_days,
+            kept_from=None if bound is None else bound[0],
+        )
 
     pages = PageCache(PAGE_CACHE_BYTES)
     versions = SharedReads(lambda portfolio: queries().projects_version(portfolio))

@@ -640,6 +640,12 @@ class ReadModelQueries:
         rows = await conn.fetch(f"SELECT {PROJECT_COLUMNS} {source}", *args)
         return {r["project_key"]: _decoded(r) for r in rows}
 
+    async def kept_from(self) -> datetime | None:
+        """The earliest instant the history answers as it was, since a retention's sweep
+        (``HistoryPurge.keep_from``); None when nothing has been swept."""
+        kept: datetime | None = await self._pool.fetchval("SELECT kept_from FROM history_kept")
+        return kept
+
     async def portfolios(self) -> list[dict[str, Any]]:
         rows = await self._pool.fetch(
             "SELECT portfolio, count(*) FILTER (WHERE NOT coalesce(withdrawn, false)) AS projects,"
@@ -828,6 +834,18 @@ class HistoryPurge:
             f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {RANK_MOVES_BY_TIME}"
             " ON rank_history (project_key, valid_from) INCLUDE (ranking_version)"
         )
+
+    async def keep_from(self, cutoff: datetime) -> datetime:
+        """Record that the history is kept from ``cutoff`` on (``history_kept``), before
+        anything recorded by it is deleted; the later of it and what was recorded, which the
+        API reads (``ReadModelQueries.kept_from``). Its own transaction: committed first."""
+        kept: datetime = await self._conn.fetchval(
+            "INSERT INTO history_kept (kept_from) VALUES ($1) ON CONFLICT (singleton)"
+            " DO UPDATE SET kept_from = greatest(history_kept.kept_from, EXCLUDED.kept_from),"
+            " swept_at = now() RETURNING kept_from",
+            cutoff,
+        )
+        return kept
 
     async def project_keys(self, after: str, limit: int) -> list[str]:
         """The next ``limit`` projects with a history, by key after ``after`` (a sweep's

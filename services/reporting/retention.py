@@ -6,8 +6,10 @@ portfolio's history grows by hundreds of megabytes a day, most of it rank moves.
 ``PMO_REPORTING_HISTORY_RETENTION_DAYS`` set, a worker sweeps the history as it starts and
 ``PMO_REPORTING_HISTORY_SWEEP_INTERVAL_SECONDS`` after each sweep, and deletes what no instant
 within the window reads (``HistoryPurge``): an instant in the window reads the same before and
-after a sweep, and the API refuses an instant before the window rather than answer from a
-partial history.
+after a sweep. A sweep records its cutoff (``history_kept``) before it deletes anything, and
+the API refuses an instant before the window or before the latest recorded cutoff rather than
+answer from a partial history: a window grown later, or a retention unset, brings nothing
+back, and is not answered as if it did.
 
 A sweep goes through the projects by key, a few hundred at a time, and deletes their rows a
 bounded number a transaction, so that it never holds many rows' locks or one long transaction
@@ -109,6 +111,10 @@ class HistoryRetention:
             )
             return Swept()
         cutoff = self.cutoff()
+        # Recorded, and committed, before anything is deleted: the API refuses an instant
+        # before it from then on, whatever window it was configured with.
+        async with self._pool().acquire() as conn:
+            await HistoryPurge(conn).keep_from(cutoff)
         swept = Swept()
         after = ""
         while True:

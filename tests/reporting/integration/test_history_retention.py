@@ -29,7 +29,7 @@ from services.reporting.retention import SKEW, HistoryRetention, Swept
 from services.reporting.settings import ReportingSettings
 from shared.contracts.capacity import Cell, PortfolioPlanned
 from shared.contracts.events import RankChange
-from shared.settings import DatabaseSettings, KafkaSettings
+from shared.settings import DatabaseSettings, KafkaSettings, role_url
 from tests.helpers import eventually, project_changed, project_scored
 
 pytestmark = pytest.mark.integration
@@ -241,6 +241,67 @@ async def test_the_api_refuses_an_instant_before_the_kept_history(
             params={"as_of": datetime.now(UTC).isoformat()},
         )
         assert listed.json()["total"] == 3
+        reach = (await client.get("/api/v1/history")).json()
+    assert reach["retention_days"] == 30
+    kept_from = datetime.fromisoformat(reach["kept_from"])
+    assert abs(kept_from - (datetime.now(UTC) - RETENTION)) < timedelta(seconds=5), reach
+
+
+async def test_an_instant_a_sweep_let_go_is_refused_after_the_window_grows(
+    reporting_pool: asyncpg.Pool[Any], database: DatabaseSettings
+) -> None:
+    """A sweep records its cutoff before it deletes. An API whose window is longer than the
+    sweeper's (grown since), or which has no retention at all (unset since), refuses an
+    instant before that cutoff, naming it, and answers the cutoff itself as it was; BI reads
+    the cutoff from v_history_kept. A later sweep with a longer window (or a clock behind)
+    leaves the recorded cutoff where it was; one with a later cutoff moves it on."""
+    async with reporting_pool.acquire() as conn:
+        first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
+        cutoff = await step(conn, {"P1": 2}, 2)
+        await step(conn, {"P1": 3}, 3)
+    queries = ReadModelQueries(reporting_pool)
+    at_cutoff_before = await read(queries, cutoff)
+    assert await queries.kept_from() is None
+    assert (await at_cutoff(reporting_pool, cutoff).sweep()).versions == 1
+    assert await queries.kept_from() == cutoff
+    assert await read(queries, cutoff) == at_cutoff_before
+
+    for days in (None, 365):
+        app = create_api(
+            ReportingSettings(api_token=TOKEN, history_retention_days=days), lambda: queries
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://t",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ) as client:
+            path = f"/api/v1/portfolios/{PORTFOLIO}/projects"
+            for gone in (first, cutoff - timedelta(microseconds=1)):
+                refused = await client.get(path, params={"as_of": gone.isoformat()})
+                assert refused.status_code == 422, (days, refused.text)
+                detail = refused.json()["detail"][0]
+                assert detail["loc"] == ["query", "as_of"]
+                assert "has been swept" in detail["msg"], detail
+                assert datetime.fromisoformat(detail["msg"].rsplit(" ", 1)[-1]) == cutoff
+            answered = await client.get(path, params={"as_of": cutoff.isoformat()})
+            assert answered.status_code == 200, answered.text
+            assert sorted((i["project_key"], i["revision"]) for i in answered.json()["items"]) == [
+                (key, revision) for key, revision, _, _ in at_cutoff_before[1]
+            ]
+            reach = (await client.get("/api/v1/history")).json()
+            assert reach == {"retention_days": days, "kept_from": reach["kept_from"]}
+            assert datetime.fromisoformat(reach["kept_from"]) == cutoff
+
+    bi = await asyncpg.connect(role_url(database.url, "pmo_bi"))
+    try:
+        assert await bi.fetchval("SELECT kept_from FROM reporting.v_history_kept") == cutoff
+    finally:
+        await bi.close()
+    await at_cutoff(reporting_pool, cutoff - timedelta(hours=1)).sweep()
+    assert await queries.kept_from() == cutoff
+    later = cutoff + timedelta(seconds=1)
+    await at_cutoff(reporting_pool, later).sweep()
+    assert await queries.kept_from() == later
 
 
 async def test_a_failing_batch_is_left_to_the_next_sweep_and_the_worker_goes_on(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -59,6 +60,9 @@ class FakeQueries:
     ) -> tuple[int, list[dict[str, Any]]]:
         self.calls.append((portfolio, limit, offset))
         return 1, [dict(ROW)]
+
+    async def kept_from(self) -> datetime | None:
+        return None  # nothing swept
 
     async def portfolios(self) -> list[dict[str, Any]]:
         return [
