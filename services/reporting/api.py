@@ -17,16 +17,17 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
+from services.reporting.reach import HistoryReach
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
 from services.reporting.waits import MAX_WAIT_SECONDS, ProjectWaits
@@ -505,53 +506,8 @@ def api_router(
     # Postgres's OFFSET is a bigint: anything larger is refused here, not by the database.
     Offset = Annotated[int, Query(ge=0, le=2**63 - 1)]
 
-    def in_utc(at: datetime | None) -> datetime | None:
-        """An ``as_of`` that names no offset is in UTC."""
-        return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
-
-    async def earliest() -> tuple[datetime, str] | None:
-        """The earliest instant the kept history answers as it was, and why: the retention's
-        window (``history_retention_days``), or the latest cutoff a sweep recorded
-        (services/reporting/retention.py), whichever is later; None when all is kept."""
-        bounds = []
-        days = settings.history_retention_days
-        if days is not None:
-            bounds.append(
-                (datetime.now(UTC) - timedelta(days=days), f"the history is kept for {days} days")
-            )
-        if (swept := await queries().kept_from()) is not None:
-            bounds.append((swept, "the history before it has been swept"))
-        return max(bounds, key=lambda bound: bound[0]) if bounds else None
-
-    async def within_history(
-        as_of: Annotated[
-            datetime | None,
-            Query(
-                description="Read the portfolio as it was at this instant (UTC without an"
-                " offset; before the kept history, GET /api/v1/history, a 422)."
-            ),
-            AfterValidator(in_utc),
-        ] = None,
-    ) -> datetime | None:
-        """An ``as_of`` the kept history answers as it was: none before the retention's window
-        or a sweep's recorded cutoff, whose rows are gone, even when the window has grown or
-        the retention was unset since (the cutoff is read at each such request)."""
-        if as_of is None or (bound := await earliest()) is None:
-            return as_of
-        kept, why = bound
-        if as_of < kept:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ["query", "as_of"],
-                        "msg": f"{why}: as_of must be at or after {kept.isoformat()}",
-                    }
-                ]
-            )
-        return as_of
-
-    AsOf = Annotated[datetime | None, Depends(within_history)]
+    reach = HistoryReach(settings, queries)
+    AsOf = Annotated[datetime | None, Depends(reach)]
     Fmt = Annotated[Format | None, Query(alias="format", description="json (default) or csv")]
     router = APIRouter(prefix="/api/v1", route_class=AuthenticatedRoute)
 
@@ -569,7 +525,7 @@ def api_router(
     @router.get("/history", response_model=HistoryKept)
     async def history(_: Annotated[Principal, Depends(any_reader)]) -> HistoryKept:
         """How far back the history reaches: the earliest instant an ``as_of`` may name."""
-        bound = await earliest()
+        bound = await reach.earliest()
         return HistoryKept(
             retention_days=settings.history_retention_days,
             kept_from=None if bound is None else bound[0],

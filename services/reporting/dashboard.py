@@ -1,10 +1,13 @@
 """The dashboard: one page per portfolio, rendered on the server (HTML and SVG, no external
 assets), refreshed in place when the portfolio changes. The page asks for an API token once and
-keeps it in the browser's session storage; every panel request carries it as a bearer token."""
+keeps it in the browser's session storage; every panel request carries it as a bearer token.
+An instant picked in its header shows the portfolio as it was then, from the history, until
+*Live* is pressed."""
 
 import html
 import math
 from collections.abc import Callable
+from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
 
@@ -13,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.reporting.auth import READ, Principal, TokenBook
+from services.reporting.reach import HistoryReach
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
 
@@ -27,7 +31,10 @@ def _page(portfolio: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/dashboard/static/dashboard.css">
 </head><body data-portfolio="{e(portfolio)}">
-<header><h1>pmo · <span>{e(portfolio)}</span></h1><span id="status">connecting…</span></header>
+<header><h1>pmo · <span>{e(portfolio)}</span></h1>
+<form id="when"><label>As of <input type="datetime-local" id="as-of" step="1"></label>
+<button type="button" id="live" disabled>Live</button></form>
+<span id="status">connecting…</span></header>
 <main id="panels"><p>Loading…</p></main>
 <script src="/dashboard/static/dashboard.js"></script>
 </body></html>"""
@@ -163,6 +170,7 @@ def dashboard_router(
 ) -> APIRouter:
     tokens = TokenBook(settings.api_token.get_secret_value(), settings.api_tokens)
     router = APIRouter(prefix="/dashboard", include_in_schema=False)
+    reach = HistoryReach(settings, queries)
 
     def reader(
         portfolio: str,
@@ -189,13 +197,22 @@ def dashboard_router(
         return HTMLResponse(_page(portfolio))
 
     @router.get("/{portfolio}/panels")
-    async def panels(portfolio: str, who: Annotated[Principal, Depends(reader)]) -> HTMLResponse:
+    async def panels(
+        portfolio: str,
+        who: Annotated[Principal, Depends(reader)],
+        as_of: Annotated[datetime | None, Depends(reach)],
+    ) -> HTMLResponse:
+        """The panels, now or, with ``as_of``, as they were then (within the kept history)."""
         q = queries()
-        _total, items = await q.projects(portfolio, limit=200, offset=0)
+        _total, items = await q.projects(portfolio, limit=200, offset=0, as_of=as_of)
         _total, deferred = await q.projects(
-            portfolio, limit=200, offset=0, filters=ProjectFilter(plan_status="deferred")
+            portfolio,
+            limit=200,
+            offset=0,
+            as_of=as_of,
+            filters=ProjectFilter(plan_status="deferred"),
         )
-        summary = await q.summary(portfolio) or {"utilisation": [], "conflicts": []}
+        summary = await q.summary(portfolio, as_of) or {"utilisation": [], "conflicts": []}
         return HTMLResponse(
             ranking_panel(items)
             + heatmap_panel(summary["utilisation"])

@@ -1,5 +1,7 @@
 // pmo dashboard: fetch the server-rendered panels, then refresh them whenever the portfolio's
-// change marker moves. No framework, no external assets.
+// change marker moves. An instant picked in the header shows the portfolio as it was then
+// (the history; refused before the kept history) until Live is pressed. No framework, no
+// external assets.
 (function () {
   "use strict";
   const portfolio = document.body.dataset.portfolio;
@@ -15,35 +17,77 @@
   }
   const headers = { Authorization: "Bearer " + token };
   const status = document.getElementById("status");
+  const picker = document.getElementById("as-of");
+  const live = document.getElementById("live");
   const base = "/api/v1/portfolios/" + encodeURIComponent(portfolio);
+  const panels = "/dashboard/" + encodeURIComponent(portfolio) + "/panels";
   let marker = null;
+  let asOf = null; // an ISO instant while the past is shown; null while live
+
+  async function problem(response) {
+    try {
+      const body = await response.json();
+      const first = Array.isArray(body.detail) ? body.detail[0] : null;
+      return first && first.msg ? first.msg : "error " + response.status;
+    } catch (err) {
+      return "error " + response.status;
+    }
+  }
 
   async function refresh() {
-    const response = await fetch("/dashboard/" + encodeURIComponent(portfolio) + "/panels", { headers });
+    const wanted = asOf;
+    const url = wanted === null ? panels : panels + "?as_of=" + encodeURIComponent(wanted);
+    const response = await fetch(url, { headers });
+    if (wanted !== asOf) {
+      return; // the instant changed while this answer was on its way
+    }
     if (!response.ok) {
-      status.textContent = "error " + response.status;
+      status.textContent = await problem(response);
       return;
     }
     document.getElementById("panels").innerHTML = await response.text();
-    status.textContent = "updated " + new Date().toLocaleTimeString();
+    status.textContent =
+      wanted === null
+        ? "updated " + new Date().toLocaleTimeString()
+        : "as of " + new Date(wanted).toLocaleString();
   }
 
   async function poll() {
-    try {
-      const response = await fetch(base + "/changes", { headers });
-      if (response.ok) {
-        const body = await response.json();
-        if (body.marker !== marker) {
-          marker = body.marker;
-          await refresh();
+    if (asOf === null) {
+      try {
+        const response = await fetch(base + "/changes", { headers });
+        if (response.ok) {
+          const body = await response.json();
+          if (body.marker !== marker) {
+            marker = body.marker;
+            await refresh();
+          }
+        } else {
+          status.textContent = "error " + response.status;
         }
-      } else {
-        status.textContent = "error " + response.status;
+      } catch (err) {
+        status.textContent = "offline";
       }
-    } catch (err) {
-      status.textContent = "offline";
     }
     window.setTimeout(poll, 1000);
   }
+
+  picker.addEventListener("change", function () {
+    if (!picker.value) {
+      return;
+    }
+    // datetime-local is the browser's local time; the API is asked in UTC.
+    asOf = new Date(picker.value).toISOString();
+    live.disabled = false;
+    refresh().catch(function () {
+      status.textContent = "offline";
+    });
+  });
+  live.addEventListener("click", function () {
+    asOf = null;
+    marker = null; // the next poll renders the portfolio as it is now
+    picker.value = "";
+    live.disabled = true;
+  });
   poll();
 })();

@@ -1,15 +1,20 @@
 """The dashboard in a real headless Chromium (Debian's package), against the whole pipeline:
-the page loads, the charts render, and a new submission appears without a reload."""
+the page loads, the charts render, a new submission appears without a reload, and an instant
+picked in the browser's own time zone shows the portfolio as it was then until Live."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 from playwright.async_api import async_playwright
 
@@ -19,6 +24,8 @@ from tests.helpers import eventually, publish_json, publish_raw, submission
 from tests.system import TOKEN, System, running
 
 pytestmark = pytest.mark.e2e
+
+ZONE = "America/Sao_Paulo"  # UTC-3 all year, no daylight saving since 2019
 
 ARTIFACTS = Path(__file__).parents[2] / "artifacts"
 
@@ -50,7 +57,9 @@ def team(role: str, fte: float) -> tuple[bytes, bytes]:
 
 
 @pytest.mark.timeout(240)
-async def test_dashboard_renders_and_updates_live(system: System) -> None:
+async def test_dashboard_renders_and_updates_live(
+    system: System, database: DatabaseSettings
+) -> None:
     bootstrap = system.kafka.bootstrap_servers
     await publish_raw(
         bootstrap, system.topics(Topic.RESOURCES), [team("backend", 2), team("qa", 1)]
@@ -90,7 +99,10 @@ async def test_dashboard_renders_and_updates_live(system: System) -> None:
             ],
         )
         try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+            # Not UTC: the page sends a picked local time to the server in UTC.
+            page = await browser.new_page(
+                viewport={"width": 1400, "height": 1000}, timezone_id=ZONE
+            )
             await page.goto(f"{system.api_url}/dashboard/retail?token={TOKEN}")
             await page.wait_for_selector("#ranking tbody tr", timeout=20_000)
             assert await page.locator("#ranking tbody tr").count() == 3
@@ -104,6 +116,9 @@ async def test_dashboard_renders_and_updates_live(system: System) -> None:
             assert "Loyalty" in await page.locator("#deferred").inner_text()
             assert "delay RUN" in await page.locator("#conflicts").inner_text()
 
+            # The picker's instants are whole seconds: LIVE is published after the next one.
+            before_live = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=1)
+            await asyncio.sleep((before_live - datetime.now(UTC)).total_seconds() + 0.05)
             await publish_json(
                 bootstrap,
                 system.topics(Topic.SUBMISSIONS),
@@ -111,6 +126,36 @@ async def test_dashboard_renders_and_updates_live(system: System) -> None:
             )
             await page.wait_for_selector("#ranking >> text=Live from upstream", timeout=30_000)
             assert await page.locator("#ranking tbody tr").count() == 4
+
+            # The portfolio as it was just before LIVE: three projects, their plan as then.
+            local = before_live.astimezone(ZoneInfo(ZONE)).strftime("%Y-%m-%dT%H:%M:%S")
+            await page.fill("#as-of", local)
+            await page.wait_for_function(
+                "document.querySelectorAll('#ranking tbody tr').length === 3", timeout=20_000
+            )
+            assert "Live from upstream" not in await page.locator("#ranking").inner_text()
+            assert await page.locator("#scatter svg circle").count() == 3
+            assert "as of" in await page.locator("#status").inner_text()
+            # Before the portfolio began: nothing was there.
+            await page.fill("#as-of", "2020-01-01T00:00:00")
+            await page.wait_for_function(
+                "document.querySelectorAll('#ranking tbody tr').length === 0", timeout=20_000
+            )
+            # Once a sweep has let that go, the header says from when the history is kept.
+            conn = await asyncpg.connect(database.url)
+            try:
+                await conn.execute(
+                    "INSERT INTO reporting.history_kept (kept_from) VALUES ($1)",
+                    before_live - timedelta(days=1),
+                )
+            finally:
+                await conn.close()
+            await page.fill("#as-of", "2020-01-02T00:00:00")
+            await page.wait_for_selector("#status >> text=has been swept", timeout=20_000)
+            await page.click("#live")
+            await page.wait_for_selector("#ranking >> text=Live from upstream", timeout=20_000)
+            assert await page.locator("#ranking tbody tr").count() == 4
+            assert await page.locator("#live").is_disabled()
             ARTIFACTS.mkdir(exist_ok=True)
             await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:

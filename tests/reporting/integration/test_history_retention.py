@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY
 
 from services.reporting.api import create_api
 from services.reporting.app import build
+from services.reporting.dashboard import dashboard_router
 from services.reporting.repository import (
     BUILD_LOCK,
     RANK_MOVES_BY_TIME,
@@ -267,22 +268,27 @@ async def test_an_instant_a_sweep_let_go_is_refused_after_the_window_grows(
     assert await read(queries, cutoff) == at_cutoff_before
 
     for days in (None, 365):
-        app = create_api(
-            ReportingSettings(api_token=TOKEN, history_retention_days=days), lambda: queries
-        )
+        settings = ReportingSettings(api_token=TOKEN, history_retention_days=days)
+        app = create_api(settings, lambda: queries)
+        app.include_router(dashboard_router(settings, lambda: queries))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://t",
             headers={"Authorization": f"Bearer {TOKEN}"},
         ) as client:
             path = f"/api/v1/portfolios/{PORTFOLIO}/projects"
+            panels = f"/dashboard/{PORTFOLIO}/panels"
             for gone in (first, cutoff - timedelta(microseconds=1)):
-                refused = await client.get(path, params={"as_of": gone.isoformat()})
-                assert refused.status_code == 422, (days, refused.text)
-                detail = refused.json()["detail"][0]
-                assert detail["loc"] == ["query", "as_of"]
-                assert "has been swept" in detail["msg"], detail
-                assert datetime.fromisoformat(detail["msg"].rsplit(" ", 1)[-1]) == cutoff
+                for refusing in (path, panels):
+                    refused = await client.get(refusing, params={"as_of": gone.isoformat()})
+                    assert refused.status_code == 422, (days, refusing, refused.text)
+                    detail = refused.json()["detail"][0]
+                    assert detail["loc"] == ["query", "as_of"]
+                    assert "has been swept" in detail["msg"], detail
+                    assert datetime.fromisoformat(detail["msg"].rsplit(" ", 1)[-1]) == cutoff
+            shown = await client.get(panels, params={"as_of": cutoff.isoformat()})
+            assert shown.status_code == 200, shown.text
+            assert shown.text.count("<tr data-project=") == 3
             answered = await client.get(path, params={"as_of": cutoff.isoformat()})
             assert answered.status_code == 200, answered.text
             assert sorted((i["project_key"], i["revision"]) for i in answered.json()["items"]) == [

@@ -1,0 +1,71 @@
+"""How far back ``as_of`` reaches, for the API and the dashboard alike.
+
+The history answers an instant as it was from the later of two bounds on: the retention's
+window (``history_retention_days``) and the latest cutoff a sweep recorded
+(``history_kept``; services/reporting/retention.py). An instant before it is refused, not
+answered from what a sweep left, even when the window has grown or the retention was unset
+since that sweep."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator
+
+from services.reporting.repository import ReadModelQueries
+from services.reporting.settings import ReportingSettings
+
+
+def in_utc(at: datetime | None) -> datetime | None:
+    """An ``as_of`` that names no offset is in UTC."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+
+
+class HistoryReach:
+    """A FastAPI dependency: the request's ``as_of`` query parameter, in UTC, once the kept
+    history answers it as it was (a 422 naming the earliest instant otherwise)."""
+
+    def __init__(
+        self, settings: ReportingSettings, queries: Callable[[], ReadModelQueries]
+    ) -> None:
+        self._days = settings.history_retention_days
+        self._queries = queries
+
+    async def earliest(self) -> tuple[datetime, str] | None:
+        """The earliest instant the history answers as it was, and why; None when all of it
+        is kept. The recorded cutoff is read each time (one row): a sweep may move it on."""
+        bounds = []
+        if self._days is not None:
+            window = datetime.now(UTC) - timedelta(days=self._days)
+            bounds.append((window, f"the history is kept for {self._days} days"))
+        if (swept := await self._queries().kept_from()) is not None:
+            bounds.append((swept, "the history before it has been swept"))
+        return max(bounds, key=lambda bound: bound[0]) if bounds else None
+
+    async def __call__(
+        self,
+        as_of: Annotated[
+            datetime | None,
+            Query(
+                description="Read the portfolio as it was at this instant (UTC without an"
+                " offset; before the kept history, which GET /api/v1/history names, a 422)."
+            ),
+            AfterValidator(in_utc),
+        ] = None,
+    ) -> datetime | None:
+        if as_of is None or (bound := await self.earliest()) is None:
+            return as_of
+        kept, why = bound
+        if as_of < kept:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ["query", "as_of"],
+                        "msg": f"{why}: as_of must be at or after {kept.isoformat()}",
+                    }
+                ]
+            )
+        return as_of
