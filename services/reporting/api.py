@@ -27,7 +27,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, model_validator
 
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
-from services.reporting.reach import HistoryReach
+from services.reporting.reach import HistoryReach, Instant, query_error
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
 from services.reporting.waits import MAX_WAIT_SECONDS, ProjectWaits
@@ -186,6 +186,42 @@ class ProgramsView(BaseModel):
     portfolio: str
     as_of: datetime | None = None
     items: list[ProgramRow]
+
+
+class Movement(BaseModel):
+    """A project that differs between two instants: its values at each, and which changed."""
+
+    project_key: str
+    source: str | None
+    external_id: str | None
+    name: str | None
+    change: Literal["added", "withdrawn", "reinstated", "changed", "removed"]
+    changed: list[str] = Field(description="The compared fields whose values differ.")
+    rank_gained: int | None = Field(description="Places moved up (negative: down).")
+    rank_before: int | None
+    rank_after: int | None
+    score_before: float | None
+    score_after: float | None
+    stage_before: str | None
+    stage_after: str | None
+    plan_status_before: str | None
+    plan_status_after: str | None
+    start_month_before: str | None
+    start_month_after: str | None
+    end_month_before: str | None
+    end_month_after: str | None
+    value_before: float | None
+    value_after: float | None
+    cost_before: float | None
+    cost_after: float | None
+    withdrawn_before: bool | None
+    withdrawn_after: bool | None
+
+
+class MovementPage(Page):
+    since: datetime
+    until: datetime | None = None
+    items: list[Movement]
 
 
 class AuditEntry(BaseModel):
@@ -658,14 +694,8 @@ def api_router(
         ``wait``, a long poll: the answer comes when the read model has that revision (as an
         upstream system that has just submitted it wants), or when ``wait`` runs out."""
         if as_of is not None and min_revision is not None:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ["query", "min_revision"],
-                        "msg": "min_revision waits for the project as it is now: not with as_of",
-                    }
-                ]
+            raise query_error(
+                "min_revision", "min_revision waits for the project as it is now: not with as_of"
             )
         key = f"{portfolio}/{source}/{external_id}"
         row = await queries().project(key, as_of)
@@ -759,6 +789,44 @@ def api_router(
             return _csv(rows)
         return ProgramsView(
             portfolio=portfolio, as_of=as_of, items=[ProgramRow.model_validate(r) for r in rows]
+        )
+
+    @router.get("/portfolios/{portfolio}/movement", response_model=MovementPage)
+    async def movement(
+        request: Request,
+        portfolio: str,
+        _: Reader,
+        since: Annotated[
+            Instant,
+            Query(description="The earlier instant (UTC without an offset), in the kept history."),
+        ],
+        until: Annotated[
+            Instant | None,
+            Query(description="The later instant (UTC without an offset); now when omitted."),
+        ] = None,
+        limit: Limit = 100,
+        offset: Offset = 0,
+        fmt: Fmt = None,
+    ) -> MovementPage | Response:
+        """What changed in the portfolio between two instants: each project added, withdrawn,
+        reinstated or changed in rank, score, stage, plan or money, with its values at both,
+        in the later instant's rank order (for a steering committee: since the last one)."""
+        await reach.check(since, "since")
+        if until is not None and until < since:
+            raise query_error("until", "until must be at or after since")
+        total, items = await queries().movement(
+            portfolio, since=since, until=until, limit=capped(limit), offset=offset
+        )
+        if _wants_csv(request, fmt):
+            return _csv(items)
+        return MovementPage(
+            portfolio=portfolio,
+            since=since,
+            until=until,
+            total=total,
+            limit=capped(limit),
+            offset=offset,
+            items=[Movement.model_validate(i) for i in items],
         )
 
     @router.get("/portfolios/{portfolio}/scoring/audit", response_model=AuditPage)

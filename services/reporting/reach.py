@@ -23,6 +23,15 @@ def in_utc(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
+def query_error(name: str, msg: str) -> RequestValidationError:
+    """A 422 for the query parameter ``name``, shaped as FastAPI's own validation errors."""
+    return RequestValidationError([{"type": "value_error", "loc": ["query", name], "msg": msg}])
+
+
+# An instant of a query parameter, in UTC when it names no offset.
+Instant = Annotated[datetime, AfterValidator(in_utc)]
+
+
 class HistoryReach:
     """A FastAPI dependency: the request's ``as_of`` query parameter, in UTC, once the kept
     history answers it as it was (a 422 naming the earliest instant otherwise)."""
@@ -55,17 +64,15 @@ class HistoryReach:
             AfterValidator(in_utc),
         ] = None,
     ) -> datetime | None:
-        if as_of is None or (bound := await self.earliest()) is None:
-            return as_of
-        kept, why = bound
-        if as_of < kept:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ["query", "as_of"],
-                        "msg": f"{why}: as_of must be at or after {kept.isoformat()}",
-                    }
-                ]
-            )
+        if as_of is not None:
+            await self.check(as_of, "as_of")
         return as_of
+
+    async def check(self, at: datetime, name: str) -> None:
+        """A 422 for the query parameter ``name`` when the history does not answer ``at`` as
+        it was."""
+        if (bound := await self.earliest()) is None:
+            return
+        kept, why = bound
+        if at < kept:
+            raise query_error(name, f"{why}: {name} must be at or after {kept.isoformat()}")

@@ -515,6 +515,18 @@ PROJECT_COLUMNS = (
     " updated_at"
 )
 _JSON_COLUMNS = ("explanation", "deferral", "override", "possible_duplicates")
+# What a project's movement between two instants compares (ReadModelQueries.movement).
+MOVEMENT = (
+    "rank",
+    "score",
+    "stage",
+    "plan_status",
+    "start_month",
+    "end_month",
+    "value",
+    "cost",
+    "withdrawn",
+)
 
 
 def _decoded(row: Any) -> dict[str, Any]:
@@ -609,6 +621,59 @@ class ReadModelQueries:
             offset,
         )
         return rows[0]["total"], [_decoded(r) for r in rows if r["project_key"] is not None]
+
+    async def movement(
+        self,
+        portfolio: str,
+        *,
+        since: datetime,
+        until: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """The projects of ``portfolio`` that differ between ``since`` and ``until`` (now when
+        None) in any of ``MOVEMENT``, withdrawn ones included: each with its values at both
+        instants, which of them changed, and how (``added``, ``withdrawn``, ``reinstated``,
+        ``changed``; ``removed`` for one the later instant does not have, which only a rebuild,
+        re-dating the history, leaves). Ranks as each instant reads them (moves included), in
+        the later instant's rank order; those it does not rank after, by their earlier rank.
+        One statement."""
+        columns = "project_key, source, external_id, name, " + ", ".join(MOVEMENT)
+        rows_at = "FROM {} WHERE portfolio = $1 AND revision IS NOT NULL"
+        later = rows_at.format("projects" if until is None else "projects_as_of($3)")
+        paired = ", ".join(f"a.{c} AS {c}_before, b.{c} AS {c}_after" for c in MOVEMENT)
+        changed = ", ".join(
+            f"CASE WHEN a.{c} IS DISTINCT FROM b.{c} THEN '{c}' END" for c in MOVEMENT
+        )
+        args: list[Any] = [portfolio, since] + ([] if until is None else [until])
+        rows = await self._pool.fetch(
+            f"WITH a AS (SELECT {columns} {rows_at.format('projects_as_of($2)')}),"
+            f" b AS (SELECT {columns} {later}),"
+            " d AS (SELECT coalesce(b.project_key, a.project_key) AS project_key,"
+            " coalesce(b.source, a.source) AS source,"
+            " coalesce(b.external_id, a.external_id) AS external_id,"
+            " coalesce(b.name, a.name) AS name,"
+            " CASE WHEN a.project_key IS NULL THEN 'added'"
+            " WHEN b.project_key IS NULL THEN 'removed'"
+            " WHEN coalesce(b.withdrawn, false) > coalesce(a.withdrawn, false) THEN 'withdrawn'"
+            " WHEN coalesce(a.withdrawn, false) > coalesce(b.withdrawn, false) THEN 'reinstated'"
+            " ELSE 'changed' END AS change,"
+            f" array_remove(ARRAY[{changed}], NULL) AS changed,"
+            f" a.rank - b.rank AS rank_gained, {paired}"
+            " FROM a FULL JOIN b ON a.project_key = b.project_key"
+            f" WHERE ({', '.join(f'a.{c}' for c in MOVEMENT)})"
+            f" IS DISTINCT FROM ({', '.join(f'b.{c}' for c in MOVEMENT)}))"
+            " SELECT t.total, p.* FROM (SELECT count(*) AS total FROM d) t LEFT JOIN LATERAL"
+            " (SELECT * FROM d ORDER BY rank_after NULLS LAST, rank_before NULLS LAST, project_key"
+            f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}) p ON true",
+            *args,
+            limit,
+            offset,
+        )
+        items = [dict(r) for r in rows if r["project_key"] is not None]
+        for item in items:
+            del item["total"]
+        return rows[0]["total"], items
 
     async def projects_version(self, portfolio: str) -> str:
         """A validator of ``portfolio``'s project rows: it changes when a transaction that

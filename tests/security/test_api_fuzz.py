@@ -103,6 +103,16 @@ class Operation:
             r"\{(\w+)\}", lambda m: quote(values[m[1]], safe="", errors="surrogatepass"), self.path
         )
 
+    def required(self) -> dict[str, str]:
+        """A value for each required query parameter (an instant before any data: the
+        answer covers everything)."""
+        examples = {"date-time": "2000-01-01T00:00:00Z"}
+        return {
+            p["name"]: examples[p["schema"]["format"]]
+            for p in self.parameters
+            if p["in"] == "query" and p.get("required")
+        }
+
     def strings(self) -> list[dict[str, Any]]:
         """The parameters whose schema admits a string without a fixed set of values."""
         out = []
@@ -305,6 +315,7 @@ def raw_url(
     """The URL with every value percent-encoded as UTF-8 bytes, lone surrogates included, so
     that bytes no client library would send still reach the server."""
     url = op.url(**(path or {}))
+    query = op.required() | (query or {})
     if query:
         url += "?" + "&".join(
             f"{quote(k, safe='')}={quote(v, safe='', errors='surrogatepass')}"
