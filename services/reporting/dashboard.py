@@ -165,6 +165,42 @@ def deferred_panel(items: list[dict[str, Any]]) -> str:
     )
 
 
+CHANGES = {
+    "added": "added",
+    "withdrawn": "withdrawn",
+    "reinstated": "reinstated",
+    "removed": "removed",
+    "changed": "",
+}
+
+
+def movement_panel(items: list[dict[str, Any]], total: int) -> str:
+    """What has moved since the instant shown: rank gained or lost, and what else changed."""
+    rows = []
+    for i in items:
+        gained = i["rank_gained"]
+        arrow = "" if not gained else (f"▲{gained}" if gained > 0 else f"▼{-gained}")
+        what = [CHANGES[i["change"]]] if CHANGES[i["change"]] else []
+        what += [c.replace("_", " ") for c in i["changed"] if c not in ("rank", "withdrawn")]
+        rows.append(
+            f'<tr data-project="{e(i["project_key"])}"><td>{i["rank_after"] or "–"}</td>'
+            f"<td class=num>{arrow}</td><td>{e(i.get('external_id') or '')}</td>"
+            f"<td>{e(i.get('name') or '')}</td><td>{e(', '.join(what))}</td></tr>"
+        )
+    more = f"<p>{total - len(items)} more.</p>" if total > len(items) else ""
+    return (
+        '<section id="movement"><h2>Since then</h2>'
+        + (
+            "<table><thead><tr><th>#</th><th>Moved</th><th>Project</th><th>Name</th>"
+            "<th>Changed</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            if rows
+            else "<p>Nothing has moved.</p>"
+        )
+        + more
+        + "</section>"
+    )
+
+
 def dashboard_router(
     settings: ReportingSettings, queries: Callable[[], ReadModelQueries]
 ) -> APIRouter:
@@ -202,7 +238,8 @@ def dashboard_router(
         who: Annotated[Principal, Depends(reader)],
         as_of: Annotated[datetime | None, Depends(reach)],
     ) -> HTMLResponse:
-        """The panels, now or, with ``as_of``, as they were then (within the kept history)."""
+        """The panels, now or, with ``as_of``, as they were then (within the kept history),
+        with what has moved since then first."""
         q = queries()
         _total, items = await q.projects(portfolio, limit=200, offset=0, as_of=as_of)
         _total, deferred = await q.projects(
@@ -213,8 +250,13 @@ def dashboard_router(
             filters=ProjectFilter(plan_status="deferred"),
         )
         summary = await q.summary(portfolio, as_of) or {"utilisation": [], "conflicts": []}
+        since = ""
+        if as_of is not None:
+            total, moved = await q.movement(portfolio, since=as_of, until=None, limit=200, offset=0)
+            since = movement_panel(moved, total)
         return HTMLResponse(
-            ranking_panel(items)
+            since
+            + ranking_panel(items)
             + heatmap_panel(summary["utilisation"])
             + scatter_panel(items)
             + conflicts_panel(summary["conflicts"])

@@ -134,6 +134,9 @@ async def test_dashboard_renders_and_updates_live(
                 "document.querySelectorAll('#ranking tbody tr').length === 3", timeout=20_000
             )
             assert "Live from upstream" not in await page.locator("#ranking").inner_text()
+            # What has moved since then: LIVE, added.
+            added = page.locator("#movement tr", has_text="Live from upstream")
+            assert "added" in await added.inner_text()
             assert await page.locator("#scatter svg circle").count() == 3
             assert "as of" in await page.locator("#status").inner_text()
             # Before the portfolio began: nothing was there.
@@ -141,6 +144,7 @@ async def test_dashboard_renders_and_updates_live(
             await page.wait_for_function(
                 "document.querySelectorAll('#ranking tbody tr').length === 0", timeout=20_000
             )
+            assert await page.locator("#movement tbody tr", has_text="added").count() == 4
             # Once a sweep has let that go, the header says from when the history is kept.
             conn = await asyncpg.connect(database.url)
             try:
