@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import asyncpg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response, status
+from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, model_validator
 
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
-from services.reporting.reach import HistoryReach, Instant, query_error
+from services.reporting.reach import HistoryReach, Instant, query_error, swept
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
 from services.reporting.waits import MAX_WAIT_SECONDS, ProjectWaits
@@ -220,7 +222,7 @@ class Movement(BaseModel):
 
 class MovementPage(Page):
     since: datetime
-    until: datetime | None = None
+    until: datetime = Field(description="The later instant: the one asked for, or when read.")
     items: list[Movement]
 
 
@@ -814,9 +816,13 @@ def api_router(
         await reach.check(since, "since")
         if until is not None and until < since:
             raise query_error("until", "until must be at or after since")
-        total, items = await queries().movement(
-            portfolio, since=since, until=until, limit=capped(limit), offset=offset
-        )
+        try:
+            total, until, items = await queries().movement(
+                portfolio, since=since, until=until, limit=capped(limit), offset=offset
+            )
+        except asyncpg.PostgresError as exc:
+            # Overtaken by a sweep: since, not after until, is before the cutoff.
+            raise swept(exc, "since") or exc from None
         if _wants_csv(request, fmt):
             return _csv(items)
         return MovementPage(
@@ -926,4 +932,13 @@ def create_api(
         ),
     )
     app.include_router(api_router(settings, queries, submit, waits))
+
+    @app.exception_handler(asyncpg.PostgresError)
+    async def history_swept(request: Request, exc: asyncpg.PostgresError) -> Response:
+        """A read of ``as_of`` that a sweep overtook (``reach.SWEPT``) gets the 422 the check
+        before it would have given; any other database error stays a 500."""
+        if (refusal := swept(exc, "as_of")) is None:
+            raise exc
+        return await request_validation_exception_handler(request, refusal)
+
     return app

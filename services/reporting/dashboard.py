@@ -165,23 +165,18 @@ def deferred_panel(items: list[dict[str, Any]]) -> str:
     )
 
 
-CHANGES = {
-    "added": "added",
-    "withdrawn": "withdrawn",
-    "reinstated": "reinstated",
-    "removed": "removed",
-    "changed": "",
-}
-
-
 def movement_panel(items: list[dict[str, Any]], total: int) -> str:
     """What has moved since the instant shown: rank gained or lost, and what else changed."""
     rows = []
     for i in items:
         gained = i["rank_gained"]
         arrow = "" if not gained else (f"▲{gained}" if gained > 0 else f"▼{-gained}")
-        what = [CHANGES[i["change"]]] if CHANGES[i["change"]] else []
-        what += [c.replace("_", " ") for c in i["changed"] if c not in ("rank", "withdrawn")]
+        if i["change"] != "changed":  # added, withdrawn, ...: that says it
+            what = [i["change"]]
+        else:
+            what = [c.replace("_", " ") for c in i["changed"] if c != "rank"]
+            if "rank" in i["changed"] and gained is None:
+                what.insert(0, "ranked" if i["rank_before"] is None else "unranked")
         rows.append(
             f'<tr data-project="{e(i["project_key"])}"><td>{i["rank_after"] or "–"}</td>'
             f"<td class=num>{arrow}</td><td>{e(i.get('external_id') or '')}</td>"
@@ -252,7 +247,9 @@ def dashboard_router(
         summary = await q.summary(portfolio, as_of) or {"utilisation": [], "conflicts": []}
         since = ""
         if as_of is not None:
-            total, moved = await q.movement(portfolio, since=as_of, until=None, limit=200, offset=0)
+            total, _now, moved = await q.movement(
+                portfolio, since=as_of, until=None, limit=200, offset=0
+            )
             since = movement_panel(moved, total)
         return HTMLResponse(
             since

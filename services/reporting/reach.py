@@ -4,12 +4,16 @@ The history answers an instant as it was from the later of two bounds on: the re
 window (``history_retention_days``) and the latest cutoff a sweep recorded
 (``history_kept``; services/reporting/retention.py). An instant before it is refused, not
 answered from what a sweep left, even when the window has grown or the retention was unset
-since that sweep."""
+since that sweep. The cutoff is checked before the reads, for a clear refusal without them,
+and again by each read of the history in its own snapshot (``history_answers``, migration
+0018), for a sweep that records a later one in between: that read fails with ``SWEPT``, which
+is answered with the same 422 (``swept``)."""
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
+import asyncpg
 from fastapi import Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator
@@ -17,15 +21,35 @@ from pydantic import AfterValidator
 from services.reporting.repository import ReadModelQueries
 from services.reporting.settings import ReportingSettings
 
+# What a read of the history raises for an instant before the recorded cutoff (its detail the
+# cutoff, in UTC).
+SWEPT = "PM001"
+
 
 def in_utc(at: datetime | None) -> datetime | None:
-    """An ``as_of`` that names no offset is in UTC."""
-    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
+    """An instant in UTC; one that names no offset is in UTC already. One that UTC cannot
+    hold (the first or last hours of the calendar, with an offset) is refused."""
+    if at is None or at.tzinfo is None:
+        return None if at is None else at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant is outside the range of dates UTC can hold") from None
 
 
 def query_error(name: str, msg: str) -> RequestValidationError:
     """A 422 for the query parameter ``name``, shaped as FastAPI's own validation errors."""
     return RequestValidationError([{"type": "value_error", "loc": ["query", name], "msg": msg}])
+
+
+def swept(exc: asyncpg.PostgresError, name: str) -> RequestValidationError | None:
+    """The 422 for the query parameter ``name`` when ``exc`` is a read's refusal of an
+    instant the history no longer answers (``SWEPT``); None for any other error."""
+    if exc.sqlstate != SWEPT:
+        return None
+    return query_error(
+        name, f"the history before it has been swept: {name} must be at or after {exc.detail}"
+    )
 
 
 # An instant of a query parameter, in UTC when it names no offset.

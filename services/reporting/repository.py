@@ -581,9 +581,11 @@ class ReadModelQueries:
         match = "project_key = ANY($1::text[])" if by == "project_keys" else f"{by} = $1"
         where = [match, "revision IS NOT NULL"]
         if as_of is not None:
-            # The rows as they were then, ranks moved since their version included.
+            # The rows as they were then, ranks moved since their version included, while the
+            # history answers that instant (PM001 otherwise; migration 0018).
             args.append(as_of)
             table = f"projects_as_of(${len(args)})"
+            where.append(f"history_answers(${len(args)})")
         if not f.include_withdrawn:
             where.append("NOT coalesce(withdrawn, false)")
         for column, value in (
@@ -630,24 +632,28 @@ class ReadModelQueries:
         until: datetime | None,
         limit: int,
         offset: int,
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, datetime, list[dict[str, Any]]]:
         """The projects of ``portfolio`` that differ between ``since`` and ``until`` (now when
         None) in any of ``MOVEMENT``, withdrawn ones included: each with its values at both
         instants, which of them changed, and how (``added``, ``withdrawn``, ``reinstated``,
-        ``changed``; ``removed`` for one the later instant does not have, which only a rebuild,
-        re-dating the history, leaves). Ranks as each instant reads them (moves included), in
-        the later instant's rank order; those it does not rank after, by their earlier rank.
-        One statement."""
+        ``changed``; ``removed`` for one the later instant does not have, which the history,
+        keeping every project's last version, does not leave). Ranks as each instant reads
+        them (moves included), in the later instant's rank order; those it does not rank
+        after, by their earlier rank. One statement, which refuses an instant the history no
+        longer answers (PM001); with the count and the later instant (the statement's now)."""
         columns = "project_key, source, external_id, name, " + ", ".join(MOVEMENT)
         rows_at = "FROM {} WHERE portfolio = $1 AND revision IS NOT NULL"
-        later = rows_at.format("projects" if until is None else "projects_as_of($3)")
+        earlier = rows_at.format("projects_as_of($2)") + " AND history_answers($2)"
+        later = rows_at.format("projects")
+        if until is not None:
+            later = rows_at.format("projects_as_of($3)") + " AND history_answers($3)"
         paired = ", ".join(f"a.{c} AS {c}_before, b.{c} AS {c}_after" for c in MOVEMENT)
         changed = ", ".join(
             f"CASE WHEN a.{c} IS DISTINCT FROM b.{c} THEN '{c}' END" for c in MOVEMENT
         )
         args: list[Any] = [portfolio, since] + ([] if until is None else [until])
         rows = await self._pool.fetch(
-            f"WITH a AS (SELECT {columns} {rows_at.format('projects_as_of($2)')}),"
+            f"WITH a AS (SELECT {columns} {earlier}),"
             f" b AS (SELECT {columns} {later}),"
             " d AS (SELECT coalesce(b.project_key, a.project_key) AS project_key,"
             " coalesce(b.source, a.source) AS source,"
@@ -661,9 +667,11 @@ class ReadModelQueries:
             f" array_remove(ARRAY[{changed}], NULL) AS changed,"
             f" a.rank - b.rank AS rank_gained, {paired}"
             " FROM a FULL JOIN b ON a.project_key = b.project_key"
-            f" WHERE ({', '.join(f'a.{c}' for c in MOVEMENT)})"
+            " WHERE a.project_key IS NULL OR b.project_key IS NULL"
+            f" OR ({', '.join(f'a.{c}' for c in MOVEMENT)})"
             f" IS DISTINCT FROM ({', '.join(f'b.{c}' for c in MOVEMENT)}))"
-            " SELECT t.total, p.* FROM (SELECT count(*) AS total FROM d) t LEFT JOIN LATERAL"
+            " SELECT t.total, t.until, p.* FROM (SELECT count(*) AS total,"
+            f" {'now()' if until is None else '$3'} AS until FROM d) t LEFT JOIN LATERAL"
             " (SELECT * FROM d ORDER BY rank_after NULLS LAST, rank_before NULLS LAST, project_key"
             f" LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}) p ON true",
             *args,
@@ -672,8 +680,8 @@ class ReadModelQueries:
         )
         items = [dict(r) for r in rows if r["project_key"] is not None]
         for item in items:
-            del item["total"]
-        return rows[0]["total"], items
+            del item["total"], item["until"]
+        return rows[0]["total"], rows[0]["until"], items
 
     async def projects_version(self, portfolio: str) -> str:
         """A validator of ``portfolio``'s project rows: it changes when a transaction that
@@ -725,6 +733,8 @@ class ReadModelQueries:
             "SELECT plan_version, planned_at, recorded_at, horizon_start, horizon_months,"
             " utilisation, conflicts, skill_gaps FROM plan_summaries WHERE portfolio = $1"
             " AND ($2::timestamptz IS NULL OR recorded_at <= $2)"
+            # Of the parameter alone, so checked once before any row, found or not.
+            " AND ($2::timestamptz IS NULL OR history_answers($2))"
             " ORDER BY plan_version DESC LIMIT 1",
             portfolio,
             as_of,

@@ -23,6 +23,7 @@
   const panels = "/dashboard/" + encodeURIComponent(portfolio) + "/panels";
   let marker = null;
   let asOf = null; // an ISO instant while the past is shown; null while live
+  let latest = 0; // the last refresh asked for: only its answer is shown
 
   async function problem(response) {
     try {
@@ -36,16 +37,18 @@
 
   async function refresh() {
     const wanted = asOf;
+    const ticket = ++latest;
     const url = wanted === null ? panels : panels + "?as_of=" + encodeURIComponent(wanted);
     const response = await fetch(url, { headers });
-    if (wanted !== asOf) {
-      return; // the instant changed while this answer was on its way
+    const body = response.ok ? await response.text() : await problem(response);
+    if (ticket !== latest) {
+      return; // a later refresh was asked for while this answer was on its way
     }
     if (!response.ok) {
-      status.textContent = await problem(response);
+      status.textContent = body;
       return;
     }
-    document.getElementById("panels").innerHTML = await response.text();
+    document.getElementById("panels").innerHTML = body;
     status.textContent =
       wanted === null
         ? "updated " + new Date().toLocaleTimeString()
@@ -76,8 +79,12 @@
     if (!picker.value) {
       return;
     }
-    // datetime-local is the browser's local time; the API is asked in UTC.
-    asOf = new Date(picker.value).toISOString();
+    // datetime-local is the browser's local time, YYYY-MM-DDTHH:MM[:SS]; the API is asked
+    // in UTC. Built from its parts, which every browser reads as local time.
+    const [day, time] = picker.value.split("T");
+    const [y, mo, d] = day.split("-").map(Number);
+    const [h, mi, sec] = time.split(":").map(Number);
+    asOf = new Date(y, mo - 1, d, h, mi, sec || 0).toISOString();
     live.disabled = false;
     refresh().catch(function () {
       status.textContent = "offline";

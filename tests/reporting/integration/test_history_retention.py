@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from services.reporting.api import create_api
 from services.reporting.app import build
 from services.reporting.dashboard import dashboard_router
+from services.reporting.reach import SWEPT
 from services.reporting.repository import (
     BUILD_LOCK,
     RANK_MOVES_BY_TIME,
@@ -131,10 +132,11 @@ async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     P1's first two versions and P2's first; each project's move of ranking 2, and P3's of
     ranking 3 (its newest ranking by then is 10, the latest by time 3); the first two plan
     summaries of each portfolio. Nothing else: the portfolio reads the same at the cutoff and
-    after the fourth transaction, through the API's queries and BI's history views, and no
-    longer the same at the first instant. A statement deletes at most its limit; the sweep
-    goes through the projects two at a time and deletes a row of each table a transaction,
-    and a second sweep finds nothing left to delete."""
+    after the fourth transaction, through the API's queries and BI's history views; the first
+    instant is refused, and without the recorded cutoff would no longer read the same. A
+    statement deletes at most its limit; the sweep goes through the projects two at a time and
+    deletes a row of each table a transaction, and a second sweep finds nothing left to
+    delete."""
     async with reporting_pool.acquire() as conn:
         first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
         await step(conn, {"P1": 2, "P2": 2}, 2)
@@ -173,6 +175,11 @@ async def test_a_sweep_keeps_every_instant_from_its_cutoff_as_it_was(
     assert await counts(reporting_pool) == (4, 6, 2 + 2)
     assert [await read(queries, at) for at in instants] == before
     assert await kept_views(reporting_pool, cutoff) == views
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await read(queries, first)
+    assert refused.value.sqlstate == SWEPT
+    # Without the recorded cutoff, that instant would read from what is left: not as it was.
+    await reporting_pool.execute("DELETE FROM history_kept")
     assert await read(queries, first) != at_first
     assert await retention.sweep() == Swept()
 
@@ -263,7 +270,14 @@ async def test_an_instant_a_sweep_let_go_is_refused_after_the_window_grows(
     queries = ReadModelQueries(reporting_pool)
     at_cutoff_before = await read(queries, cutoff)
     assert await queries.kept_from() is None
-    assert (await at_cutoff(reporting_pool, cutoff).sweep()).versions == 1
+
+    class Checked(HistoryRetention):
+        async def _projects_of(self, keys: Sequence[str], cutoff: datetime) -> Swept:
+            # Recorded before anything is deleted (a failure here leaves the batch unswept).
+            assert await queries.kept_from() == cutoff
+            return await super()._projects_of(keys, cutoff)
+
+    assert (await at_cutoff(reporting_pool, cutoff, Checked).sweep()).versions == 1
     assert await queries.kept_from() == cutoff
     assert await read(queries, cutoff) == at_cutoff_before
 
@@ -309,6 +323,62 @@ async def test_an_instant_a_sweep_let_go_is_refused_after_the_window_grows(
     later = cutoff + timedelta(seconds=1)
     await at_cutoff(reporting_pool, later).sweep()
     assert await queries.kept_from() == later
+
+
+async def test_a_read_a_sweep_overtakes_refuses_its_instant_in_its_own_snapshot(
+    reporting_pool: asyncpg.Pool[Any],
+) -> None:
+    """The API's check before its reads saw no cutoff; a sweep recorded one right after it
+    (here: already there, and the check reads the stale answer). Each read of the history then
+    refuses the instant itself (PM001, the cutoff its detail), also where it finds no row, and
+    the API answers with the check's 422: for an ``as_of`` of a list, of one project, of a
+    plan, of the dashboard, and for the movement's ``since``. At the cutoff, all answer."""
+    async with reporting_pool.acquire() as conn:
+        first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
+        cutoff = await step(conn, {"P1": 2}, 2)
+        await HistoryPurge(conn).keep_from(cutoff)
+
+    class Stale(ReadModelQueries):
+        async def kept_from(self) -> datetime | None:
+            return None  # read just before the sweep recorded its cutoff
+
+    queries = Stale(reporting_pool)
+    for read_then in (
+        queries.projects(PORTFOLIO, limit=10, offset=0, as_of=first),
+        queries.project(f"{PORTFOLIO}/jira/NONE", first),  # no such project: no row
+        queries.summary("no-such-portfolio", first),
+        queries.movement(PORTFOLIO, since=first, until=None, limit=10, offset=0),
+    ):
+        with pytest.raises(asyncpg.PostgresError) as raised:
+            await read_then
+        assert raised.value.sqlstate == SWEPT
+        assert datetime.fromisoformat(raised.value.detail) == cutoff
+    assert await queries.summary(PORTFOLIO, cutoff) is not None
+
+    settings = ReportingSettings(api_token=TOKEN)
+    app = create_api(settings, lambda: queries)
+    app.include_router(dashboard_router(settings, lambda: queries))
+    base = f"/api/v1/portfolios/{PORTFOLIO}"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        for path, name in (
+            (f"{base}/projects", "as_of"),
+            (f"{base}/projects/jira/P1", "as_of"),
+            (f"{base}/capacity", "as_of"),
+            (f"/dashboard/{PORTFOLIO}/panels", "as_of"),
+            (f"{base}/movement", "since"),
+        ):
+            refused = await client.get(path, params={name: first.isoformat()})
+            assert refused.status_code == 422, (path, refused.text)
+            detail = refused.json()["detail"][0]
+            assert detail["loc"] == ["query", name]
+            assert "has been swept" in detail["msg"], detail
+            assert datetime.fromisoformat(detail["msg"].rsplit(" ", 1)[-1]) == cutoff
+            answered = await client.get(path, params={name: cutoff.isoformat()})
+            assert answered.status_code == 200, (path, answered.text)
 
 
 async def test_a_failing_batch_is_left_to_the_next_sweep_and_the_worker_goes_on(

@@ -35,6 +35,19 @@ async def now(conn: asyncpg.Connection[Any]) -> datetime:
     return instant
 
 
+async def three_ranked(conn: asyncpg.Connection[Any]) -> None:
+    """P1, P2, P3, scored 30, 20, 10: ranks 1, 2, 3."""
+    async with conn.transaction():
+        writer = ReadModelWriter(conn)
+        await writer.apply_projects([project_changed(PORTFOLIO, p) for p in ("P1", "P2", "P3")])
+        await writer.apply_scores(
+            [
+                project_scored(PORTFOLIO, p, ranking_version=1, rank=r, score=40.0 - 10 * r)
+                for r, p in enumerate(("P1", "P2", "P3"), 1)
+            ]
+        )
+
+
 @pytest.fixture
 async def client(reporting_pool: asyncpg.Pool[Any]) -> AsyncIterator[httpx.AsyncClient]:
     app = create_api(ReportingSettings(api_token=TOKEN), lambda: ReadModelQueries(reporting_pool))
@@ -55,15 +68,7 @@ async def test_the_movement_between_two_instants(
     today's rank order; between ``since`` and the instant after P4's arrival, only P4 and the
     ranks it pushed down."""
     async with reporting_pool.acquire() as conn:
-        async with conn.transaction():
-            writer = ReadModelWriter(conn)
-            await writer.apply_projects([project_changed(PORTFOLIO, p) for p in ("P1", "P2", "P3")])
-            await writer.apply_scores(
-                [
-                    project_scored(PORTFOLIO, p, ranking_version=1, rank=r, score=40.0 - 10 * r)
-                    for r, p in enumerate(("P1", "P2", "P3"), 1)
-                ]
-            )
+        await three_ranked(conn)
         since = await now(conn)
         async with conn.transaction():
             writer = ReadModelWriter(conn)
@@ -95,6 +100,10 @@ async def test_the_movement_between_two_instants(
     assert answer.status_code == 200, answer.text
     page = answer.json()
     assert page["total"] == 4
+    # The later instant is said: when it was read.
+    async with reporting_pool.acquire() as conn:
+        read_by = await now(conn)
+    assert arrived < datetime.fromisoformat(page["until"]) < read_by
     moved = [
         (i["external_id"], i["change"], i["rank_before"], i["rank_after"], i["rank_gained"])
         for i in page["items"]
@@ -139,11 +148,46 @@ async def test_the_movement_between_two_instants(
     ]
 
 
+async def test_a_change_of_nothing_compared_is_not_movement(
+    reporting_pool: asyncpg.Pool[Any], client: httpx.AsyncClient
+) -> None:
+    """P1 only renamed: not movement. P2, withdrawn before ``since``, is reinstated; P3 is
+    scored again, its rank the same: each is listed with what changed."""
+    async with reporting_pool.acquire() as conn:
+        await three_ranked(conn)
+        async with conn.transaction():
+            await ReadModelWriter(conn).apply_projects(
+                [project_changed(PORTFOLIO, "P2", 2, name="P2 r1", withdrawn=True)]
+            )
+        since = await now(conn)
+        async with conn.transaction():
+            writer = ReadModelWriter(conn)
+            await writer.apply_projects(
+                [
+                    project_changed(PORTFOLIO, "P1", 2, name="P1 renamed"),
+                    project_changed(PORTFOLIO, "P2", 3, name="P2 r1"),
+                ]
+            )
+            await writer.apply_scores(
+                [project_scored(PORTFOLIO, "P3", ranking_version=2, rank=3, score=12.5)]
+            )
+    answer = await client.get(
+        f"/api/v1/portfolios/{PORTFOLIO}/movement", params={"since": since.isoformat()}
+    )
+    assert [
+        (i["external_id"], i["change"], i["changed"], i["score_before"], i["score_after"])
+        for i in answer.json()["items"]
+    ] == [
+        ("P2", "reinstated", ["withdrawn"], 20.0, 20.0),
+        ("P3", "changed", ["score"], 10.0, 12.5),
+    ]
+
+
 async def test_the_movement_refuses_what_it_cannot_answer(
     reporting_pool: asyncpg.Pool[Any], client: httpx.AsyncClient
 ) -> None:
-    """``until`` before ``since``, ``since`` before the kept history, no ``since``: 422s
-    naming the parameter."""
+    """``until`` before ``since``, ``since`` before the kept history, no ``since``, an instant
+    outside UTC's calendar: 422s naming the parameter."""
     async with reporting_pool.acquire() as conn:
         instant = await now(conn)
         await conn.execute(
@@ -162,3 +206,8 @@ async def test_the_movement_refuses_what_it_cannot_answer(
         assert says in detail["msg"], detail
     kept = await client.get(path, params={"since": (instant - timedelta(hours=1)).isoformat()})
     assert kept.status_code == 200, kept.text
+    # An instant UTC cannot hold: refused, not a server error.
+    for edge in ("0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"):
+        refused = await client.get(path, params={"since": edge})
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["detail"][0]["loc"] == ["query", "since"]
