@@ -1,4 +1,5 @@
-"""``pmo scoring …`` and ``pmo ranking``: analysts' commands and views of the ranking."""
+"""``pmo scoring …``, ``pmo ranking`` and ``pmo movement``: analysts' commands and views of the
+ranking."""
 
 from __future__ import annotations
 
@@ -148,6 +149,10 @@ def api_get(path: str, **params: Any) -> Any:
     if response.status_code in (401, 403):
         console.print("[red]not authorised: set PMO_API_TOKEN[/red]")
         raise typer.Exit(2)
+    if response.status_code == 422:  # the request's fault: say which parameter, and why
+        for error in response.json().get("detail", []):
+            console.print(f"[red]{error['loc'][-1]}[/red]: {error['msg']}")
+        raise typer.Exit(2)
     response.raise_for_status()
     return response.json()
 
@@ -202,6 +207,35 @@ def ranking(
         if item.get("override"):
             o = item["override"]
             console.print(f"override by {o['author']}: {o['justification']}")
+
+
+def movement(
+    portfolio: str,
+    since: Annotated[
+        str, typer.Option(help="The earlier instant, ISO 8601 (UTC without an offset).")
+    ],
+    until: Annotated[str | None, typer.Option(help="The later instant (default: now).")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """What has moved in the portfolio since an instant: projects added, withdrawn, re-ranked,
+    re-scored or re-planned (from the reporting API: PMO_API_URL, PMO_API_TOKEN)."""
+    params: dict[str, Any] = {"since": since, "limit": limit}
+    if until is not None:
+        params["until"] = until
+    page = api_get(f"/api/v1/portfolios/{portfolio}/movement", **params)
+    table = Table("rank", "moved", "project", "name", "how", "changed")
+    for item in page["items"]:
+        gained = item["rank_gained"]
+        table.add_row(
+            str(item["rank_after"] or "-"),
+            f"{gained:+d}" if gained else "",
+            f"{item['source']}/{item['external_id']}",
+            item["name"] or "",
+            item["change"],
+            ", ".join(item["changed"]),
+        )
+    console.print(table)
+    console.print(f"{page['total']} project(s) moved from {page['since']} to {page['until']}")
 
 
 @app.command()

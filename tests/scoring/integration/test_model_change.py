@@ -4,6 +4,7 @@ the real broker, into scoring on real Postgres, out to the reporting API."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ async def test_model_change_pin_and_refused_ahp(system: System, tmp_path: Path) 
     )
     before = await ranking(system)
     assert [i["external_id"] for i in before] == ["A", "B", "C"]
+    since = datetime.now(UTC)
     assert {i["model"] for i in before} == {"weighted-default"}
 
     fit_only = tmp_path / "fit-first.yaml"
@@ -135,3 +137,24 @@ async def test_model_change_pin_and_refused_ahp(system: System, tmp_path: Path) 
     assert code == 0, out
     assert "strategic_fit" in out
     assert "3 project(s)" in out
+
+    # Since the first ranking: B up one, C up one, A down two; each re-scored.
+    code, out = await system.pmo("movement", "retail", "--since", since.isoformat())
+    assert code == 0, out
+    moved = {
+        project: line
+        for line in out.splitlines()
+        for project in ("A", "B", "C")
+        if f"jira/{project} " in line
+    }
+    assert "-2" in moved["A"], out
+    assert "+1" in moved["B"], out
+    assert "+1" in moved["C"], out
+    assert out.index("jira/B") < out.index("jira/C") < out.index("jira/A"), out
+    assert "score" in out
+    assert "3 project(s) moved" in out
+    code, out = await system.pmo(
+        "movement", "retail", "--since", since.isoformat(), "--until", "2000-01-01"
+    )
+    assert code == 2, out
+    assert "until must be at or after since" in out
