@@ -822,7 +822,9 @@ def api_router(
             )
         except asyncpg.PostgresError as exc:
             # Overtaken by a sweep: since, not after until, is before the cutoff.
-            raise swept(exc, "since") or exc from None
+            if (refusal := swept(exc, "since")) is not None:
+                raise refusal from None
+            raise
         if _wants_csv(request, fmt):
             return _csv(items)
         return MovementPage(

@@ -45,10 +45,11 @@ def query_error(name: str, msg: str) -> RequestValidationError:
 def swept(exc: asyncpg.PostgresError, name: str) -> RequestValidationError | None:
     """The 422 for the query parameter ``name`` when ``exc`` is a read's refusal of an
     instant the history no longer answers (``SWEPT``); None for any other error."""
-    if exc.sqlstate != SWEPT:
+    if exc.sqlstate != SWEPT or exc.detail is None:
         return None
+    kept = datetime.fromisoformat(exc.detail).isoformat()  # as the check before names it
     return query_error(
-        name, f"the history before it has been swept: {name} must be at or after {exc.detail}"
+        name, f"the history before it has been swept: {name} must be at or after {kept}"
     )
 
 

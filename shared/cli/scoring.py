@@ -17,6 +17,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.cli.publishing import publish
@@ -150,8 +151,12 @@ def api_get(path: str, **params: Any) -> Any:
         console.print("[red]not authorised: set PMO_API_TOKEN[/red]")
         raise typer.Exit(2)
     if response.status_code == 422:  # the request's fault: say which parameter, and why
-        for error in response.json().get("detail", []):
-            console.print(f"[red]{error['loc'][-1]}[/red]: {error['msg']}")
+        try:
+            errors = response.json().get("detail", [])
+        except ValueError:  # not the API's own answer (a proxy's, say)
+            errors = [{"loc": ["request"], "msg": response.text}]
+        for error in errors:
+            console.print(f"[red]{escape(str(error['loc'][-1]))}[/red]: {escape(error['msg'])}")
         raise typer.Exit(2)
     response.raise_for_status()
     return response.json()
@@ -178,8 +183,8 @@ def ranking(
             plan += f" {item['start_month']}..{item['end_month']}"
         table.add_row(
             str(item["rank"] or "-"),
-            f"{item['source']}/{item['external_id']}",
-            item["name"] or "",
+            escape(f"{item['source']}/{item['external_id']}"),
+            escape(item["name"] or ""),
             item["stage"] or "",
             f"{item['score']:.2f}" if item["score"] is not None else "",
             shown,
@@ -206,7 +211,7 @@ def ranking(
         console.print(detail)
         if item.get("override"):
             o = item["override"]
-            console.print(f"override by {o['author']}: {o['justification']}")
+            console.print(f"override by {escape(o['author'])}: {escape(o['justification'])}")
 
 
 def movement(
@@ -229,13 +234,16 @@ def movement(
         table.add_row(
             str(item["rank_after"] or "-"),
             f"{gained:+d}" if gained else "",
-            f"{item['source']}/{item['external_id']}",
-            item["name"] or "",
+            escape(f"{item['source']}/{item['external_id']}"),
+            escape(item["name"] or ""),
             item["change"],
             ", ".join(item["changed"]),
         )
     console.print(table)
-    console.print(f"{page['total']} project(s) moved from {page['since']} to {page['until']}")
+    shown = "" if page["total"] <= len(page["items"]) else f", the first {len(page['items'])} shown"
+    console.print(
+        f"{page['total']} project(s) moved from {page['since']} to {page['until']}{shown}"
+    )
 
 
 @app.command()
@@ -250,5 +258,12 @@ def audit(portfolio: str, limit: Annotated[int, typer.Option(min=1)] = 50) -> No
             or detail.get("justification")
             or (f"model version {detail['model_version']}" if "model_version" in detail else "")
         )
-        table.add_row(e["at"], e["author"], e["action"], e["outcome"], shown, e["comment"])
+        table.add_row(
+            e["at"],
+            escape(e["author"]),
+            e["action"],
+            e["outcome"],
+            escape(shown),
+            escape(e["comment"]),
+        )
     console.print(table)

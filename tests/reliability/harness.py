@@ -119,6 +119,10 @@ def record(figures: Figures) -> Figures:
 # ----------------------------------------------------------------------------------------------
 # Service processes.
 
+# How long the manifests' startup probe gives a replica (30 failures, 2 s apart) before the
+# orchestrator restarts it (deploy/base/*.yaml).
+STARTUP_SECONDS = 60
+
 
 class ServiceProcess:
     """One replica of a service: ``python -m services.<name>`` with its own HTTP port and a log
@@ -244,6 +248,7 @@ class Pipeline:
         self.kafka = kafka
         self.logs = logs
         self.replicas: dict[str, list[ServiceProcess]] = {s: [] for s in SERVICES}
+        self.restarts: list[str] = []  # replicas restarted for not becoming ready (add)
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PMO_")},
             "PMO_DATABASE_URL": services_database_url or database_url,
@@ -262,13 +267,31 @@ class Pipeline:
         return self._env[f"PMO_{service.upper()}_GROUP_ID"]
 
     async def add(self, service: str, *, ready: bool = True) -> ServiceProcess:
+        """A new replica, started; with ``ready``, once it is ready. One that is not ready
+        within the manifests' startup probe (``STARTUP_SECONDS``) is stopped and started again
+        once, as the orchestrator does: on the local broker a replica's first join of a group
+        that members have just left has been seen to wait for a departed member past two
+        minutes."""
         process = ServiceProcess(service, len(self.replicas[service]), self._env, self.logs)
         self.replicas[service].append(process)
+        await process.start(ready=False)
+        if not ready:
+            return process
         try:
-            await process.start(ready=ready)
-        except AssertionError as exc:
+            await process.ready(within=STARTUP_SECONDS)
+        except AssertionError as first:
             group = await describe_group(self.kafka.bootstrap_servers, self.group_id(service))
-            raise AssertionError(f"{exc}\n{service}'s consumer group: {group}") from None
+            self.restarts.append(f"{process.name}: {first}\n{service}'s consumer group: {group}")
+            print(f"\n{process.name} not ready in {STARTUP_SECONDS}s: restarted; {group}")
+            with contextlib.suppress(AssertionError):  # killed when the stop overruns
+                await process.terminate(within=40)
+            await process.start(ready=False)
+            try:
+                await process.ready()
+            except AssertionError as exc:
+                group = await describe_group(self.kafka.bootstrap_servers, self.group_id(service))
+                then = f"restarted, then {exc}\n{service}'s consumer group: {group}"
+                raise AssertionError(f"{self.restarts[-1]}\n{then}") from None
         return process
 
     async def start(self, replicas: Mapping[str, int] | None = None) -> None:

@@ -84,13 +84,16 @@
     const [day, time] = picker.value.split("T");
     const [y, mo, d] = day.split("-").map(Number);
     const [h, mi, sec] = time.split(":").map(Number);
-    asOf = new Date(y, mo - 1, d, h, mi, sec || 0).toISOString();
+    const local = new Date(2000, mo - 1, d, h, mi, sec || 0);
+    local.setFullYear(y); // the constructor reads years 0-99 as 1900-1999
+    asOf = local.toISOString();
     live.disabled = false;
     refresh().catch(function () {
       status.textContent = "offline";
     });
   });
   live.addEventListener("click", function () {
+    latest++; // an answer for the past still on its way is not shown
     asOf = null;
     marker = null; // the next poll renders the portfolio as it is now
     picker.value = "";
