@@ -40,7 +40,9 @@ def _free_run(length: int) -> int:
     raise RuntimeError("no free ports")
 
 
-@pytest.mark.timeout(180)
+# Above the sum of the waits below (120 + 60 + 60 + 10 s), so that a slow run fails on the
+# wait that ran out, with what pmo dev printed, not on a bare timeout.
+@pytest.mark.timeout(300)
 async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
     database: DatabaseSettings, tmp_path: Path
 ) -> None:
@@ -98,6 +100,8 @@ async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
         assert 'pmo_outbox_backlog{service="intake"}' in metrics
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 60) == 0
+    except (AssertionError, TimeoutError) as exc:
+        raise AssertionError(f"{exc!r}; pmo dev printed:\n{''.join(output)[-4000:]}") from None
     finally:
         if process.returncode is None:
             process.kill()
