@@ -40,8 +40,8 @@ def _free_run(length: int) -> int:
     raise RuntimeError("no free ports")
 
 
-# Above the sum of the waits below (120 + 60 + 60 + 10 s), so that a slow run fails on the
-# wait that ran out, with what pmo dev printed, not on a bare timeout.
+# Above the sum of the waits below (120 + 60 + 60 s, and 40 s of cleanup), so that a slow run
+# fails on the wait that ran out, with what pmo dev printed, not on a bare timeout.
 @pytest.mark.timeout(300)
 async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
     database: DatabaseSettings, tmp_path: Path
@@ -104,8 +104,14 @@ async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
         raise AssertionError(f"{exc!r}; pmo dev printed:\n{''.join(output)[-4000:]}") from None
     finally:
         if process.returncode is None:
-            process.kill()
-            await process.wait()
+            # Ctrl-C first: it stops the services and the broker it started (each in a session
+            # of its own), which a kill of pmo dev alone would leave running.
+            process.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
         # The children hold the pipe too; do not wait for an end of file that may not come.
         try:
             await asyncio.wait_for(reader, 10)
