@@ -20,6 +20,17 @@ from shared.outbox import OutboxMessage
 T = TypeVar("T")
 
 
+async def stop(process: asyncio.subprocess.Process, sig: int, within: float) -> None:
+    """Send ``process`` the signal ``sig`` and wait ``within`` seconds for it to exit; kill it
+    if it has not."""
+    process.send_signal(sig)
+    try:
+        await asyncio.wait_for(process.wait(), within)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T | None]], *, within: float = 30.0, what: str = "condition"
 ) -> T:

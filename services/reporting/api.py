@@ -563,10 +563,10 @@ def api_router(
     @router.get("/history", response_model=HistoryKept)
     async def history(_: Annotated[Principal, Depends(any_reader)]) -> HistoryKept:
         """How far back the history reaches: the earliest instant an ``as_of`` may name."""
-        bound = await reach.earliest()
+        kept_from = await reach.earliest()
         return HistoryKept(
             retention_days=settings.history_retention_days,
-            kept_from=None if bound is None else bound[0],
+            kept_from=kept_from,
         )
 
     pages = PageCache(PAGE_CACHE_BYTES)
@@ -813,7 +813,7 @@ def api_router(
         """What changed in the portfolio between two instants: each project added, withdrawn,
         reinstated or changed in rank, score, stage, plan or money, with its values at both,
         in the later instant's rank order (for a steering committee: since the last one)."""
-        await reach.check(since, "since")
+        reach.check(since, "since")
         if until is not None and until < since:
             raise query_error("until", "until must be at or after since")
         try:
@@ -821,7 +821,7 @@ def api_router(
                 portfolio, since=since, until=until, limit=capped(limit), offset=offset
             )
         except asyncpg.PostgresError as exc:
-            # Overtaken by a sweep: since, not after until, is before the cutoff.
+            # Before a sweep's cutoff: since, not after until, is.
             if (refusal := swept(exc, "since")) is not None:
                 raise refusal from None
             raise
@@ -937,8 +937,8 @@ def create_api(
 
     @app.exception_handler(asyncpg.PostgresError)
     async def history_swept(request: Request, exc: asyncpg.PostgresError) -> Response:
-        """A read of ``as_of`` that a sweep overtook (``reach.SWEPT``) gets the 422 the check
-        before it would have given; any other database error stays a 500."""
+        """A read of an ``as_of`` before a sweep's recorded cutoff (``reach.SWEPT``) gets a 422
+        naming the cutoff; any other database error stays a 500."""
         if (refusal := swept(exc, "as_of")) is None:
             raise exc
         return await request_validation_exception_handler(request, refusal)

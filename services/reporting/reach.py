@@ -4,10 +4,10 @@ The history answers an instant as it was from the later of two bounds on: the re
 window (``history_retention_days``) and the latest cutoff a sweep recorded
 (``history_kept``; services/reporting/retention.py). An instant before it is refused, not
 answered from what a sweep left, even when the window has grown or the retention was unset
-since that sweep. The cutoff is checked before the reads, for a clear refusal without them,
-and again by each read of the history in its own snapshot (``history_answers``, migration
-0018), for a sweep that records a later one in between: that read fails with ``SWEPT``, which
-is answered with the same 422 (``swept``)."""
+since that sweep. The window is checked before the reads (no database needed); the cutoff by
+each read of the history itself, in its own snapshot (``history_answers``, migration 0018), so
+that a sweep recording a later one meanwhile is seen too: that read fails with ``SWEPT``, which
+is answered with a 422 naming the cutoff (``swept``)."""
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,7 +47,7 @@ def swept(exc: asyncpg.PostgresError, name: str) -> RequestValidationError | Non
     instant the history no longer answers (``SWEPT``); None for any other error."""
     if exc.sqlstate != SWEPT or exc.detail is None:
         return None
-    kept = datetime.fromisoformat(exc.detail).isoformat()  # as the check before names it
+    kept = datetime.fromisoformat(exc.detail).isoformat()  # as isoformat() names instants
     return query_error(
         name, f"the history before it has been swept: {name} must be at or after {kept}"
     )
@@ -67,16 +67,15 @@ class HistoryReach:
         self._days = settings.history_retention_days
         self._queries = queries
 
-    async def earliest(self) -> tuple[datetime, str] | None:
-        """The earliest instant the history answers as it was, and why; None when all of it
-        is kept. The recorded cutoff is read each time (one row): a sweep may move it on."""
-        bounds = []
-        if self._days is not None:
-            window = datetime.now(UTC) - timedelta(days=self._days)
-            bounds.append((window, f"the history is kept for {self._days} days"))
-        if (swept := await self._queries().kept_from()) is not None:
-            bounds.append((swept, "the history before it has been swept"))
-        return max(bounds, key=lambda bound: bound[0]) if bounds else None
+    def window(self) -> datetime | None:
+        """Where the retention's window starts now; None without a retention."""
+        return None if self._days is None else datetime.now(UTC) - timedelta(days=self._days)
+
+    async def earliest(self) -> datetime | None:
+        """The earliest instant the history answers as it was: the later of the window's start
+        and the recorded cutoff (read now: a sweep may move it on); None when all is kept."""
+        bounds = [b for b in (self.window(), await self._queries().kept_from()) if b is not None]
+        return max(bounds, default=None)
 
     async def __call__(
         self,
@@ -90,14 +89,16 @@ class HistoryReach:
         ] = None,
     ) -> datetime | None:
         if as_of is not None:
-            await self.check(as_of, "as_of")
+            self.check(as_of, "as_of")
         return as_of
 
-    async def check(self, at: datetime, name: str) -> None:
-        """A 422 for the query parameter ``name`` when the history does not answer ``at`` as
-        it was."""
-        if (bound := await self.earliest()) is None:
-            return
-        kept, why = bound
-        if at < kept:
-            raise query_error(name, f"{why}: {name} must be at or after {kept.isoformat()}")
+    def check(self, at: datetime, name: str) -> None:
+        """A 422 for the query parameter ``name`` when ``at`` is before the retention's window.
+        One before a sweep's recorded cutoff is refused by the read itself (``swept``)."""
+        window = self.window()
+        if window is not None and at < window:
+            raise query_error(
+                name,
+                f"the history is kept for {self._days} days:"
+                f" {name} must be at or after {window.isoformat()}",
+            )

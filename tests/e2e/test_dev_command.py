@@ -17,7 +17,7 @@ import pytest
 
 from shared.local import free_port
 from shared.settings import DatabaseSettings
-from tests.helpers import eventually
+from tests.helpers import eventually, stop
 
 pytestmark = pytest.mark.e2e
 
@@ -106,12 +106,7 @@ async def test_pmo_dev_runs_the_system_with_the_demo_and_stops_on_ctrl_c(
         if process.returncode is None:
             # Ctrl-C first: it stops the services and the broker it started (each in a session
             # of its own), which a kill of pmo dev alone would leave running.
-            process.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            await stop(process, signal.SIGINT, 30)
         # The children hold the pipe too; do not wait for an end of file that may not come.
         try:
             await asyncio.wait_for(reader, 10)

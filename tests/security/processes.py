@@ -16,7 +16,7 @@ import httpx
 
 from shared.local import free_port
 from shared.settings import DatabaseSettings, KafkaSettings
-from tests.helpers import eventually
+from tests.helpers import eventually, stop
 
 
 @dataclass
@@ -87,9 +87,4 @@ async def service_process(
         yield running
     finally:
         if running.alive:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(process.wait(), 30)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+            await stop(process, signal.SIGTERM, 30)

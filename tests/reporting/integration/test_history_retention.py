@@ -325,24 +325,20 @@ async def test_an_instant_a_sweep_let_go_is_refused_after_the_window_grows(
     assert await queries.kept_from() == later
 
 
-async def test_a_read_a_sweep_overtakes_refuses_its_instant_in_its_own_snapshot(
+async def test_every_read_of_the_history_refuses_a_swept_instant_itself(
     reporting_pool: asyncpg.Pool[Any],
 ) -> None:
-    """The API's check before its reads saw no cutoff; a sweep recorded one right after it
-    (here: already there, and the check reads the stale answer). Each read of the history then
-    refuses the instant itself (PM001, the cutoff its detail), also where it finds no row, and
-    the API answers with the check's 422: for an ``as_of`` of a list, of one project, of a
-    plan, of the dashboard, and for the movement's ``since``. At the cutoff, all answer."""
+    """The recorded cutoff is checked by each read of the history itself, in its own snapshot,
+    not read beforehand: a read of an earlier instant fails (PM001, the cutoff its detail),
+    also where it finds no row, and the API answers with a 422 naming the cutoff: for an
+    ``as_of`` of a list, of one project, of a plan, of the dashboard, and for the movement's
+    ``since``. At the cutoff, all answer."""
     async with reporting_pool.acquire() as conn:
         first = await step(conn, {"P1": 1, "P2": 1, "P3": 1}, 1)
         cutoff = await step(conn, {"P1": 2}, 2)
         await HistoryPurge(conn).keep_from(cutoff)
 
-    class Stale(ReadModelQueries):
-        async def kept_from(self) -> datetime | None:
-            return None  # read just before the sweep recorded its cutoff
-
-    queries = Stale(reporting_pool)
+    queries = ReadModelQueries(reporting_pool)
     for read_then in (
         queries.projects(PORTFOLIO, limit=10, offset=0, as_of=first),
         queries.project(f"{PORTFOLIO}/jira/NONE", first),  # no such project: no row
