@@ -59,7 +59,8 @@ Instant = Annotated[datetime, AfterValidator(in_utc)]
 
 class HistoryReach:
     """A FastAPI dependency: the request's ``as_of`` query parameter, in UTC, once the kept
-    history answers it as it was (a 422 naming the earliest instant otherwise)."""
+    history answers it as it was: a 422 naming the window's start before the retention's window
+    (``check``); the reads refuse one before a sweep's recorded cutoff (``swept``)."""
 
     def __init__(
         self, settings: ReportingSettings, queries: Callable[[], ReadModelQueries]
