@@ -6,10 +6,12 @@ pressed save, asks for the project with ``min_revision=7&wait=10`` and gets it a
 read model has that revision, in one request, rather than asking again and again. The API
 process keeps one connection listening on the channel reporting's writes notify (migration
 0013) while any request waits, and for each notice reads every project a request waits for,
-in one statement; a request whose revision has come answers with the row read. The watcher
-also reads them every ``RECHECK_SECONDS`` without a notice, so a notice lost with a broken
-connection delays an answer, never loses it; and it gives the connection back to the pool when
-no request has waited for ``LINGER_SECONDS``."""
+in one statement; a request whose revision has come answers with the row read. A notice names
+the projects (or portfolios) its statement wrote (migration 0019), and the watcher reads only
+the waited-for projects it names: a commit of other projects costs it no read. The watcher
+also reads every waited-for project every ``RECHECK_SECONDS`` without a notice, so a notice
+lost with a broken connection delays an answer, never loses it; and it gives the connection
+back to the pool when no request has waited for ``LINGER_SECONDS``."""
 
 from __future__ import annotations
 
@@ -46,8 +48,12 @@ class ProjectWaits:
         self._pool = pool
         self._waiting: dict[str, list[_Waiter]] = {}
         self._notice = asyncio.Event()
+        # What the next check reads: these waited-for projects, or all of them.
+        self._due: set[str] = set()
+        self._all_due = False
         self._watcher: asyncio.Task[None] | None = None
-        self.checks = 0  # reads the watcher has made, each of every project waited for
+        self.checks = 0  # reads the watcher has made, each of the waited-for projects due
+        self.notices = 0  # notices the watcher has taken
 
     @property
     def waiting(self) -> int:
@@ -62,6 +68,7 @@ class ProjectWaits:
         waiter: _Waiter = (revision, reached)
         self._waiting.setdefault(key, []).append(waiter)
         # Checked at once: the revision may have been written since the caller read the project.
+        self._due.add(key)
         self._notice.set()
         try:
             while not reached.done():
@@ -115,10 +122,20 @@ class ProjectWaits:
     async def _serve(self, conn: PoolConnectionProxy[Any], me: asyncio.Task[Any] | None) -> None:
         loop = asyncio.get_running_loop()
         last_waited = loop.time()
+        # What was written before this connection listened, or while an earlier watcher's
+        # connection broke, was never noticed here: the first check reads every waited-for
+        # project, and so does one every RECHECK_SECONDS whatever the notices.
+        self._all_due = True
+        self._notice.set()
+        next_full = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._notice.wait(), RECHECK_SECONDS)
+                await asyncio.wait_for(self._notice.wait(), max(0.0, next_full - loop.time()))
             self._notice.clear()
+            if loop.time() >= next_full:
+                self._all_due = True
+            if self._all_due:
+                next_full = loop.time() + RECHECK_SECONDS
             if self._waiting:
                 last_waited = loop.time()
                 await self._check(conn)
@@ -130,7 +147,15 @@ class ProjectWaits:
                 return
 
     async def _check(self, conn: PoolConnectionProxy[Any]) -> None:
-        keys = list(self._waiting)
+        if self._all_due:
+            keys = list(self._waiting)
+        else:
+            keys = [key for key in self._due if key in self._waiting]
+        # Taken before the read: a notice that comes during it is for the next check.
+        self._due.clear()
+        self._all_due = False
+        if not keys:
+            return
         rows = await ReadModelQueries.projects_now(conn, keys)
         self.checks += 1
         for key, row in rows.items():
@@ -138,5 +163,21 @@ class ProjectWaits:
                 if row["revision"] >= revision and not reached.done():
                     reached.set_result(row)
 
-    def _on_notice(self, *_: object) -> None:
+    def _on_notice(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        """A notice's payload (migration 0019): keys, one a line; portfolios, each ending in
+        '/'; or empty, any project."""
+        self.notices += 1
+        if not payload:
+            self._all_due = True
+        else:
+            named = set(str(payload).split("\n"))
+            due = {key for key in self._waiting if key in named or _portfolio(key) in named}
+            if not due:
+                return
+            self._due |= due
         self._notice.set()
+
+
+def _portfolio(key: str) -> str:
+    """The portfolio part of a project key, as a notice names a portfolio: ``retail/``."""
+    return key[: key.find("/") + 1]

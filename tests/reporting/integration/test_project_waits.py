@@ -6,7 +6,7 @@ listening connection goes back to the pool once nobody waits."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -18,6 +18,7 @@ from services.reporting.api import create_api
 from services.reporting.repository import ReadModelQueries, ReadModelWriter
 from services.reporting.settings import ReportingSettings
 from services.reporting.waits import ProjectWaits
+from shared.contracts.events import ProjectChanged
 from shared.settings import DatabaseSettings
 from tests.conftest import service_url
 from tests.helpers import eventually, project_changed
@@ -45,15 +46,18 @@ async def api(
     await waits.close()
 
 
-async def write(database: DatabaseSettings, revision: int) -> None:
-    """Revision ``revision`` of retail/jira/P1, committed by a connection of its own, as the
-    project lane's process would."""
+async def write(
+    database: DatabaseSettings, revision: int, others: Sequence[ProjectChanged] = ()
+) -> None:
+    """Revision ``revision`` of retail/jira/P1 (none when 0) and ``others``, in one statement
+    committed by a connection of its own, as the project lane's process would."""
     conn = await asyncpg.connect(
         service_url(database, "reporting"), server_settings={"search_path": "reporting"}
     )
     try:
+        mine = [project_changed("retail", "P1", revision)] if revision else []
         async with conn.transaction():
-            await ReadModelWriter(conn).apply_projects([project_changed("retail", "P1", revision)])
+            await ReadModelWriter(conn).apply_projects([*mine, *others])
     finally:
         await conn.close()
 
@@ -87,6 +91,51 @@ async def test_a_waiting_request_is_answered_when_another_process_writes_the_rev
     assert not later.done()
     await write(database, 2)
     assert (await asyncio.wait_for(later, 15)).json()["revision"] == 2
+
+
+async def test_a_notice_makes_a_read_only_of_the_waited_for_projects_it_names(
+    database: DatabaseSettings,
+    api: tuple[httpx.AsyncClient, ProjectWaits],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A notice names the projects its statement wrote; one too long names their portfolios,
+    and one too long again names none, which means any (migration 0019)."""
+    client, waits = api
+    monkeypatch.setattr(waits_module, "RECHECK_SECONDS", 600.0)
+
+    async def reads_for(others: list[ProjectChanged], revision: int) -> int:
+        """The reads the watcher makes for a notice of ``others``, written while a request
+        waits for revision ``revision`` of P1 (which then comes, read and answered)."""
+        before = waits.checks
+        asked = asyncio.create_task(client.get(PATH, params={"min_revision": revision, "wait": 20}))
+
+        async def read_once() -> bool:
+            return waits.waiting == 1 and waits.checks > before
+
+        await eventually(read_once, what="the request's first read")
+        first, notices = waits.checks, waits.notices
+
+        async def noticed() -> bool:
+            return waits.notices > notices
+
+        await write(database, 0, others)
+        await eventually(noticed, what="the notice of the others")
+        await asyncio.sleep(0.3)  # time for a read it would start
+        reads = waits.checks - first
+        await write(database, revision)
+        answer = await asyncio.wait_for(asked, 15)
+        assert answer.json()["revision"] == revision
+        return reads
+
+    # Named: another project of the same portfolio reads nothing.
+    assert await reads_for([project_changed("retail", "P2")], 1) == 0
+    # 600 keys do not fit: the portfolios are named. Another portfolio's projects read
+    # nothing; the waited-for one's are read, though P1 is not among them.
+    assert await reads_for([project_changed("wholesale", f"Q{i:04d}") for i in range(600)], 2) == 0
+    assert await reads_for([project_changed("retail", f"R{i:04d}") for i in range(600)], 3) == 1
+    # 400 portfolios of long names do not fit either: none is named, so any project is read.
+    everywhere = [project_changed(f"portfolio-number-{i:04d}", "S1") for i in range(400)]
+    assert await reads_for(everywhere, 4) == 1
 
 
 async def test_a_wait_that_runs_out_answers_with_the_project_as_it_is(
