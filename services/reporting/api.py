@@ -29,6 +29,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, model_validator
 
 from services.reporting.auth import ADMIN, READ, Principal, TokenBook
+from services.reporting.funding import (
+    Rule,
+    Unfunded,
+    currencies,
+    currencies_other_than,
+    funding_line,
+)
 from services.reporting.reach import HistoryReach, Instant, query_error, swept
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
@@ -224,6 +231,51 @@ class MovementPage(Page):
     since: datetime
     until: datetime = Field(description="The later instant: the one asked for, or when read.")
     items: list[Movement]
+
+
+class FundedProject(BaseModel):
+    rank: int
+    project_key: str
+    source: str | None
+    external_id: str | None
+    name: str | None
+    stage: str | None
+    mandatory: bool | None
+    score: float | None
+    value: float | None
+    cost: float | None
+    currency: str | None
+    plan_status: str | None
+    cumulative_cost: float = Field(
+        description="The cost funded from rank 1 down to this project, itself included when funded."
+    )
+    funded: bool
+    reason: Unfunded | None = Field(
+        description="Why not funded: below_line (under a project that did not fit, rule line),"
+        " over_budget (its cost does not fit what is left), cost_unknown."
+    )
+
+
+class FundingShare(BaseModel):
+    projects: int
+    cost: float = Field(description="Their known cost.")
+    value: float
+
+
+class FundingPage(Page):
+    budget: float
+    currency: str | None = Field(description="The budget's: the one named, or the ranking's own.")
+    rule: Rule
+    funded: FundingShare
+    unfunded: FundingShare
+    remaining: float = Field(description="What is left of the budget after what is funded.")
+    last_funded_rank: int | None = Field(description="The line: the lowest-ranked project funded.")
+    first_unfunded_rank: int | None = Field(
+        description="The first project by rank whose cost did not fit (over_budget)."
+    )
+    cost_unknown: int = Field(description="Ranked projects with no cost, never funded.")
+    mandatory_unfunded: int = Field(description="Mandatory projects the budget does not reach.")
+    items: list[FundedProject]
 
 
 class AuditEntry(BaseModel):
@@ -836,6 +888,80 @@ def api_router(
             offset=offset,
             items=[Movement.model_validate(i) for i in items],
         )
+
+    @router.get("/portfolios/{portfolio}/funding", response_model=FundingPage)
+    async def funding(
+        request: Request,
+        portfolio: str,
+        _: Reader,
+        budget: Annotated[
+            float,
+            Query(ge=0, le=1e15, description="The money to fund the ranking with, from rank 1."),
+        ],
+        currency: Annotated[
+            str | None,
+            Query(
+                pattern=r"^[A-Z]{3}$",
+                description="The budget's currency (ISO 4217); the ranking's own when omitted.",
+            ),
+        ] = None,
+        rule: Annotated[
+            Rule,
+            Query(
+                description="line (default): funded down to the first project that does not"
+                " fit; fill: each project that fits what is left, in rank order."
+            ),
+        ] = "line",
+        limit: Limit = 100,
+        offset: Offset = 0,
+        as_of: AsOf = None,
+        fmt: Fmt = None,
+    ) -> Response:
+        """How far down the ranking a budget reaches: each ranked project with the cost funded
+        down to it and whether it is funded, the totals on each side of the line, and the
+        mandatory projects left out. A project with no currency counts in the budget's; a
+        ranking with projects in another currency is refused (422)."""
+        csv_wanted = _wants_csv(request, fmt)
+        size = capped(limit)
+
+        async def render() -> Rendered:
+            rows = await queries().funding_rows(portfolio, as_of)
+            if other := currencies_other_than(rows, currency):
+                raise query_error(
+                    "currency",
+                    f"the ranking has projects in {', '.join(other)}: a funding line compares"
+                    " costs in one currency (name it with currency when the ranking has one)",
+                )
+            line = funding_line(rows, budget, rule)
+            items = line.items[offset : offset + size]
+            if csv_wanted:
+                return Rendered.of(_csv_text(items).encode(), CSV)
+            found = currencies(rows)
+            page = FundingPage(
+                portfolio=portfolio,
+                as_of=as_of,
+                total=len(line.items),
+                limit=size,
+                offset=offset,
+                budget=budget,
+                currency=currency or (found[0] if found else None),
+                rule=rule,
+                funded=FundingShare.model_validate(line.funded, from_attributes=True),
+                unfunded=FundingShare.model_validate(line.unfunded, from_attributes=True),
+                remaining=line.remaining,
+                last_funded_rank=line.last_funded_rank,
+                first_unfunded_rank=line.first_unfunded_rank,
+                cost_unknown=line.cost_unknown,
+                mandatory_unfunded=line.mandatory_unfunded,
+                items=[FundedProject.model_validate(i) for i in items],
+            )
+            return Rendered.of(page.model_dump_json().encode(), JSON)
+
+        if as_of is not None:
+            return _send(request, await render())
+        version = await versions.get(portfolio)
+        key = ("funding", portfolio, budget, currency, rule, size, offset, csv_wanted)
+        return _send(request, await pages.get(key, version, render))
 
     @router.get("/portfolios/{portfolio}/scoring/audit", response_model=AuditPage)
     async def scoring_audit(

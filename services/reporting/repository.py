@@ -762,6 +762,19 @@ class ReadModelQueries:
         )
         return {"stages": [dict(r) for r in stages], "rejected_submissions": refused}
 
+    async def funding_rows(
+        self, portfolio: str, as_of: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The ranked projects of ``portfolio`` in rank order, with what a funding line reads
+        (services/reporting/funding.py)."""
+        source, args = self._project_source(portfolio, as_of, ProjectFilter(ranked_only=True))
+        rows = await self._pool.fetch(
+            "SELECT rank, project_key, source, external_id, name, stage, mandatory, score,"
+            f" value, cost, currency, plan_status {source} ORDER BY rank, project_key",
+            *args,
+        )
+        return [dict(r) for r in rows]
+
     async def programs(self, portfolio: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
         source, args = self._project_source(portfolio, as_of, ProjectFilter())
         rows = await self._pool.fetch(

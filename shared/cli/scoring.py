@@ -246,6 +246,52 @@ def movement(
     )
 
 
+def funding(
+    portfolio: str,
+    budget: Annotated[float, typer.Option(min=0, help="The money to fund the ranking with.")],
+    currency: Annotated[
+        str | None, typer.Option(help="The budget's currency (default: the ranking's).")
+    ] = None,
+    rule: Annotated[
+        str,
+        typer.Option(help="line: down to the first that does not fit; fill: all that fit."),
+    ] = "line",
+    limit: Annotated[int, typer.Option(min=1)] = 50,
+) -> None:
+    """How far down the ranking a budget reaches: the funding line, the projects on each side
+    of it and the mandatory ones left out (from the reporting API: PMO_API_URL, PMO_API_TOKEN)."""
+    params: dict[str, Any] = {"budget": budget, "rule": rule, "limit": limit}
+    if currency is not None:
+        params["currency"] = currency
+    page = api_get(f"/api/v1/portfolios/{portfolio}/funding", **params)
+    money = f" {page['currency']}" if page["currency"] else ""
+    table = Table("rank", "project", "name", "cost", "cumulative", "funded")
+    for item in page["items"]:
+        cost = item["cost"]
+        table.add_row(
+            str(item["rank"]),
+            escape(f"{item['source']}/{item['external_id']}"),
+            escape(item["name"] or ""),
+            f"{cost:,.0f}" if cost is not None else "-",
+            f"{item['cumulative_cost']:,.0f}",
+            "yes" if item["funded"] else item["reason"].replace("_", " "),
+        )
+    console.print(table)
+    funded, unfunded = page["funded"], page["unfunded"]
+    console.print(
+        f"funded: {funded['projects']} project(s), {funded['cost']:,.0f}{money},"
+        f" worth {funded['value']:,.0f}"
+    )
+    console.print(f"not funded: {unfunded['projects']}, worth {unfunded['value']:,.0f}")
+    console.print(f"{page['remaining']:,.0f}{money} left of {page['budget']:,.0f}{money}")
+    if page["mandatory_unfunded"]:
+        console.print(
+            f"[bold red]{page['mandatory_unfunded']} mandatory project(s) not funded[/bold red]"
+        )
+    if page["total"] > len(page["items"]):
+        console.print(f"the first {len(page['items'])} of {page['total']} ranked projects shown")
+
+
 @app.command()
 def audit(portfolio: str, limit: Annotated[int, typer.Option(min=1)] = 50) -> None:
     """Who changed the portfolio's scoring, what, why, and whether it was applied."""

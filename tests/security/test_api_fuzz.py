@@ -105,12 +105,16 @@ class Operation:
 
     def required(self) -> dict[str, str]:
         """A value for each required query parameter (an instant before any data: the
-        answer covers everything)."""
-        examples = {"date-time": "2000-01-01T00:00:00Z"}
+        answer covers everything; an amount of money)."""
+        examples = {"date-time": "2000-01-01T00:00:00Z", "number": "1000000"}
+
+        def kind(schema: dict[str, Any]) -> str | None:
+            return schema.get("format") or schema.get("type")
+
         required = [p for p in self.parameters if p["in"] == "query" and p.get("required")]
-        unknown = [p["name"] for p in required if p["schema"].get("format") not in examples]
+        unknown = [p["name"] for p in required if kind(p["schema"]) not in examples]
         assert not unknown, f"{self.label}: give an example for the required {unknown}"
-        return {p["name"]: examples[p["schema"]["format"]] for p in required}
+        return {p["name"]: examples[str(kind(p["schema"]))] for p in required}
 
     def strings(self) -> list[dict[str, Any]]:
         """The parameters whose schema admits a string without a fixed set of values."""

@@ -215,22 +215,24 @@ async def test_the_api_refuses_an_instant_before_the_kept_history(
     settings = ReportingSettings(api_token=TOKEN, history_retention_days=30)
     app = create_api(settings, lambda: ReadModelQueries(reporting_pool))
     placeholders = {"portfolio": PORTFOLIO, "source": "jira", "external_id": "P1"}
-    paths = [
-        path.format(**placeholders)
-        for path, operations in app.openapi()["paths"].items()
-        if "get" in operations
-        and any(p["name"] == "as_of" for p in operations["get"].get("parameters", []))
-    ]
+    # Each path that takes as_of, with a value for each number it requires (a budget).
+    paths: dict[str, dict[str, float]] = {}
+    for path, operations in app.openapi()["paths"].items():
+        parameters = operations.get("get", {}).get("parameters", [])
+        if any(p["name"] == "as_of" for p in parameters):
+            required = [p for p in parameters if p["in"] == "query" and p.get("required")]
+            assert all(p["schema"].get("type") == "number" for p in required), (path, required)
+            paths[path.format(**placeholders)] = {p["name"]: 1000.0 for p in required}
     assert len(paths) >= 8, paths
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://t",
         headers={"Authorization": f"Bearer {TOKEN}"},
     ) as client:
-        for path in paths:
+        for path, needs in paths.items():
             now = datetime.now(UTC)
             for old in (now - timedelta(days=31), (now - timedelta(days=31)).replace(tzinfo=None)):
-                refused = await client.get(path, params={"as_of": old.isoformat()})
+                refused = await client.get(path, params={"as_of": old.isoformat(), **needs})
                 assert refused.status_code == 422, (path, old, refused.text)
                 detail = refused.json()["detail"][0]
                 assert detail["loc"] == ["query", "as_of"]
@@ -239,10 +241,10 @@ async def test_the_api_refuses_an_instant_before_the_kept_history(
                 assert abs(named - (now - timedelta(days=30))) < timedelta(seconds=5), detail
             # 29 days back the project did not exist yet: its own endpoint answers 404.
             earlier = await client.get(
-                path, params={"as_of": (now - timedelta(days=29)).isoformat()}
+                path, params={"as_of": (now - timedelta(days=29)).isoformat(), **needs}
             )
             assert earlier.status_code in (200, 404), (path, earlier.text)
-            answered = await client.get(path, params={"as_of": now.isoformat()})
+            answered = await client.get(path, params={"as_of": now.isoformat(), **needs})
             assert answered.status_code == 200, (path, answered.text)
         listed = await client.get(
             f"/api/v1/portfolios/{PORTFOLIO}/projects",

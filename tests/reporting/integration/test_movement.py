@@ -14,11 +14,10 @@ import asyncpg
 import httpx
 import pytest
 
-from services.reporting.api import create_api
-from services.reporting.repository import ReadModelQueries, ReadModelWriter
-from services.reporting.settings import ReportingSettings
+from services.reporting.repository import ReadModelWriter
 from shared.contracts.events import RankChange
 from tests.helpers import project_changed, project_scored
+from tests.reporting.integration.conftest import api_client
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +49,7 @@ async def three_ranked(conn: asyncpg.Connection[Any]) -> None:
 
 @pytest.fixture
 async def client(reporting_pool: asyncpg.Pool[Any]) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_api(ReportingSettings(api_token=TOKEN), lambda: ReadModelQueries(reporting_pool))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://t",
-        headers={"Authorization": f"Bearer {TOKEN}"},
-    ) as c:
+    async with api_client(reporting_pool, TOKEN) as c:
         yield c
 
 

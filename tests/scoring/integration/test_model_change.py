@@ -158,3 +158,18 @@ async def test_model_change_pin_and_refused_ahp(system: System, tmp_path: Path) 
     )
     assert code == 2, out
     assert "until must be at or after since" in out
+
+    # A budget of 1,000,000 down the ranking B (900,000), C (500,000), A (100,000): the line
+    # stops at C; filling funds A below it.
+    code, out = await system.pmo("funding", "retail", "--budget", "1000000", "--rule", "fill")
+    assert code == 0, out
+    rows = {p: line for line in out.splitlines() for p in "ABC" if f"jira/{p} " in line}
+    assert "yes" in rows["B"], out
+    assert "over budget" in rows["C"], out
+    assert "yes" in rows["A"], out
+    assert "funded: 2 project(s), 1,000,000 EUR, worth 9,100,000" in out
+    assert "0 EUR left of 1,000,000 EUR" in out.splitlines(), out
+    code, out = await system.pmo("funding", "retail", "--budget", "1000000")
+    assert code == 0, out
+    assert "below line" in out
+    assert "funded: 1 project(s), 900,000 EUR" in out
