@@ -446,6 +446,7 @@ class CapacityHandler:
         scores = {row[0]: row[4] or 0.0 for row in inputs.projects}
         if isinstance(request, Optimise):
             values = {row[0]: row[2].value or 0.0 for row in inputs.projects}
+            costs = {row[0]: row[2].cost for row in inputs.projects}
             priorities = scores if request.objective == "score" else values
             _, result = optimise(
                 projects,
@@ -453,9 +454,13 @@ class CapacityHandler:
                 horizon,
                 priorities,
                 time_limit=request.time_limit_seconds,
+                budget=request.budget,
+                costs=costs,
             )
             starts = {p.key: p for p in projects}
             optimised = _as_plan(base, starts, result.starts)
+            greedy_started = [k for k in result.starts if base.placements[k].status == "planned"]
+            started = [k for k, s in result.starts.items() if s is not None]
             return self._result(
                 request,
                 "optimise",
@@ -475,6 +480,9 @@ class CapacityHandler:
                     gap=round(result.gap, 6),
                     greedy_objective=round(result.greedy_objective, 6),
                     seconds=round(result.seconds, 3),
+                    budget=request.budget,
+                    cost=sum(costs[k] or 0.0 for k in started),
+                    greedy_cost=sum(costs[k] or 0.0 for k in greedy_started),
                 ),
             )
         try:

@@ -40,7 +40,7 @@ from services.reporting.reach import HistoryReach, Instant, query_error, swept
 from services.reporting.repository import ProjectFilter, ReadModelQueries
 from services.reporting.settings import ReportingSettings
 from services.reporting.waits import MAX_WAIT_SECONDS, ProjectWaits
-from shared.contracts.capacity import Scenario
+from shared.contracts.capacity import BUDGET, Scenario
 
 _bearer = HTTPBearer(auto_error=False)
 Format = Literal["json", "csv"]
@@ -317,12 +317,15 @@ class ScenarioRequest(BaseModel):
     optimise: bool = False
     objective: Literal["score", "value"] = "score"
     time_limit_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    budget: Annotated[float, Field(ge=0, le=1e15, description=BUDGET)] | None = None
 
     @model_validator(mode="after")
     def _one_question(self) -> "ScenarioRequest":
         # A model rule, so the 422 has the documented shape (a list of errors), not a string.
         if (self.scenario is None) == (not self.optimise):
             raise ValueError("give either a scenario or optimise: true")
+        if self.budget is not None and not self.optimise:
+            raise ValueError("a budget is for optimise: true")
         return self
 
 
@@ -1007,6 +1010,7 @@ def api_router(
                 action="optimise",
                 objective=body.objective,
                 time_limit_seconds=body.time_limit_seconds,
+                budget=body.budget,
             )
         else:
             assert body.scenario is not None

@@ -101,6 +101,12 @@ def show(result: ScenarioResult) -> None:
             f"greedy plan {o.greedy_objective:g}, bound {o.bound:g}, LP bound {o.lp_bound:g}, "
             f"gap {o.gap:.1%}"
         )
+        if o.budget is not None:
+            over = " (over it)" if (o.greedy_cost or 0.0) > o.budget else ""
+            console.print(
+                f"budget {o.budget:,.0f}: the optimiser's plan starts candidates costing"
+                f" {o.cost or 0.0:,.0f}, the greedy plan {o.greedy_cost or 0.0:,.0f}{over}"
+            )
     table = Table("project", "change", "plan", "scenario")
     for d in result.projects:
 
@@ -144,11 +150,23 @@ def optimise_command(
     portfolio: str,
     objective: Annotated[str, typer.Option(help="score or value")] = "score",
     time_limit: Annotated[float, typer.Option(help="Solver time budget in seconds.")] = 10,
+    budget: Annotated[
+        float | None,
+        typer.Option(help="The most the candidates started may cost in all."),
+    ] = None,
     author: Annotated[str | None, typer.Option()] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Solve PORTFOLIO's plan exactly and compare it with the greedy plan, project by project."""
-    body = _body(portfolio, "optimise", author, objective=objective, time_limit_seconds=time_limit)
+    """Solve PORTFOLIO's plan exactly and compare it with the greedy plan, project by project;
+    with --budget, within it."""
+    body = _body(
+        portfolio,
+        "optimise",
+        author,
+        objective=objective,
+        time_limit_seconds=time_limit,
+        budget=budget,
+    )
     result = asyncio.run(request(body, time_limit + 60))
     if as_json:
         print(result.model_dump_json(indent=2))

@@ -94,6 +94,13 @@ class _Request(Inbound):
     issued_at: AwareDatetime
 
 
+BUDGET = (
+    "The most the candidates started may cost in all, in the portfolio's currency (committed"
+    " work is not counted); a candidate whose cost is not known, or is more than the budget,"
+    " is not started."
+)
+
+
 class WhatIf(_Request):
     """Evaluate ``scenario`` on a copy of the portfolio's plan; the baseline is untouched."""
 
@@ -107,6 +114,7 @@ class Optimise(_Request):
     action: Literal["optimise"]
     objective: Literal["score", "value"] = "score"
     time_limit_seconds: Annotated[float, Field(gt=0, le=120)] = 10.0
+    budget: Annotated[float, Field(ge=0, le=1e15, description=BUDGET)] | None = None
 
 
 CapacityRequest = Annotated[WhatIf | Optimise, Field(discriminator="action")]
@@ -148,6 +156,11 @@ class OptimiserReport(Event):
     gap: float
     greedy_objective: float
     seconds: float
+    budget: float | None = None  # the request's
+    # What the candidates started cost in all, in the optimiser's plan and in the greedy plan
+    # (costs not known count nothing); with a budget the first is within it, the second may not be.
+    cost: float | None = None
+    greedy_cost: float | None = None
 
 
 class ScenarioResult(Event):

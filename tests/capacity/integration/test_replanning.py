@@ -114,6 +114,25 @@ async def test_resource_change_replans_and_whatif_and_optimise_answer(
     assert optimised["projects"] == []
     assert optimised["optimiser"]["gap"] == 0
 
+    # Within a budget of 200,000, SMALL (250,000) cannot be paid for: the best plan within it
+    # starts nothing new, against the greedy plan's 250,000 (the committed RUN not counted).
+    code, out = await system.pmo(
+        "capacity", "optimise", "retail", "--time-limit", "5", "--budget", "200000", "--json"
+    )
+    assert code == 0, out
+    within = json.loads(out)
+    report = within["optimiser"]
+    assert (report["budget"], report["cost"], report["greedy_cost"]) == (200_000, 0, 250_000)
+    assert report["status"] == "optimal"
+    assert [(p["project_key"], p["change"]) for p in within["projects"]] == [
+        ("retail/jira/SMALL", "deferred")
+    ]
+    code, out = await system.pmo(
+        "capacity", "optimise", "retail", "--time-limit", "5", "--budget", "300000"
+    )
+    assert code == 0, out
+    assert "budget 300,000: the optimiser's plan starts candidates costing 250,000" in out
+
     # The same question through the API, as the dashboard asks it.
     asked = await system.api.post(
         "/api/v1/portfolios/retail/scenarios",
@@ -133,6 +152,30 @@ async def test_resource_change_replans_and_whatif_and_optimise_answer(
     )
     assert via_api["result"]["started"] == 1
     assert via_api["result"]["author"] == "admin"
+    # A budget is for the optimiser alone.
+    refused = await system.api.post(
+        "/api/v1/portfolios/retail/scenarios",
+        json={
+            "scenario": {
+                "name": "hire one",
+                "changes": [{"kind": "add_capacity", "role": "backend", "fte": 1}],
+            },
+            "budget": 1,
+        },
+    )
+    assert refused.status_code == 422
+    assert "a budget is for optimise: true" in refused.text
+    asked = await system.api.post(
+        "/api/v1/portfolios/retail/scenarios",
+        json={"optimise": True, "budget": 200_000, "time_limit_seconds": 5},
+    )
+    assert asked.status_code == 202
+    budgeted = await eventually(
+        lambda: system.scenario_done("retail", asked.json()["request_id"]),
+        what="the optimiser within a budget answered through the API",
+    )
+    assert budgeted["result"]["optimiser"]["budget"] == 200_000
+    assert budgeted["result"]["optimiser"]["cost"] == 0
 
     # The real thing: the team grows, and the plan follows.
     await publish_raw(

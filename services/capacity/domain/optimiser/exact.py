@@ -20,7 +20,12 @@ from services.capacity.domain.optimiser.model import (
     violations,
 )
 from services.capacity.domain.optimiser.neighbourhoods import improve
-from services.capacity.domain.optimiser.relaxation import heuristics, relaxation
+from services.capacity.domain.optimiser.relaxation import (
+    fill,
+    heuristics,
+    prerequisites_first,
+    relaxation,
+)
 from services.capacity.domain.planner import EPSILON, Horizon, Plan, PlanProject, Resource, plan
 
 # Up to this many columns CP-SAT gets the whole model first (the 100-project benchmark has
@@ -73,7 +78,8 @@ def solve(
     workers: int = 2,
     seed: int = 0,
 ) -> Result:
-    """Best plan found within ``time_limit`` seconds; never worse than the greedy plan.
+    """Best plan found within ``time_limit`` seconds; never worse than the greedy plan (or,
+    when that is over the model's budget, than its projects kept while they fit: ``within``).
 
     Small models go to CP-SAT whole (``workers`` threads) for half the time left, which
     usually proves the optimum; what it has not proven by then, and every large model, is
@@ -87,7 +93,7 @@ def solve(
     relaxed = relaxation(model, time_limit)
     lp, lp_values = relaxed.bound, relaxed.values
     greedy_value = objective_of(model, greedy_starts)
-    warm = {"greedy": dict(greedy_starts), **heuristics(model, lp_values)}
+    warm = {"greedy": within(model, greedy_starts), **heuristics(model, lp_values)}
     best_name, best_starts = max(warm.items(), key=lambda kv: objective_of(model, kv[1]))
     warm_value = objective_of(model, best_starts)
     starts, bound, solver = dict(best_starts), lp, best_name
@@ -129,6 +135,19 @@ def solve(
     )
 
 
+def within(model: Model, starts: Mapping[str, int | None]) -> dict[str, int | None]:
+    """``starts`` when they are a plan of ``model``; else (the greedy plan over a budget the
+    model has) its started projects in order of weight, each at its start while it still
+    fits, the rest not started."""
+    if not violations(model, starts):
+        return dict(starts)
+    index = column_index(model)
+    started = {k: s for k, s in starts.items() if s is not None and (k, s) in index}
+    order = sorted(started, key=lambda k: (-model.columns[index[(k, started[k])]].weight, k))
+    preferred = {index[(k, s)]: 1.0 for k, s in started.items()}
+    return fill(model, prerequisites_first(model, order), preferred)
+
+
 def _since(began: float) -> float:
     return time.perf_counter() - began
 
@@ -140,9 +159,13 @@ def optimise(
     priorities: Mapping[str, float],
     *,
     time_limit: float = 10.0,
+    budget: float | None = None,
+    costs: Mapping[str, float | None] | None = None,
 ) -> tuple[Plan, Result]:
+    """The greedy plan, and the optimiser's within ``time_limit`` seconds (and, with a
+    ``budget``, within it: ``build``)."""
     greedy = plan(projects, resources, horizon)
-    model = build(projects, resources, horizon, priorities, greedy)
+    model = build(projects, resources, horizon, priorities, greedy, budget=budget, costs=costs)
     return greedy, solve(model, starts_of(model, greedy), time_limit=time_limit)
 
 

@@ -23,6 +23,14 @@ from shared.contracts.inbound import Stage
 MANDATORY_BONUS = 1e6
 FTE_SCALE = 100  # CP-SAT works in integers: capacity in hundredths of an FTE
 WEIGHT_SCALE = 1000
+# A budget is one more cell of the model: a role no resource can have (an id has no slash),
+# in the horizon's first month, whose capacity is the budget and which each column loads with
+# its project's cost, both in money units of about a millionth of the budget (a power of ten:
+# ``money_scale``). Every constraint, bound and search over cells then keeps within it. CP-SAT
+# works in those units (an FTE of the cell is FTE_SCALE of them), a cost rounded up to one and
+# the budget down: costs in whole units add up exactly, any other is rounded up by less than
+# a millionth of the budget, so a plan that fits in units fits the budget.
+BUDGET_ROLE = "/budget"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +38,9 @@ class Column:
     project: str
     start: int
     weight: float
-    load: tuple[tuple[str, int, float], ...]  # (role, absolute month, FTE) inside the horizon
+    # (role, absolute month, FTE) inside the horizon; with a budget, (BUDGET_ROLE, the horizon's
+    # start, the project's cost in money units: ``money_scale``) too
+    load: tuple[tuple[str, int, float], ...]
 
 
 @dataclass(slots=True)
@@ -70,10 +80,17 @@ def build(
     horizon: Horizon,
     priorities: Mapping[str, float],
     greedy: Plan,
+    *,
+    budget: float | None = None,
+    costs: Mapping[str, float | None] | None = None,
 ) -> Model:
     """The 0/1 model over the candidates the greedy plan considered. Committed work is fixed
     (it consumes capacity first); a candidate whose dependency is deferred outside the model
-    (excluded, or caught in a cycle) cannot start, exactly as in the greedy plan."""
+    (excluded, or caught in a cycle) cannot start, exactly as in the greedy plan.
+
+    With a ``budget``, the candidates started cost at most that much in all (``costs``, by
+    project key; committed work is spent already and not counted): a candidate whose cost is
+    not known, or is more than the budget, cannot start."""
     cap = capacity(resources, horizon)
     free: dict[tuple[str, int], float] = {}
     for role, row in cap.items():
@@ -92,6 +109,8 @@ def build(
                 if month in horizon:
                     free[(role, month)] = free.get((role, month), 0.0) - fte
     free = {k: max(0.0, v) for k, v in free.items()}
+    if budget is not None:
+        free[(BUDGET_ROLE, horizon.start)] = budget * money_scale(budget) / FTE_SCALE
     candidates = [
         p
         for p in projects
@@ -128,9 +147,10 @@ def build(
             p.deadline - p.duration + 1 if p.deadline is not None else horizon.end, horizon.end
         )
         load = p.load()
+        spend = _spend(budget, (costs or {}).get(p.key), horizon.start)
         columns = []
         for start in range(lo, hi + 1):
-            cells = tuple(
+            cells = spend + tuple(
                 (role, start + offset, fte)
                 for (role, offset), fte in sorted(load.items())
                 if start + offset in horizon
@@ -154,6 +174,25 @@ def build(
                 ]
                 model.precedences.append((j, before))
     return model
+
+
+def _spend(
+    budget: float | None, cost: float | None, month: int
+) -> tuple[tuple[str, int, float], ...]:
+    """What a project's columns load of the budget cell (``Column.load``): nothing without a
+    budget or for a free project; more than the cell holds for a cost not known or larger than
+    the budget, so that no column of the project is kept."""
+    if budget is None or cost == 0:
+        return ()
+    if cost is None or cost > budget:
+        return ((BUDGET_ROLE, month, math.inf),)
+    return ((BUDGET_ROLE, month, cost * money_scale(budget) / FTE_SCALE),)
+
+
+def money_scale(budget: float) -> float:
+    """Money units a unit of currency: a power of ten that puts ``budget`` between a million
+    and ten million units (a budget below one unit of currency is taken as one)."""
+    return 10.0 ** (6 - math.floor(math.log10(max(budget, 1.0))))
 
 
 def objective_of(model: Model, starts: Mapping[str, int | None]) -> float:
@@ -211,7 +250,9 @@ def violations(model: Model, starts: Mapping[str, int | None]) -> list[str]:
         for role, month, fte in model.columns[i].load:
             used[(role, month)] += fte
     problems.extend(
-        f"{role} over capacity in {month} by {fte - model.free.get((role, month), 0.0):.4f}"
+        f"over the budget by {fte / max(model.free[(role, month)], EPSILON) - 1:.4%}"
+        if role == BUDGET_ROLE
+        else f"{role} over capacity in {month} by {fte - model.free.get((role, month), 0.0):.4f}"
         for (role, month), fte in sorted(used.items())
         if fte > model.free.get((role, month), 0.0) + 1e-6
     )

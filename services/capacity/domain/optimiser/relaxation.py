@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from services.capacity.domain.optimiser.model import Model, cells_of
+from services.capacity.domain.optimiser.model import BUDGET_ROLE, Model, cells_of
 from services.capacity.domain.planner import EPSILON
 
 
@@ -110,7 +110,7 @@ def fill(
     return starts
 
 
-def _prerequisites_first(model: Model, order: Sequence[str]) -> list[str]:
+def prerequisites_first(model: Model, order: Sequence[str]) -> list[str]:
     """``order`` with every project's prerequisites moved before it."""
     project_of = [c.project for c in model.columns]
     prerequisites: dict[str, set[str]] = defaultdict(set)
@@ -136,21 +136,29 @@ def _prerequisites_first(model: Model, order: Sequence[str]) -> list[str]:
 def heuristics(model: Model, lp_values: Sequence[float]) -> dict[str, dict[str, int | None]]:
     """Warm starts for the exact solver, guided by the LP relaxation. ``density``: highest
     priority per FTE-month first; ``lp``: what the LP relaxation chose most, at the start it
-    liked best."""
+    liked best; with a budget, ``value for money``: highest priority per unit of cost first."""
 
-    def density(key: str) -> float:
+    def per(key: str, budget: bool) -> float:
         columns = model.by_project[key]
         if not columns:
             return 0.0
         column = model.columns[columns[0]]
-        return column.weight / (sum(f for _, _, f in column.load) or 1.0)
+        used = sum(f for r, _, f in column.load if (r == BUDGET_ROLE) == budget)
+        return column.weight / (used or 1.0)
+
+    def density(key: str) -> float:
+        return per(key, budget=False)
 
     taken: dict[str, float] = defaultdict(float)
     for i, value in enumerate(lp_values):
         taken[model.columns[i].project] += value
     by_density = sorted(model.by_project, key=lambda k: (-density(k), k))
     by_lp = sorted(model.by_project, key=lambda k: (-round(taken[k], 6), -density(k), k))
-    return {
-        "density": fill(model, _prerequisites_first(model, by_density)),
-        "lp": fill(model, _prerequisites_first(model, by_lp), dict(enumerate(lp_values))),
+    found = {
+        "density": fill(model, prerequisites_first(model, by_density)),
+        "lp": fill(model, prerequisites_first(model, by_lp), dict(enumerate(lp_values))),
     }
+    if any(role == BUDGET_ROLE for role, _ in model.free):
+        by_money = sorted(model.by_project, key=lambda k: (-per(k, budget=True), k))
+        found["value for money"] = fill(model, prerequisites_first(model, by_money))
+    return found
