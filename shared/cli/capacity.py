@@ -32,6 +32,13 @@ console = Console()
 
 async def request(body: dict[str, Any], wait_seconds: float) -> ScenarioResult:
     """Publish a request and wait for its answer on the scenarios topic."""
+    (result,) = await requests([body], wait_seconds)
+    return result
+
+
+async def requests(bodies: list[dict[str, Any]], wait_seconds: float) -> list[ScenarioResult]:
+    """Publish requests (of one portfolio) together and wait for all their answers on the
+    scenarios topic; the answers in the requests' order."""
     kafka = KafkaSettings()
     names = TopicNames(kafka.topic_prefix)
     consumer = AIOKafkaConsumer(**client_options(kafka), enable_auto_commit=False)
@@ -52,21 +59,26 @@ async def request(body: dict[str, Any], wait_seconds: float) -> ScenarioResult:
                     json.dumps(body).encode(),
                     [],
                 )
+                for body in bodies
             ],
         )
+        answers: dict[str, ScenarioResult] = {}
+        wanted = {body["request_id"] for body in bodies}
         deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and wanted - answers.keys():
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
                     result = ScenarioResult.model_validate_json(record.value)
-                    if result.request_id == body["request_id"]:
-                        return result
-        console.print(
-            f"[red]no answer within {wait_seconds:.0f}s[/red] (request {body['request_id']}); "
-            "check `pmo deadletters list --consumer capacity`"
-        )
-        raise typer.Exit(1)
+                    if result.request_id in wanted:
+                        answers[result.request_id] = result
+        if missing := sorted(wanted - answers.keys()):
+            console.print(
+                f"[red]no answer within {wait_seconds:.0f}s[/red] (requests {', '.join(missing)});"
+                " check `pmo deadletters list --consumer capacity`"
+            )
+            raise typer.Exit(1)
+        return [answers[body["request_id"]] for body in bodies]
     finally:
         await consumer.stop()
 
@@ -172,3 +184,56 @@ def optimise_command(
         print(result.model_dump_json(indent=2))
     else:
         show(result)
+
+
+@app.command()
+def frontier(
+    portfolio: str,
+    budget: Annotated[
+        list[float],
+        typer.Option(help="A budget to optimise within; give several (--budget 1e6 --budget 2e6)."),
+    ],
+    objective: Annotated[str, typer.Option(help="score or value")] = "value",
+    time_limit: Annotated[float, typer.Option(help="Solver seconds for each budget.")] = 10,
+    author: Annotated[str | None, typer.Option()] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """The efficient frontier: the best plan within each budget, and with none, side by side
+    (what each step of money buys, and where more stops buying anything)."""
+    budgets: list[float | None] = [*sorted(set(budget)), None]
+    bodies = [
+        _body(
+            portfolio,
+            "optimise",
+            author,
+            objective=objective,
+            time_limit_seconds=time_limit,
+            budget=b,
+        )
+        for b in budgets
+    ]
+    # Capacity answers one request after another: each takes up to its time limit.
+    results = asyncio.run(requests(bodies, len(bodies) * time_limit + 60))
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in results], indent=2))
+        return
+    best = results[-1].optimiser
+    assert best is not None
+    table = Table("budget", f"objective ({objective})", "of the best", "spent", "status", "gap")
+    for b, result in zip(budgets, results, strict=True):
+        o = result.optimiser
+        assert o is not None
+        share = o.objective / best.objective if best.objective else 1.0
+        table.add_row(
+            f"{b:,.0f}" if b is not None else "none",
+            f"{o.objective:,.2f}",
+            f"{share:.1%}",
+            f"{o.cost or 0.0:,.0f}",
+            o.status,
+            f"{o.gap:.1%}",
+        )
+    console.print(table)
+    console.print(
+        f"the greedy plan: objective {best.greedy_objective:,.2f}, spending"
+        f" {best.greedy_cost or 0.0:,.0f} on the candidates it starts"
+    )

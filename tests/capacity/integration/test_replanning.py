@@ -132,6 +132,30 @@ async def test_resource_change_replans_and_whatif_and_optimise_answer(
     )
     assert code == 0, out
     assert "budget 300,000: the optimiser's plan starts candidates costing 250,000" in out
+    # The frontier: 200,000 buys nothing, 300,000 buys SMALL, and no budget buys no more.
+    code, out = await system.pmo(
+        "capacity",
+        "frontier",
+        "retail",
+        "--budget",
+        "300000",
+        "--budget",
+        "200000",
+        "--time-limit",
+        "2",
+        "--json",
+    )
+    assert code == 0, out
+    steps = [(r["optimiser"]["budget"], r["optimiser"]["cost"]) for r in json.loads(out)]
+    assert steps == [(200_000, 0), (300_000, 250_000), (None, 250_000)]
+    values = [r["optimiser"]["objective"] for r in json.loads(out)]
+    assert values[0] < values[1] == values[2]
+    code, out = await system.pmo(
+        "capacity", "frontier", "retail", "--budget", "200000", "--time-limit", "2"
+    )
+    assert code == 0, out
+    assert "none" in out
+    assert "100.0%" in out
 
     # The same question through the API, as the dashboard asks it.
     asked = await system.api.post(
