@@ -51,7 +51,9 @@ def funding_line(rows: Sequence[Mapping[str, Any]], budget: float, rule: Rule) -
     """``rows`` (each with ``rank``, ``cost``, ``value`` and ``mandatory``) in rank order,
     against ``budget``. Each item gets ``cumulative_cost`` (the cost funded so far, itself
     included when funded), ``funded`` and ``reason`` (why not, or None)."""
-    spent = 0.0
+    # In whole cents: a budget equal to the costs it funds, added up, fits them exactly.
+    limit = _cents(budget)
+    spent = 0
     crossed = False  # the line rule: a project did not fit, so nothing below is funded
     items: list[dict[str, Any]] = []
     for row in rows:
@@ -61,18 +63,20 @@ def funding_line(rows: Sequence[Mapping[str, Any]], budget: float, rule: Rule) -
             reason = "cost_unknown"
         elif crossed:
             reason = "below_line"
-        elif spent + cost > budget:
+        elif spent + _cents(cost) > limit:
             reason = "over_budget"
             crossed = rule == "line"
         else:
-            spent += cost
-        items.append({**row, "cumulative_cost": spent, "funded": reason is None, "reason": reason})
+            spent += _cents(cost)
+        items.append(
+            {**row, "cumulative_cost": spent / 100, "funded": reason is None, "reason": reason}
+        )
     funded = [i for i in items if i["funded"]]
     unfunded = [i for i in items if not i["funded"]]
     return FundingLine(
         funded=_share(funded),
         unfunded=_share(unfunded),
-        remaining=budget - spent,
+        remaining=(limit - spent) / 100,
         last_funded_rank=funded[-1]["rank"] if funded else None,
         first_unfunded_rank=next((i["rank"] for i in items if i["reason"] == "over_budget"), None),
         cost_unknown=sum(i["reason"] == "cost_unknown" for i in items),
@@ -96,9 +100,13 @@ def currencies_other_than(rows: Iterable[Mapping[str, Any]], currency: str | Non
     return found if len(found) > 1 else []
 
 
+def _cents(amount: float) -> int:
+    return round(amount * 100)
+
+
 def _share(items: Sequence[Mapping[str, Any]]) -> Share:
     return Share(
         projects=len(items),
-        cost=sum(i["cost"] or 0.0 for i in items),
-        value=sum(i["value"] or 0.0 for i in items),
+        cost=sum(_cents(i["cost"] or 0.0) for i in items) / 100,
+        value=sum(_cents(i["value"] or 0.0) for i in items) / 100,
     )

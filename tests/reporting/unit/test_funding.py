@@ -63,6 +63,15 @@ def test_a_cost_that_fits_exactly_is_funded_and_a_zero_budget_funds_only_free_pr
     assert outcome(ranked(0, 10, 0), 0, "fill") == [None, "over_budget", None]
 
 
+def test_a_budget_equal_to_the_costs_in_cents_funds_them_all() -> None:
+    for costs in ([0.1, 0.2, 0.3], [1193891.27, 4735878.3, 1774863.98, 3723923.39]):
+        budget = sum(round(c * 100) for c in costs) / 100
+        line = funding_line(ranked(*costs), budget, "line")
+        assert [i["funded"] for i in line.items] == [True] * len(costs)
+        assert line.remaining == 0
+        assert line.funded.cost == budget
+
+
 def test_a_project_with_no_cost_is_never_funded_and_does_not_stop_the_line() -> None:
     rows = ranked(10, None, 20)
     assert outcome(rows, 100, "line") == [None, "cost_unknown", None]

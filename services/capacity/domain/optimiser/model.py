@@ -110,7 +110,10 @@ def build(
                     free[(role, month)] = free.get((role, month), 0.0) - fte
     free = {k: max(0.0, v) for k, v in free.items()}
     if budget is not None:
-        free[(BUDGET_ROLE, horizon.start)] = budget * money_scale(budget) / FTE_SCALE
+        # Whole units, as CP-SAT counts them, so every check of the budget agrees with it.
+        free[(BUDGET_ROLE, horizon.start)] = (
+            math.floor(budget * money_scale(budget) + 1e-6) / FTE_SCALE
+        )
     candidates = [
         p
         for p in projects
@@ -186,7 +189,7 @@ def _spend(
         return ()
     if cost is None or cost > budget:
         return ((BUDGET_ROLE, month, math.inf),)
-    return ((BUDGET_ROLE, month, cost * money_scale(budget) / FTE_SCALE),)
+    return ((BUDGET_ROLE, month, math.ceil(cost * money_scale(budget) - 1e-6) / FTE_SCALE),)
 
 
 def money_scale(budget: float) -> float:
