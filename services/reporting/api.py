@@ -892,7 +892,7 @@ def api_router(
             items=[Movement.model_validate(i) for i in items],
         )
 
-    @router.get("/portfolios/{portfolio}/funding", response_model=FundingPage)
+    @router.get("/portfolios/{portfolio}/funding", response_model=FundingPage, responses=VALIDATED)
     async def funding(
         request: Request,
         portfolio: str,
